@@ -1,0 +1,27 @@
+# Two commands a user needs: `make demo` and `make test`. `.venv/bin/python` is the interpreter.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.10 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) -m mit_semseg.demo
+
+bench: install
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[bench]'
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,80 @@
+"""Every configuration key with its default; `config/*.yaml` and the command line override them."""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+_C.DIR = "ckpt/ade20k-resnet50dilated-ppm_deepsup"
+
+# -----------------------------------------------------------------------------
+# Dataset
+# -----------------------------------------------------------------------------
+_C.DATASET = CN()
+_C.DATASET.root_dataset = "./data/"
+_C.DATASET.list_train = "./data/training.odgt"
+_C.DATASET.list_val = "./data/validation.odgt"
+_C.DATASET.num_class = 150
+# multi-scale training and testing: short sides of the image
+_C.DATASET.imgSizes = (300, 375, 450, 525, 600)
+# largest long side of an input image
+_C.DATASET.imgMaxSize = 1000
+# inputs are padded to a multiple of this (the network's largest downsampling rate)
+_C.DATASET.padding_constant = 8
+# downsampling rate of the training labels (the decoder's output stride)
+_C.DATASET.segm_downsampling_rate = 8
+# randomly flip training images horizontally
+_C.DATASET.random_flip = True
+
+# -----------------------------------------------------------------------------
+# Model
+# -----------------------------------------------------------------------------
+_C.MODEL = CN()
+_C.MODEL.arch_encoder = "resnet50dilated"
+_C.MODEL.arch_decoder = "ppm_deepsup"
+_C.MODEL.weights_encoder = ""
+_C.MODEL.weights_decoder = ""
+# channels of the encoder's last feature map
+_C.MODEL.fc_dim = 2048
+# start the encoder from ImageNet weights when weights_encoder is empty
+_C.MODEL.pretrained = True
+# batch-norm running-average momentum (the original's 0.001; HRNet's encoder keeps 0.1; use 0.1 from scratch)
+_C.MODEL.bn_momentum = 0.001
+
+# -----------------------------------------------------------------------------
+# Training
+# -----------------------------------------------------------------------------
+_C.TRAIN = CN()
+_C.TRAIN.batch_size_per_gpu = 2
+_C.TRAIN.num_epoch = 20
+_C.TRAIN.start_epoch = 0
+_C.TRAIN.epoch_iters = 5000
+_C.TRAIN.optim = "SGD"
+_C.TRAIN.lr_encoder = 0.02
+_C.TRAIN.lr_decoder = 0.02
+# power of the poly learning-rate schedule
+_C.TRAIN.lr_pow = 0.9
+# momentum of SGD
+_C.TRAIN.beta1 = 0.9
+_C.TRAIN.weight_decay = 1e-4
+# weight of the deep-supervision loss
+_C.TRAIN.deep_sup_scale = 0.4
+# freeze batch-norm statistics and parameters (fine-tuning)
+_C.TRAIN.fix_bn = False
+_C.TRAIN.workers = 16
+_C.TRAIN.disp_iter = 20
+_C.TRAIN.seed = 304
+
+# -----------------------------------------------------------------------------
+# Validation
+# -----------------------------------------------------------------------------
+_C.VAL = CN()
+_C.VAL.batch_size = 1
+# write image | ground truth | prediction pictures
+_C.VAL.visualize = False
+_C.VAL.checkpoint = "epoch_20.pth"
+
+# -----------------------------------------------------------------------------
+# Testing
+# -----------------------------------------------------------------------------
+_C.TEST = CN()
+_C.TEST.batch_size = 1
+_C.TEST.checkpoint = "epoch_20.pth"
+_C.TEST.result = "./"

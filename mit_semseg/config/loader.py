@@ -1,0 +1,107 @@
+"""Load a yacs config from a YAML file and command-line options, and validate it."""
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Iterable, Sequence
+
+from yacs.config import CfgNode
+
+from .defaults import _C
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the key or file and the fix."""
+
+
+def _flatten(node: CfgNode, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, CfgNode):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+VALID_KEYS = tuple(_flatten(_C))
+
+
+def _check_keys(keys: Iterable[str], source: str) -> None:
+    for key in keys:
+        if key not in VALID_KEYS:
+            close = difflib.get_close_matches(key, VALID_KEYS, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(VALID_KEYS)}"
+            raise ConfigError(f"{source}: unknown config key '{key}'{hint}")
+
+
+def _read_yaml(path: str) -> CfgNode:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            node = CfgNode.load_cfg(f)
+    except Exception as err:
+        raise ConfigError(f"{path}: not a valid YAML config ({err})") from err
+    if not isinstance(node, CfgNode):
+        raise ConfigError(f"{path}: expected a mapping of config sections")
+    return node
+
+
+def validate(cfg: CfgNode) -> None:
+    """Check the values that must agree with each other and with the model registries."""
+    from ..models.builder import DECODERS, ENCODERS
+
+    cfg.MODEL.arch_encoder = cfg.MODEL.arch_encoder.lower()
+    cfg.MODEL.arch_decoder = cfg.MODEL.arch_decoder.lower()
+    encoder = ENCODERS.get(cfg.MODEL.arch_encoder)
+    if encoder is None:
+        raise ConfigError(f"MODEL.arch_encoder: unknown architecture '{cfg.MODEL.arch_encoder}'; "
+                          f"valid: {', '.join(ENCODERS)}")
+    if cfg.MODEL.arch_decoder not in DECODERS:
+        raise ConfigError(f"MODEL.arch_decoder: unknown architecture '{cfg.MODEL.arch_decoder}'; "
+                          f"valid: {', '.join(DECODERS)}")
+    if cfg.MODEL.fc_dim != encoder.fc_dim:
+        raise ConfigError(f"MODEL.fc_dim is {cfg.MODEL.fc_dim}, but encoder {cfg.MODEL.arch_encoder} gives "
+                          f"{encoder.fc_dim} channels: set MODEL.fc_dim {encoder.fc_dim}")
+    data = cfg.DATASET
+    sizes = data.imgSizes if isinstance(data.imgSizes, (tuple, list)) else (data.imgSizes,)
+    if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise ConfigError(f"DATASET.imgSizes must be positive integers, got {data.imgSizes}")
+    for key in ("num_class", "imgMaxSize", "padding_constant", "segm_downsampling_rate"):
+        if data[key] <= 0:
+            raise ConfigError(f"DATASET.{key} must be positive, got {data[key]}")
+    if data.padding_constant % data.segm_downsampling_rate:
+        raise ConfigError(f"DATASET.padding_constant ({data.padding_constant}) must be a multiple of "
+                          f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})")
+    if not 0.0 < cfg.MODEL.bn_momentum <= 1.0:
+        raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {cfg.MODEL.bn_momentum}")
+    for key in ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters", "VAL.batch_size",
+                "TEST.batch_size"):
+        section, name = key.split(".")
+        if cfg[section][name] <= 0:
+            raise ConfigError(f"{key} must be positive, got {cfg[section][name]}")
+
+
+def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] = ()) -> CfgNode:
+    """Defaults, then `cfg_file`, then `opts` (KEY VALUE pairs), validated; the defaults stay untouched."""
+    cfg = _C.clone()
+    if cfg_file:
+        path = os.fspath(cfg_file)
+        node = _read_yaml(path)
+        _check_keys(_flatten(node), path)
+        try:
+            cfg.merge_from_other_cfg(node)
+        except (ValueError, KeyError, AssertionError) as err:
+            raise ConfigError(f"{path}: {err}") from err
+    opts = list(opts)
+    if opts:
+        if len(opts) % 2:
+            raise ConfigError(f"command-line options must be KEY VALUE pairs; '{opts[-1]}' has no value")
+        _check_keys(opts[0::2], "command line")
+        try:
+            cfg.merge_from_list(opts)
+        except (ValueError, KeyError, AssertionError) as err:
+            raise ConfigError(f"command line: {err}") from err
+    validate(cfg)
+    return cfg

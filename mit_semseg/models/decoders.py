@@ -1,0 +1,148 @@
+"""Decoders: C1, PPM (pyramid pooling) and UPerNet, each optionally deep-supervised.
+
+In training they return log-probabilities at their own resolution (deep-supervised ones a
+pair: main and deep supervision). For inference (`use_softmax`, or `segSize` given) they
+return class probabilities, resized bilinearly to `segSize` first when it is given.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import NormLayer, conv3x3_bn_relu
+from ..nn import SynchronizedBatchNorm2d
+
+PPM_SCALES = (1, 2, 3, 6)
+PPM_CHANNELS = 512
+
+
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class Decoder(nn.Module):
+    """Base of all decoders: `main_logits` and, when deep-supervised, `deepsup_logits`."""
+
+    deep_sup = False
+
+    def __init__(self, use_softmax: bool = False) -> None:
+        super().__init__()
+        self.use_softmax = use_softmax
+
+    def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def deepsup_logits(self, conv4: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, conv_out: list[torch.Tensor], segSize=None):
+        x = self.main_logits(conv_out)
+        if self.use_softmax or segSize is not None:
+            if segSize is not None:
+                x = resize(x, segSize)
+            return F.softmax(x, dim=1)
+        if self.deep_sup:
+            return F.log_softmax(x, dim=1), F.log_softmax(self.deepsup_logits(conv_out[-2]), dim=1)
+        return F.log_softmax(x, dim=1)
+
+
+class C1(Decoder):
+    """One 3x3 conv-BN-ReLU and a 1x1 classifier on the last feature map."""
+
+    def __init__(self, num_class: int = 150, fc_dim: int = 2048, use_softmax: bool = False,
+                 norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+        super().__init__(use_softmax)
+        self.cbr = conv3x3_bn_relu(fc_dim, fc_dim // 4, norm_layer=norm_layer)
+        if self.deep_sup:
+            self.cbr_deepsup = conv3x3_bn_relu(fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
+        self.conv_last = nn.Conv2d(fc_dim // 4, num_class, 1)
+        if self.deep_sup:
+            self.conv_last_deepsup = nn.Conv2d(fc_dim // 4, num_class, 1)
+
+    def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv_last(self.cbr(conv_out[-1]))
+
+    def deepsup_logits(self, conv4: torch.Tensor) -> torch.Tensor:
+        return self.conv_last_deepsup(self.cbr_deepsup(conv4))
+
+
+class C1DeepSup(C1):
+    """C1 plus a deep-supervision head on the second-to-last map."""
+
+    deep_sup = True
+
+
+class PPM(Decoder):
+    """Pyramid pooling (PSPNet): pooled context at four scales, concatenated with the last map."""
+
+    def __init__(self, num_class: int = 150, fc_dim: int = 4096, use_softmax: bool = False,
+                 pool_scales: Sequence[int] = PPM_SCALES, norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+        super().__init__(use_softmax)
+        self.ppm = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False),
+                          norm_layer(PPM_CHANNELS), nn.ReLU(inplace=True)) for scale in pool_scales)
+        if self.deep_sup:
+            self.cbr_deepsup = conv3x3_bn_relu(fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
+        self.conv_last = nn.Sequential(
+            nn.Conv2d(fc_dim + len(pool_scales) * PPM_CHANNELS, 512, 3, padding=1, bias=False),
+            norm_layer(512), nn.ReLU(inplace=True), nn.Dropout2d(0.1), nn.Conv2d(512, num_class, 1))
+        if self.deep_sup:
+            self.conv_last_deepsup = nn.Conv2d(fc_dim // 4, num_class, 1)
+            self.dropout_deepsup = nn.Dropout2d(0.1)
+
+    def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
+        conv5 = conv_out[-1]
+        size = conv5.shape[-2:]
+        return self.conv_last(torch.cat([conv5] + [resize(pool(conv5), size) for pool in self.ppm], 1))
+
+    def deepsup_logits(self, conv4: torch.Tensor) -> torch.Tensor:
+        return self.conv_last_deepsup(self.dropout_deepsup(self.cbr_deepsup(conv4)))
+
+
+class PPMDeepsup(PPM):
+    """PPM plus a deep-supervision head on the second-to-last map."""
+
+    deep_sup = True
+
+
+class UPerNet(Decoder):
+    """Unified perceptual parsing: pyramid pooling on the last map, a top-down FPN, fused at P2.
+
+    `fpn_inplanes` are the channel counts of the encoder's maps, the last one being `fc_dim`.
+    """
+
+    def __init__(self, num_class: int = 150, fc_dim: int = 4096, use_softmax: bool = False,
+                 pool_scales: Sequence[int] = PPM_SCALES, fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
+                 fpn_dim: int = 256, norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+        super().__init__(use_softmax)
+        if fpn_inplanes[-1] != fc_dim:
+            raise ValueError(f"UPerNet: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
+        self.ppm_pooling = nn.ModuleList(nn.AdaptiveAvgPool2d(scale) for scale in pool_scales)
+        self.ppm_conv = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False), norm_layer(PPM_CHANNELS),
+                          nn.ReLU(inplace=True)) for _ in pool_scales)
+        self.ppm_last_conv = conv3x3_bn_relu(fc_dim + len(pool_scales) * PPM_CHANNELS, fpn_dim, norm_layer=norm_layer)
+        self.fpn_in = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, fpn_dim, 1, bias=False), norm_layer(fpn_dim), nn.ReLU(inplace=True))
+            for width in fpn_inplanes[:-1])
+        self.fpn_out = nn.ModuleList(
+            nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1])
+        self.conv_last = nn.Sequential(conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer),
+                                       nn.Conv2d(fpn_dim, num_class, 1))
+
+    def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
+        conv5 = conv_out[-1]
+        size = conv5.shape[-2:]
+        pooled = [conv(resize(pool(conv5), size)) for pool, conv in zip(self.ppm_pooling, self.ppm_conv)]
+        f = self.ppm_last_conv(torch.cat([conv5] + pooled, 1))
+        pyramid = [f]
+        for i in reversed(range(len(conv_out) - 1)):
+            lateral = self.fpn_in[i](conv_out[i])
+            f = lateral + resize(f, lateral.shape[-2:])
+            pyramid.append(self.fpn_out[i](f))
+        pyramid.reverse()
+        top = pyramid[0].shape[-2:]
+        return self.conv_last(torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))
