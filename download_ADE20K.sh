@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
-# Placeholder: not implemented yet (see the README's status section).
-echo "download_ADE20K.sh: not implemented yet in this version of mit_semseg; see README.md" >&2
-exit 2
+# Download ADE20K into ./data (resumable), unzip it, and write data/training.odgt and data/validation.odgt.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python3
+exec "$PYTHON" -m mit_semseg.data.ade20k --data data "$@"

@@ -1,9 +1,19 @@
-"""Where downloaded files live: `$MIT_SEMSEG_HOME`, by default `~/.cache/mit_semseg`."""
+"""Downloads into a cache (`$MIT_SEMSEG_HOME`, by default `~/.cache/mit_semseg`): resumable, atomic, verified."""
 from __future__ import annotations
 
+import hashlib
 import os
+import urllib.error
+import urllib.request
+
+from tqdm import tqdm
 
 PRETRAINED_URL = "http://sceneparsing.csail.mit.edu/model/pretrained_resnet/"
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download that failed; the message says where to put the file by hand."""
 
 
 def cache_dir() -> str:
@@ -19,3 +29,61 @@ def pretrained_path(filename: str) -> str:
             f"them. Fetch {PRETRAINED_URL}{filename} and put it at {path}, or build the encoder without "
             "them (pretrained=False, or MODEL.pretrained False in a config).")
     return path
+
+
+def sha256sum(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10.0, progress: bool = True) -> str:
+    """Fetch `url` to `dest` unless it is already there; returns `dest`.
+
+    A partial `dest.part` from an earlier attempt is resumed with an HTTP range request. The
+    file appears at `dest` only when complete (and, with `sha256`, verified).
+    """
+    if os.path.isfile(dest) and (sha256 is None or sha256sum(dest) == sha256):
+        return dest
+    by_hand = f"download the file yourself and put it at {dest}"
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    part = dest + ".part"
+    start = os.path.getsize(part) if os.path.isfile(part) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code != 416 or not start:  # 416: the partial file is already whole
+            raise DownloadError(f"download of {url} failed: HTTP {err.code} {err.reason}; {by_hand}") from err
+        response = None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise DownloadError(f"download of {url} failed ({reason}); check the network or {by_hand}") from err
+    if response is not None:
+        with response:
+            if start and response.status != 206:  # the server ignored the range: start over
+                start = 0
+            length = response.headers.get("Content-Length")
+            total = start + int(length) if length is not None else None
+            try:
+                with open(part, "ab" if start else "wb") as f, \
+                        tqdm(total=total, initial=start, unit="B", unit_scale=True, disable=not progress,
+                             desc=os.path.basename(dest)) as bar:
+                    for block in iter(lambda: response.read(CHUNK), b""):
+                        f.write(block)
+                        bar.update(len(block))
+            except OSError as err:
+                raise DownloadError(f"download of {url} broke off ({err}); run again to resume, or {by_hand}") from err
+            if total is not None and os.path.getsize(part) != total:
+                raise DownloadError(f"download of {url} is truncated ({os.path.getsize(part)} of {total} bytes); "
+                                    f"run again to resume, or {by_hand}")
+    if sha256 is not None:
+        actual = sha256sum(part)
+        if actual != sha256:
+            os.remove(part)
+            raise DownloadError(f"download of {url} is corrupt: SHA-256 {actual}, expected {sha256}; "
+                                f"the bad file was removed; run again, or {by_hand}")
+    os.replace(part, dest)
+    return dest

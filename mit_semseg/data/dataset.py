@@ -1,0 +1,224 @@
+"""Datasets, the aspect-ratio grouped batch sampler and the loaders built on them."""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .imageio import UnreadableImage, read_image, read_label
+from .records import DataError
+from .transforms import label_cells, multi_scale_images, normalise_batch, resize_image, resize_label, round_up, \
+    scaled_size
+
+log = logging.getLogger("mit_semseg")
+
+# (record index, short side of the batch, flip horizontally): what the sampler asks the dataset for.
+SampleKey = tuple[int, int, bool]
+
+
+class GroupedBatchSampler(Sampler[list[SampleKey]]):
+    """Batches of images of one orientation (portrait or landscape), each with a drawn short side and flips.
+
+    Every random choice is made here, from streams seeded by (seed, epoch) for the order and
+    (seed, epoch, rank) for sizes and flips, so the same seed gives the same batches whatever the
+    number of workers, and `start` resumes mid-epoch exactly. With `world_size` > 1 each rank takes
+    its own share of every permutation.
+    """
+
+    def __init__(self, portrait: Sequence[bool], batch_size: int, img_sizes: Sequence[int], random_flip: bool,
+                 num_batches: int, seed: int, epoch: int = 0, start: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        if len(portrait) < world_size:
+            raise DataError(f"{len(portrait)} records cannot be shared among {world_size} processes")
+        self.portrait = np.asarray(portrait, dtype=bool)
+        self.batch_size, self.img_sizes, self.random_flip = batch_size, tuple(img_sizes), random_flip
+        self.num_batches, self.seed, self.epoch, self.start = num_batches, seed, epoch, start
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return self.num_batches - self.start
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = np.random.default_rng([self.seed, self.epoch])  # shared by all ranks: disjoint shares
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        buckets: dict[bool, list[int]] = {True: [], False: []}
+        produced = 0
+        while True:
+            for index in order.permutation(len(self.portrait))[self.rank::self.world_size].tolist():
+                bucket = buckets[bool(self.portrait[index])]
+                bucket.append(index)
+                if len(bucket) < self.batch_size:
+                    continue
+                short = int(self.img_sizes[rng.integers(len(self.img_sizes))])
+                flips = rng.random(len(bucket)) < 0.5 if self.random_flip else np.zeros(len(bucket), bool)
+                if produced >= self.start:
+                    yield [(i, short, bool(f)) for i, f in zip(bucket, flips)]
+                bucket.clear()
+                produced += 1
+                if produced == self.num_batches:
+                    return
+
+
+@dataclass
+class TrainSample:
+    image: np.ndarray | None = None  # H x W x 3 RGB uint8, resized
+    label: np.ndarray | None = None  # H x W class indices (0 = unlabelled), resized
+    path: str = ""
+    error: str = ""  # why the sample was skipped (unreadable file)
+    fatal: str = ""  # bad data that must stop training
+
+
+class TrainDataset(Dataset):
+    """Reads, flips and resizes one training sample; `TrainCollate` pads and normalises the batch."""
+
+    def __init__(self, records: Sequence[dict], num_class: int, img_max_size: int) -> None:
+        self.records, self.num_class, self.img_max_size = list(records), num_class, img_max_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def portrait(self) -> list[bool]:
+        return [r["height"] > r["width"] for r in self.records]
+
+    def __getitem__(self, key: SampleKey) -> TrainSample:
+        index, short, flip = key
+        record = self.records[index]
+        path = record["fpath_img"]
+        try:
+            image = read_image(path)
+            label = read_label(record["fpath_segm"], self.num_class, size=image.shape[:2])
+        except UnreadableImage as err:
+            return TrainSample(path=path, error=str(err))
+        except DataError as err:
+            return TrainSample(path=path, fatal=str(err))
+        if flip:
+            image, label = cv2.flip(image, 1), cv2.flip(label, 1)
+        h, w = scaled_size(image.shape[0], image.shape[1], short, self.img_max_size)
+        return TrainSample(resize_image(image, h, w), resize_label(label, h, w), path)
+
+
+class TrainCollate:
+    """Pads a list of samples into one batch at one size, as `TrainLoader` hands it over.
+
+    Images stay uint8 (N x H x W x 3, a quarter of the bytes to pass between processes) with their
+    sizes; `TrainLoader` normalises them. Images are padded to a multiple of `padding_constant`;
+    labels are shifted to 0-based classes (-1 unlabelled and padding) and sampled once per
+    `segm_downsampling_rate` cell.
+    """
+
+    def __init__(self, padding_constant: int, segm_downsampling_rate: int) -> None:
+        self.padding, self.rate = padding_constant, segm_downsampling_rate
+
+    def __call__(self, samples: list[TrainSample]) -> dict:
+        good = [s for s in samples if s.image is not None]
+        batch: dict = {"failed": [s.error for s in samples if s.error],
+                       "fatal": next((s.fatal for s in samples if s.fatal), ""), "num_samples": len(samples)}
+        if not good:
+            return batch
+        height = round_up(max(s.image.shape[0] for s in good), self.padding)
+        width = round_up(max(s.image.shape[1] for s in good), self.padding)
+        images = np.zeros((len(good), height, width, 3), dtype=np.uint8)
+        labels = np.full((len(good), height // self.rate, width // self.rate), -1, dtype=np.int64)
+        for i, s in enumerate(good):
+            h, w = s.image.shape[:2]
+            images[i, :h, :w] = s.image
+            cells = label_cells(s.label, self.rate).astype(np.int64) - 1
+            labels[i, :cells.shape[0], :cells.shape[1]] = cells
+        batch.update(images=torch.from_numpy(images), sizes=torch.tensor([s.image.shape[:2] for s in good]),
+                     seg_label=torch.from_numpy(labels))
+        return batch
+
+
+class TrainLoader:
+    """Training batch dicts `{'img_data': N x 3 x H x W float32, 'seg_label': N x h x w int64}`.
+
+    Wraps a DataLoader over `TrainDataset` and `TrainCollate`; each dict also says how many
+    samples were drawn (`num_samples`), which were skipped (`failed`) and any `fatal` data error.
+    A batch whose samples all failed has no `img_data`.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            yield finish_batch(batch)
+
+
+def finish_batch(batch: dict) -> dict:
+    """Normalise the uint8 images of a `TrainCollate` batch into `img_data`."""
+    if "images" in batch:
+        batch["img_data"] = normalise_batch(batch.pop("images"), batch.pop("sizes"))
+    return batch
+
+
+class SkippedSamples:
+    """Counts the samples drawn and those skipped as unreadable; stops the run past `limit` of them.
+
+    Bad data that is not merely unreadable (a label with wrong values, channels or size) stops at once.
+    """
+
+    def __init__(self, limit: float = 0.01) -> None:
+        self.limit, self.drawn, self.failed = limit, 0, []
+
+    def update(self, batch: dict) -> None:
+        if batch["fatal"]:
+            raise DataError(batch["fatal"])
+        self.drawn += batch["num_samples"]
+        for message in batch["failed"]:
+            log.warning("skipped a training sample: %s", message)
+            self.failed.append(message)
+        if len(self.failed) > 1 and len(self.failed) > self.limit * self.drawn:
+            listed = "\n  ".join(self.failed)
+            raise DataError(f"{len(self.failed)} of the {self.drawn} training samples drawn could not be read "
+                            f"(more than {self.limit:.0%}):\n  {listed}")
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each data-loader worker its own numpy and python random streams (from torch's per-worker seed)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_train_loader(records: Sequence[dict], cfg, num_batches: int, epoch: int = 0, start: int = 0,
+                       rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> TrainLoader:
+    """A loader of `num_batches` training batch dicts (one per device and step) for `epoch`, from batch `start`."""
+    data = cfg.DATASET
+    dataset = TrainDataset(records, data.num_class, data.imgMaxSize)
+    sampler = GroupedBatchSampler(dataset.portrait(), cfg.TRAIN.batch_size_per_gpu, data.imgSizes,
+                                  data.random_flip, num_batches, cfg.TRAIN.seed, epoch, start, rank, world_size)
+    workers = cfg.TRAIN.workers
+    collate = TrainCollate(data.padding_constant, data.segm_downsampling_rate)
+    return TrainLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                                  pin_memory=pin_memory, worker_init_fn=seed_worker,
+                                  generator=torch.Generator().manual_seed(cfg.TRAIN.seed + epoch),
+                                  prefetch_factor=4 if workers else None))
+
+
+class ValDataset(Dataset):
+    """Each image at every `imgSizes` scale, with the original image and its full-size 0-based label."""
+
+    def __init__(self, records: Sequence[dict], cfg) -> None:
+        self.records, self.data = list(records), cfg.DATASET
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        image = read_image(record["fpath_img"])
+        label = read_label(record["fpath_segm"], self.data.num_class, size=image.shape[:2])
+        return {"img_ori": image, "seg_label": torch.from_numpy(label.astype(np.int64) - 1),
+                "img_data": multi_scale_images(image, self.data.imgSizes, self.data.imgMaxSize,
+                                               self.data.padding_constant),
+                "info": record["fpath_img"]}

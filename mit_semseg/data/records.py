@@ -1,0 +1,68 @@
+"""Record lists in the original `.odgt` format: one JSON object per line.
+
+Each record has `fpath_img`, `fpath_segm`, `width` and `height`; paths are relative to the
+dataset root unless absolute.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+REQUIRED_KEYS = ("fpath_img", "fpath_segm", "width", "height")
+MAX_LISTED = 20
+
+
+class DataError(ValueError):
+    """Bad data: the message names the file (and line) at fault."""
+
+
+def read_odgt(path: str | os.PathLike, root: str | os.PathLike = "", check_files: bool = True) -> list[dict]:
+    """Read and validate a record list; paths in the result are resolved against `root`.
+
+    With `check_files`, every missing image or label is reported together in one error.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"record list not found: {path}")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: malformed JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object")
+            missing = [k for k in REQUIRED_KEYS if k not in record]
+            if missing:
+                raise DataError(f"{where}: missing key {', '.join(repr(k) for k in missing)}")
+            for key in ("width", "height"):
+                value = record[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise DataError(f"{where}: {key} must be a positive integer, got {value!r}")
+            for key in ("fpath_img", "fpath_segm"):
+                record[key] = os.path.join(os.fspath(root), record[key])
+            records.append(record)
+    if not records:
+        raise DataError(f"{path}: the record list is empty")
+    if check_files:
+        missing_files = [p for r in records for p in (r["fpath_img"], r["fpath_segm"]) if not os.path.isfile(p)]
+        if missing_files:
+            listed = "\n  ".join(missing_files[:MAX_LISTED])
+            more = f"\n  ... and {len(missing_files) - MAX_LISTED} more" if len(missing_files) > MAX_LISTED else ""
+            raise DataError(f"{path}: {len(missing_files)} files listed are missing:\n  {listed}{more}")
+    return records
+
+
+def write_odgt(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Write records, one JSON object per line, atomically."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps({k: record[k] for k in REQUIRED_KEYS}) + "\n")
+    os.replace(tmp, path)

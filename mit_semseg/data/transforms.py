@@ -1,0 +1,71 @@
+"""Sizes, normalisation and label downsampling shared by training, evaluation and inference."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# (v / 255 - mean) / std = v * _SCALE + _OFFSET, per channel
+_SCALE = torch.tensor([1 / (255 * s) for s in IMAGENET_STD]).view(3, 1, 1)
+_OFFSET = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(3, 1, 1)
+
+
+def round_up(x: int, multiple: int) -> int:
+    return ((x - 1) // multiple + 1) * multiple
+
+
+def scaled_size(height: int, width: int, short_side: int, max_size: int) -> tuple[int, int]:
+    """(height, width) with the short side at `short_side`, scaled down if the long side exceeds `max_size`."""
+    scale = min(short_side / min(height, width), max_size / max(height, width))
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def normalise_batch(images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W float32 from an N x H x W x 3 uint8 CPU batch; beyond each image's (h, w) it is 0.
+
+    Done in numpy, on one thread: the step is memory-bound and must not take the cores the
+    data-loader workers run on. The result keeps the input's channels-last memory layout.
+    """
+    out = np.multiply(images.numpy(), _SCALE.view(3).numpy(), dtype=np.float32)
+    out += _OFFSET.view(3).numpy()
+    for i, (h, w) in enumerate(sizes.tolist()):
+        out[i, h:] = 0
+        out[i, :h, w:] = 0
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """A normalised 3 x H x W float32 tensor from an RGB uint8 image."""
+    return torch.from_numpy(image).permute(2, 0, 1).float().mul_(_SCALE).add_(_OFFSET)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
+    if label.shape[:2] == (height, width):
+        return label
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def label_cells(label: np.ndarray, rate: int) -> np.ndarray:
+    """One value per `rate` x `rate` cell: the pixel at the cell's centre (the decoder's sample point).
+
+    A cell whose centre falls outside the label (a partial last cell) is left out; the caller pads with -1.
+    """
+    return label[rate // 2::rate, rate // 2::rate]
+
+
+def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int) -> list[torch.Tensor]:
+    """The image at every short side of `img_sizes` (capped by `max_size`, rounded up to `padding`), 1 x 3 x h x w."""
+    height, width = image.shape[:2]
+    out = []
+    for short in img_sizes:
+        h, w = scaled_size(height, width, short, max_size)
+        out.append(to_tensor(resize_image(image, round_up(h, padding), round_up(w, padding)))[None])
+    return out
