@@ -22,6 +22,8 @@ _C.DATASET.padding_constant = 8
 _C.DATASET.segm_downsampling_rate = 8
 # randomly flip training images horizontally
 _C.DATASET.random_flip = True
+# check that every file of the record lists exists before starting (turn off for huge lists)
+_C.DATASET.check_files = True
 
 # -----------------------------------------------------------------------------
 # Model
@@ -61,6 +63,14 @@ _C.TRAIN.fix_bn = False
 _C.TRAIN.workers = 16
 _C.TRAIN.disp_iter = 20
 _C.TRAIN.seed = 304
+# mixed precision: none, bf16 (CPU and GPU) or fp16 (GPU, with gradient scaling)
+_C.TRAIN.amp = "none"
+# channels-last memory format for the model and its inputs
+_C.TRAIN.channels_last = False
+# let cuDNN pick the fastest convolution algorithms
+_C.TRAIN.cudnn_benchmark = True
+# compile the model with torch.compile
+_C.TRAIN.compile = False
 
 # -----------------------------------------------------------------------------
 # Validation

@@ -76,6 +76,10 @@ def validate(cfg: CfgNode) -> None:
                           f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})")
     if not 0.0 < cfg.MODEL.bn_momentum <= 1.0:
         raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {cfg.MODEL.bn_momentum}")
+    if cfg.TRAIN.amp not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"TRAIN.amp must be none, bf16 or fp16, got '{cfg.TRAIN.amp}'")
+    if cfg.TRAIN.optim.lower() != "sgd":
+        raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{cfg.TRAIN.optim}'")
     for key in ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters", "VAL.batch_size",
                 "TEST.batch_size"):
         section, name = key.split(".")

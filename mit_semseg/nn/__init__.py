@@ -1,4 +1,4 @@
 """Neural-network building blocks shared by the models."""
-from .batchnorm import SynchronizedBatchNorm2d
+from .batchnorm import DistributedBatchNorm2d, SynchronizedBatchNorm2d, link_replicas, to_distributed
 
-__all__ = ["SynchronizedBatchNorm2d"]
+__all__ = ["DistributedBatchNorm2d", "SynchronizedBatchNorm2d", "link_replicas", "to_distributed"]

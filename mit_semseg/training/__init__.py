@@ -1,0 +1,1 @@
+"""Training: optimisation, checkpoints and resume state, progress reporting and the loop."""

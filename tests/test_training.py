@@ -1,0 +1,184 @@
+"""Training through the real command line: epochs, checkpoints, exact resume, Ctrl-C, NaN, torchrun."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mit_semseg.data.synthetic import NUM_CLASS, generate
+from mit_semseg.models import ModelBuilder
+from mit_semseg.training.optim import param_groups, poly_lr, set_lr
+from mit_semseg.training.state import atomic_save
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    generate(str(root), num_train=12, num_val=2, seed=7, min_side=64, max_side=112)
+    return root
+
+
+def _opts(scenes, directory, *extra):
+    return ["DIR", str(directory), "DATASET.root_dataset", str(scenes),
+            "DATASET.list_train", str(scenes / "training.odgt"), "DATASET.num_class", str(NUM_CLASS),
+            "DATASET.imgSizes", "(64, 80)", "DATASET.imgMaxSize", "128",
+            "MODEL.arch_encoder", "mobilenetv2dilated", "MODEL.arch_decoder", "c1_deepsup", "MODEL.fc_dim", "320",
+            "MODEL.pretrained", "False", "MODEL.bn_momentum", "0.1", "TRAIN.num_epoch", "2",
+            "TRAIN.epoch_iters", "4", "TRAIN.workers", "2", "TRAIN.disp_iter", "2", *extra]
+
+
+def run_train(scenes, directory, *extra, flags=(), timeout=300, launcher=()):
+    command = [*(launcher or [sys.executable]), str(REPO / "train.py"),
+               "--cfg", str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"), "--gpus", "cpu", *flags,
+               *_opts(scenes, directory, *extra)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def _weights(directory, epoch):
+    return {part: torch.load(Path(directory) / f"{part}_epoch_{epoch}.pth", weights_only=True)
+            for part in ("encoder", "decoder")}
+
+
+def _assert_same(a, b):
+    for part in a:
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+
+
+def test_poly_learning_rate_by_hand():
+    assert poly_lr(0.02, 0, 100, 0.9) == 0.02
+    assert poly_lr(0.02, 50, 100, 0.9) == pytest.approx(0.02 * math.exp(0.9 * math.log(0.5)))
+    assert poly_lr(0.01, 99, 100, 0.9) == pytest.approx(0.01 * 0.01 ** 0.9)
+    encoder, decoder = nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    groups = param_groups(encoder, 0.02) + param_groups(decoder, 0.01)
+    optimizer = torch.optim.SGD(groups, lr=0.02, momentum=0.9, weight_decay=1e-4)
+    set_lr(optimizer, 25, 100, 0.9)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+        [0.02 * 0.75 ** 0.9] * 2 + [0.01 * 0.75 ** 0.9] * 2)
+
+
+def test_weight_decay_only_on_conv_and_linear_weights():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    decay, no_decay = param_groups(model, 0.1)
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias),
+                                                   id(model[2].bias)}
+    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
+
+
+def test_atomic_save_never_leaves_a_truncated_file(tmp_path, monkeypatch):
+    path = tmp_path / "encoder_epoch_1.pth"
+    atomic_save({"w": torch.ones(3)}, str(path))
+
+    def broken_save(obj, f):
+        Path(f).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"w": torch.zeros(3)}, str(path))
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder_epoch_1.pth"]
+
+
+def test_one_epoch_through_the_command_line(scenes, tmp_path):
+    result = run_train(scenes, tmp_path / "run", "TRAIN.num_epoch", "1")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    names = {p.name for p in run.iterdir()}
+    assert {"encoder_epoch_1.pth", "decoder_epoch_1.pth", "config.yaml", "history.json", "train.log",
+            "training.png", "train_state_epoch_1_iter_0.pth"} <= names
+    weights = _weights(run, 1)
+    assert not any(k.startswith("module.") for k in weights["encoder"])
+    ModelBuilder.build_encoder("mobilenetv2dilated", weights=str(run / "encoder_epoch_1.pth"))
+    ModelBuilder.build_decoder("c1_deepsup", fc_dim=320, num_class=NUM_CLASS, weights=str(run / "decoder_epoch_1.pth"))
+    assert cv2.imread(str(run / "training.png")).shape[0] > 100
+    assert "epoch 1: loss" in (run / "train.log").read_text()
+    assert "epoch 1/1" in result.stderr and "acc=" in result.stderr and "lr=" in result.stderr
+
+
+def test_two_epochs_equal_one_plus_a_resumed_one(scenes, tmp_path):
+    straight = run_train(scenes, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    first = run_train(scenes, tmp_path / "split", flags=["--stop-after-epoch", "1"])
+    assert first.returncode == 0 and "stopped after epoch 1" in first.stdout, first.stderr
+    assert not (tmp_path / "split" / "encoder_epoch_2.pth").exists()
+    second = run_train(scenes, tmp_path / "split", flags=["--resume"])
+    assert second.returncode == 0, second.stderr
+    assert "resuming from" in second.stderr
+    _assert_same(_weights(tmp_path / "straight", 2), _weights(tmp_path / "split", 2))
+
+
+def test_start_epoch_continues_like_resume(scenes, tmp_path):
+    first = run_train(scenes, tmp_path / "a", flags=["--stop-after-epoch", "1"])
+    assert first.returncode == 0, first.stderr
+    second = run_train(scenes, tmp_path / "a", "TRAIN.start_epoch", "1")
+    assert second.returncode == 0, second.stderr
+    assert run_train(scenes, tmp_path / "b").returncode == 0
+    _assert_same(_weights(tmp_path / "b", 2), _weights(tmp_path / "a", 2))
+
+
+def test_ctrl_c_saves_a_resumable_state(scenes, tmp_path):
+    run = tmp_path / "interrupted"
+    command = [sys.executable, str(REPO / "train.py"), "--cfg",
+               str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"), "--gpus", "cpu",
+               *_opts(scenes, run, "TRAIN.epoch_iters", "400", "TRAIN.num_epoch", "1")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while not (run / "train.log").exists() or "training mobilenetv2dilated" not in (run / "train.log").read_text():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    states = list(run.glob("train_state_epoch_0_iter_*.pth"))
+    assert len(states) == 1 and "continue with --resume" in err
+    done = int(states[0].name.split("_iter_")[1].split(".")[0])
+    assert 0 < done < 400
+    resumed = run_train(scenes, run, "TRAIN.epoch_iters", "400", "TRAIN.num_epoch", "1", flags=["--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"iteration {done}" in resumed.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(scenes, tmp_path):
+    run = tmp_path / "nan"
+    assert run_train(scenes, run, flags=["--stop-after-epoch", "1"]).returncode == 0
+    good = _weights(run, 1)
+    result = run_train(scenes, run, "TRAIN.lr_encoder", "1e30", "TRAIN.lr_decoder", "1e30", flags=["--resume"])
+    assert result.returncode == 1
+    assert "the loss is" in result.stderr and "at epoch 2, iteration" in result.stderr
+    assert "encoder_epoch_1.pth" in result.stderr
+    assert not (run / "encoder_epoch_2.pth").exists()
+    _assert_same(good, _weights(run, 1))
+
+
+def test_bad_label_through_train_py_names_the_file(scenes, tmp_path):
+    bad_root = tmp_path / "bad"
+    generate(str(bad_root), num_train=3, num_val=1, seed=1, min_side=64, max_side=96)
+    label = next((bad_root / "annotations" / "training").iterdir())
+    image = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(label), np.full(image.shape, 99, np.uint8))
+    result = run_train(bad_root, tmp_path / "run", "TRAIN.batch_size_per_gpu", "3", "TRAIN.workers", "0")
+    assert result.returncode == 1
+    assert f"label {label} has value 99, above DATASET.num_class (8)" in result.stderr
+
+
+def test_torchrun_two_processes_with_gloo(scenes, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = run_train(scenes, tmp_path / "ddp", "TRAIN.num_epoch", "1", "TRAIN.workers", "1", launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in result.stderr
+    assert "batch-norm statistics are per process" in result.stderr
+    assert (tmp_path / "ddp" / "encoder_epoch_1.pth").exists()
