@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Placeholder: this command is not built yet (see the README's status section)."""
+"""Evaluate a checkpoint on the validation set: python eval_multipro.py --cfg config/X.yaml --gpus 0-7"""
 import sys
 
-sys.exit(f"{sys.argv[0]}: not implemented yet in this version of mit_semseg; see README.md")
+from mit_semseg.evaluation import main
+
+if __name__ == "__main__":
+    sys.exit(main())

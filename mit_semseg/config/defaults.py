@@ -22,6 +22,8 @@ _C.DATASET.padding_constant = 8
 _C.DATASET.segm_downsampling_rate = 8
 # randomly flip training images horizontally
 _C.DATASET.random_flip = True
+# class names: a CSV with columns Idx and Name ("": the ADE20K names when num_class is 150)
+_C.DATASET.class_info = ""
 # check that every file of the record lists exists before starting (turn off for huge lists)
 _C.DATASET.check_files = True
 
@@ -80,6 +82,8 @@ _C.VAL.batch_size = 1
 # write image | ground truth | prediction pictures
 _C.VAL.visualize = False
 _C.VAL.checkpoint = "epoch_20.pth"
+# also predict the mirrored image and average it in
+_C.VAL.flip = False
 
 # -----------------------------------------------------------------------------
 # Testing

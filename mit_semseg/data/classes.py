@@ -52,3 +52,16 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     colors = palette(max(256, int(labels.max(initial=0)) + 2))
     return colors[labels.astype(np.int64) + 1]
+
+
+def class_names(cfg) -> list[str]:
+    """Names of the config's classes: DATASET.class_info, the ADE20K names for 150 classes, else numbers."""
+    num_class = cfg.DATASET.num_class
+    if cfg.DATASET.class_info:
+        names = read_class_names(cfg.DATASET.class_info)
+        if len(names) != num_class:
+            raise ValueError(f"{cfg.DATASET.class_info} names {len(names)} classes, DATASET.num_class is {num_class}")
+        return names
+    if num_class == len(ade20k_class_names()):
+        return list(ade20k_class_names())
+    return [f"class {i}" for i in range(1, num_class + 1)]

@@ -1,0 +1,245 @@
+"""Evaluation over the validation set, split into contiguous shards, one worker process per device.
+
+Workers send per-image confusion counts to the main process, which shows one progress bar,
+accumulates the confusion matrix and reports. A worker that raises or dies stops the whole run
+within seconds, naming the worker, the image and the error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue as queue_module
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from .data.classes import class_names, colorize
+from .data.dataset import ValDataset
+from .data.records import read_odgt
+from .inference import load_model, predict
+from .metrics import ConfusionMatrix, confusion_counts
+
+log = logging.getLogger("mit_semseg")
+POLL_SECONDS = 1.0
+
+
+class EvaluationError(RuntimeError):
+    """A worker failed; the message names it, the image and the error."""
+
+
+@dataclass
+class Shard:
+    worker: int
+    device: str
+    start: int
+    stop: int
+    threads: int
+
+
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """`parts` contiguous (start, stop) ranges covering 0..n, sizes differing by at most one."""
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _prefetched(dataset, indices):
+    """Yields dataset[i] for each index, loading the next one in a thread while the caller works."""
+    slot: "queue_module.Queue" = queue_module.Queue(maxsize=2)
+
+    def load():
+        for i in indices:
+            try:
+                slot.put((i, dataset[i], None))
+            except Exception as err:  # noqa: BLE001 - handed to the consumer
+                slot.put((i, None, err))
+                return
+
+    threading.Thread(target=load, daemon=True).start()
+    for _ in indices:
+        i, item, err = slot.get()
+        if err is not None:
+            raise err
+        yield i, item
+
+
+def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
+    """image | ground truth | prediction, side by side in class colours."""
+    picture = np.concatenate([item["img_ori"], colorize(item["seg_label"].numpy()), colorize(pred)], axis=1)
+    name = os.path.splitext(os.path.basename(item["info"]))[0]
+    cv2.imwrite(os.path.join(directory, f"{name}.png"), cv2.cvtColor(picture.astype(np.uint8), cv2.COLOR_RGB2BGR))
+
+
+def _worker(shard: Shard, cfg_text: str, results) -> None:
+    """Evaluate records shard.start..shard.stop; every message is (kind, worker, ...)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process ends the workers
+    current = shard.start
+    try:
+        torch.set_num_threads(shard.threads)
+        cfg = CfgNode.load_cfg(cfg_text)
+        records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset, check_files=False)
+        dataset = ValDataset(records, cfg)
+        model = load_model(cfg, cfg.VAL.checkpoint, shard.device)
+        result_dir = os.path.join(cfg.DIR, "result")
+        for current, item in _prefetched(dataset, range(shard.start, shard.stop)):
+            label = item["seg_label"].numpy()
+            pred = predict(model, item["img_data"], label.shape, cfg.VAL.flip).numpy()
+            index, counts = confusion_counts(pred, label, cfg.DATASET.num_class)
+            results.put(("image", shard.worker, current, index, counts))
+            if cfg.VAL.visualize:
+                visualize(item, pred, result_dir)
+        results.put(("done", shard.worker))
+    except BaseException as err:  # noqa: BLE001 - reported to the main process, which stops the run
+        results.put(("error", shard.worker, current, f"{type(err).__name__}: {err}", traceback.format_exc()))
+        raise SystemExit(1)
+
+
+def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
+    """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
+    records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset, check_files=cfg.DATASET.check_files)
+    for part in ("encoder", "decoder"):
+        path = os.path.join(cfg.DIR, f"{part}_{cfg.VAL.checkpoint}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+    names = class_names(cfg)
+    if cfg.VAL.visualize:
+        os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
+    slots = [d for d in devices for _ in range(processes_per_device)][:len(records)]
+    cpu_slots = sum(d == "cpu" for d in slots)
+    threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
+    shards = [Shard(k, device, a, b, threads) for k, (device, (a, b)) in enumerate(zip(slots, split(len(records),
+                                                                                                   len(slots))))]
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_worker, args=(s, cfg.dump(), results), daemon=True) for s in shards]
+    for w in workers:
+        w.start()
+    confusion = ConfusionMatrix(cfg.DATASET.num_class)
+    progress = {s.worker: s.start for s in shards}
+    done: set[int] = set()
+    started = time.perf_counter()
+    try:
+        with tqdm(total=len(records), desc="evaluating", dynamic_ncols=True) as bar:
+            while len(done) < len(workers):
+                try:
+                    message = results.get(timeout=POLL_SECONDS)
+                except queue_module.Empty:
+                    _check_alive(workers, shards, done, progress, records)
+                    continue
+                kind, worker = message[0], message[1]
+                if kind == "image":
+                    _, _, index, cells, counts = message
+                    confusion.add(cells, counts)
+                    progress[worker] = index + 1
+                    bar.update(1)
+                elif kind == "done":
+                    done.add(worker)
+                else:
+                    _, _, index, error, trace = message
+                    log.debug(trace)
+                    shard = shards[worker]
+                    raise EvaluationError(f"worker {worker} ({shard.device}) failed on "
+                                          f"{records[index]['fpath_img']}: {error}")
+    finally:
+        _stop(workers)
+    summary = confusion.summary(names)
+    summary.update(checkpoint=cfg.VAL.checkpoint, images=len(records), seconds=time.perf_counter() - started,
+                   flip=cfg.VAL.flip, img_sizes=list(cfg.DATASET.imgSizes))
+    return summary
+
+
+def _check_alive(workers, shards, done, progress, records) -> None:
+    for worker, process in enumerate(workers):
+        if worker not in done and process.exitcode is not None:
+            shard = shards[worker]
+            image = records[progress[worker]]["fpath_img"] if progress[worker] < shard.stop else "(after its last image)"
+            how = (f"killed by signal {signal.Signals(-process.exitcode).name}" if process.exitcode < 0
+                   else f"exit code {process.exitcode}")
+            raise EvaluationError(f"worker {worker} ({shard.device}) died ({how}) while evaluating {image}")
+
+
+def _stop(workers) -> None:
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + 5
+    for process in workers:
+        process.join(timeout=max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def report(summary: dict, directory: str) -> str:
+    """Write DIR/eval_<checkpoint>.json and print the summary, ending with the original's line."""
+    name = os.path.splitext(summary["checkpoint"])[0]
+    path = os.path.join(directory, f"eval_{name}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print("Ten worst classes by IoU:")
+    for c in sorted(summary["classes"], key=lambda c: c["iou"])[:10]:
+        print(f"  {c['name']:<24} IoU {c['iou']:.4f}  accuracy {100 * c['accuracy']:.2f}%")
+    print(f"Per-class IoU and accuracy: {path}")
+    print(f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; pixel accuracy "
+          f"{100 * summary['pixel_accuracy']:.2f}%, mean class accuracy {100 * summary['mean_accuracy']:.2f}%, "
+          f"frequency-weighted IoU {summary['frequency_weighted_iou']:.4f}")
+    print(f"Mean IoU: {summary['mean_iou']:.4f}, Accuracy: {100 * summary['pixel_accuracy']:.2f}%")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`eval_multipro.py`: evaluate a checkpoint over the validation set on every device."""
+    import argparse
+    import sys
+
+    from .config import ConfigError, load_config
+    from .data.records import DataError
+    from .models import CheckpointError
+    from .parallel import parse_gpus
+
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on the validation set, one process per "
+                                     "device.", epilog="Example: python eval_multipro.py --cfg "
+                                     "config/ade20k-resnet50dilated-ppm_deepsup.yaml --gpus 0-7")
+    parser.add_argument("--cfg", required=True, metavar="FILE", help="config file")
+    parser.add_argument("--gpus", default="0", help="GPUs: 0-7, 0,2,4,6, 0 or cpu (default: 0)")
+    parser.add_argument("--procs", type=int, default=1, metavar="N",
+                        help="worker processes per device; on the CPU they share the cores (default: 1)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = load_config(args.cfg, args.opts)
+        gpus = parse_gpus(args.gpus)
+        if args.procs < 1:
+            raise ValueError(f"--procs must be at least 1, got {args.procs}")
+    except (ConfigError, ValueError) as err:
+        print(f"eval_multipro.py: error: {err}", file=sys.stderr)
+        return 2
+    if gpus and not torch.cuda.is_available():
+        print("CUDA is not available: evaluating on the CPU", file=sys.stderr)
+        gpus = []
+    if gpus and max(gpus) >= torch.cuda.device_count():
+        print(f"eval_multipro.py: error: --gpus asks for GPU {max(gpus)}, but only {torch.cuda.device_count()} "
+              "are visible", file=sys.stderr)
+        return 2
+    devices = [f"cuda:{g}" for g in gpus] or ["cpu"]
+    try:
+        summary = evaluate(cfg, devices, args.procs)
+    except KeyboardInterrupt:
+        print("eval_multipro.py: interrupted", file=sys.stderr)
+        return 130
+    except (EvaluationError, DataError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"eval_multipro.py: error: {err}", file=sys.stderr)
+        return 1
+    report(summary, cfg.DIR)
+    return 0

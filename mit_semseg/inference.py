@@ -1,0 +1,90 @@
+"""Loading a trained model and predicting a label map from multi-scale inputs.
+
+The probabilities of every scale (and the mirrored image with flip) are averaged at the full
+label size, then the arg-max taken, as the original does. The original resizes each scale's
+150-class logits to full size, takes the softmax and adds them up in full-size tensors; here
+the same arithmetic runs over a few rows at a time, so the working set stays in cache.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import ModelBuilder, SegmentationModule
+
+CHUNK_BYTES = 1 << 21
+
+
+def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu") -> SegmentationModule:
+    """The model of `cfg` with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, in eval mode."""
+    m = cfg.MODEL
+    weights = {part: os.path.join(cfg.DIR, f"{part}_{checkpoint}") for part in ("encoder", "decoder")}
+    for path in weights.values():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+    encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=weights["encoder"])
+    decoder = ModelBuilder.build_decoder(m.arch_decoder, m.fc_dim, cfg.DATASET.num_class, weights=weights["decoder"],
+                                         use_softmax=True)
+    return SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1)).to(device).eval()
+
+
+def _source_rows(out_size: int, in_size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear (align_corners=False) sampling along one axis: indices i0, i1 and the weight of i1."""
+    scale = in_size / out_size
+    src = ((torch.arange(out_size, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(in_size - 1)
+    i1 = (i0 + 1).clamp_max(in_size - 1)
+    return i0, i1, (src - i0).clamp(0, 1).float()
+
+
+@torch.inference_mode()
+def scale_logits(model: SegmentationModule, img_data: list[torch.Tensor], flip: bool = False) -> list[torch.Tensor]:
+    """The decoder's logits (C x h x w) for each scale, and for each mirrored scale with `flip`."""
+    device = next(model.parameters()).device
+    out = []
+    for image in img_data:
+        image = image.to(device)
+        batch = torch.cat([image, image.flip(-1)]) if flip else image
+        logits = model.decoder.main_logits(model.encoder(batch, return_feature_maps=True)).float()
+        out.append(logits[0])
+        if flip:
+            out.append(logits[1].flip(-1))
+    return out
+
+
+@torch.inference_mode()
+def fuse(logits: list[torch.Tensor], size: tuple[int, int], probabilities: bool = False):
+    """Arg-max (H x W, int64) of the mean softmax of the logits resized bilinearly to `size`.
+
+    With `probabilities`, also returns that mean (C x H x W). Works a few rows at a time.
+    """
+    height, width = size
+    num_class = logits[0].shape[0]
+    device = logits[0].device
+    # Along x first, at the logits' own height (bilinear resizing is separable), as H x W x C.
+    rows = [F.interpolate(x[None], size=(x.shape[1], width), mode="bilinear", align_corners=False)[0]
+            .permute(1, 2, 0).contiguous() for x in logits]
+    taps = [_source_rows(height, x.shape[1], device) for x in logits]
+    pred = torch.empty((height, width), dtype=torch.int64, device=device)
+    mean = torch.empty((num_class, height, width), device=device) if probabilities else None
+    step = max(1, CHUNK_BYTES // (width * num_class * 4))
+    for r0 in range(0, height, step):
+        r1 = min(height, r0 + step)
+        total = None
+        for x, (i0, i1, w1) in zip(rows, taps):
+            w = w1[r0:r1, None, None]
+            chunk = x.index_select(0, i0[r0:r1]).mul_(1 - w).add_(x.index_select(0, i1[r0:r1]).mul_(w))
+            chunk = torch.softmax(chunk, dim=2)
+            total = chunk if total is None else total.add_(chunk)
+        pred[r0:r1] = total.argmax(2)
+        if probabilities:
+            mean[:, r0:r1] = total.permute(2, 0, 1) / len(logits)
+    return (pred, mean) if probabilities else pred
+
+
+def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], flip: bool = False):
+    """The class map (H x W, int64 on the CPU) for one image given at every scale."""
+    return fuse(scale_logits(model, img_data, flip), size).cpu()

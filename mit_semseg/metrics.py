@@ -1,0 +1,51 @@
+"""Segmentation metrics from a confusion matrix accumulated with `bincount` (label -1 is ignored)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_counts(pred: np.ndarray, label: np.ndarray, num_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero cells of one image's confusion matrix: flat indices (label * C + pred) and counts.
+
+    Pixels labelled -1 (unlabelled) are ignored; so are labels or predictions outside 0..C-1.
+    """
+    pred, label = np.asarray(pred).ravel(), np.asarray(label).ravel()
+    valid = (label >= 0) & (label < num_class) & (pred >= 0) & (pred < num_class)
+    cells = np.bincount(label[valid].astype(np.int64) * num_class + pred[valid], minlength=num_class * num_class)
+    index = np.flatnonzero(cells)
+    return index, cells[index]
+
+
+class ConfusionMatrix:
+    """Rows are true classes, columns predicted ones."""
+
+    def __init__(self, num_class: int) -> None:
+        self.num_class = num_class
+        self.matrix = np.zeros((num_class, num_class), dtype=np.int64)
+
+    def add(self, index: np.ndarray, counts: np.ndarray) -> None:
+        self.matrix.ravel()[index] += counts
+
+    def update(self, pred: np.ndarray, label: np.ndarray) -> None:
+        self.add(*confusion_counts(pred, label, self.num_class))
+
+    def summary(self, class_names: list[str] | None = None) -> dict:
+        """Pixel accuracy, per-class IoU and accuracy, mean IoU over all classes, frequency-weighted IoU."""
+        m = self.matrix.astype(np.float64)
+        intersection = np.diag(m)
+        labelled, predicted = m.sum(1), m.sum(0)
+        union = labelled + predicted - intersection
+        iou = intersection / (union + 1e-10)
+        class_acc = intersection / (labelled + 1e-10)
+        total = labelled.sum()
+        names = class_names or [f"class {i + 1}" for i in range(self.num_class)]
+        return {
+            "pixel_accuracy": float(intersection.sum() / (total + 1e-10)),
+            "mean_iou": float(iou.mean()),
+            "mean_accuracy": float(class_acc[labelled > 0].mean()) if (labelled > 0).any() else 0.0,
+            "frequency_weighted_iou": float((labelled / (total + 1e-10) * iou).sum()),
+            "labelled_pixels": int(total),
+            "classes": [{"index": i, "name": names[i], "iou": float(iou[i]), "accuracy": float(class_acc[i]),
+                         "labelled_pixels": int(labelled[i]), "predicted_pixels": int(predicted[i])}
+                        for i in range(self.num_class)],
+        }
