@@ -11,6 +11,7 @@ import logging
 import os
 import queue as queue_module
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -118,7 +119,9 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
     shards = [Shard(k, device, a, b, threads) for k, (device, (a, b)) in enumerate(zip(slots, split(len(records),
                                                                                                    len(slots))))]
-    context = mp.get_context("spawn")
+    # CUDA workers must be spawned; CPU workers fork (no torch work has run here yet), which starts at once.
+    fork = sys.platform == "linux" and all(s.device == "cpu" for s in shards)
+    context = mp.get_context("fork" if fork else "spawn")
     results = context.Queue()
     workers = [context.Process(target=_worker, args=(s, cfg.dump(), results), daemon=True) for s in shards]
     for w in workers:

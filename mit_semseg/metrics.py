@@ -4,14 +4,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion_counts(pred: np.ndarray, label: np.ndarray, num_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """The non-zero cells of one image's confusion matrix: flat indices (label * C + pred) and counts.
+def confusion(pred: np.ndarray, label: np.ndarray, num_class: int) -> np.ndarray:
+    """One image's C x C confusion matrix (rows: labels, columns: predictions).
 
     Pixels labelled -1 (unlabelled) are ignored; so are labels or predictions outside 0..C-1.
     """
     pred, label = np.asarray(pred).ravel(), np.asarray(label).ravel()
-    valid = (label >= 0) & (label < num_class) & (pred >= 0) & (pred < num_class)
-    cells = np.bincount(label[valid].astype(np.int64) * num_class + pred[valid], minlength=num_class * num_class)
+    c = num_class
+    if label.size and (label.min() < -1 or label.max() >= c or pred.min() < 0 or pred.max() >= c):
+        valid = (label >= 0) & (label < c) & (pred >= 0) & (pred < c)
+        pred, label = pred[valid], label[valid]
+    # Unlabelled pixels (-1) land in an extra first row, which is dropped: no masking needed.
+    flat = np.add(label, 1, dtype=np.intp)
+    np.multiply(flat, c, out=flat)
+    np.add(flat, pred, out=flat)
+    return np.bincount(flat, minlength=(c + 1) * c)[c:].reshape(c, c)
+
+
+def confusion_counts(pred: np.ndarray, label: np.ndarray, num_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero cells of one image's confusion matrix: flat indices (label * C + pred) and counts."""
+    cells = confusion(pred, label, num_class).ravel()
     index = np.flatnonzero(cells)
     return index, cells[index]
 
@@ -27,7 +39,7 @@ class ConfusionMatrix:
         self.matrix.ravel()[index] += counts
 
     def update(self, pred: np.ndarray, label: np.ndarray) -> None:
-        self.add(*confusion_counts(pred, label, self.num_class))
+        self.matrix += confusion(pred, label, self.num_class)
 
     def summary(self, class_names: list[str] | None = None) -> dict:
         """Pixel accuracy, per-class IoU and accuracy, mean IoU over all classes, frequency-weighted IoU."""

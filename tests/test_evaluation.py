@@ -192,7 +192,7 @@ def _children(pid):
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+        if int(fields[1]) == pid and b"resource_tracker" not in cmdline:
             found.append(int(stat.parent.name))
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,11 +37,6 @@ def normalise_batch(images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """A normalised 3 x H x W float32 tensor from an RGB uint8 image."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().mul_(_SCALE).add_(_OFFSET)
-
-
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
@@ -62,10 +58,19 @@ def label_cells(label: np.ndarray, rate: int) -> np.ndarray:
 
 
 def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int) -> list[torch.Tensor]:
-    """The image at every short side of `img_sizes` (capped by `max_size`, rounded up to `padding`), 1 x 3 x h x w."""
+    """The image at every short side of `img_sizes` (capped by `max_size`, rounded up to `padding`), 1 x 3 x h x w.
+
+    Resized as the original evaluation does (PIL's bilinear, antialiased when shrinking), through
+    torch's uint8 antialiased bilinear, which matches it to within one grey level, so the
+    metrics match the original's.
+    """
     height, width = image.shape[:2]
+    source = torch.from_numpy(image).permute(2, 0, 1)[None]
     out = []
     for short in img_sizes:
         h, w = scaled_size(height, width, short, max_size)
-        out.append(to_tensor(resize_image(image, round_up(h, padding), round_up(w, padding)))[None])
+        h, w = round_up(h, padding), round_up(w, padding)
+        resized = source if (h, w) == (height, width) else F.interpolate(
+            source, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        out.append(resized.float().mul_(_SCALE).add_(_OFFSET))
     return out
