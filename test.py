@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Placeholder: this command is not built yet (see the README's status section)."""
+"""Segment images: python test.py --imgs PATH --cfg config/X.yaml [--gpu 0|cpu] [KEY VALUE ...]"""
 import sys
 
-sys.exit(f"{sys.argv[0]}: not implemented yet in this version of mit_semseg; see README.md")
+from mit_semseg.predict import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,18 @@ import urllib.request
 from tqdm import tqdm
 
 PRETRAINED_URL = "http://sceneparsing.csail.mit.edu/model/pretrained_resnet/"
+MODEL_URL = "http://sceneparsing.csail.mit.edu/model/pytorch/"
 CHUNK = 1 << 20
+
+
+def pretrained_url() -> str:
+    """Base URL of the ImageNet weights; $MIT_SEMSEG_PRETRAINED_URL points it at a mirror."""
+    return os.environ.get("MIT_SEMSEG_PRETRAINED_URL", PRETRAINED_URL)
+
+
+def model_url() -> str:
+    """Base URL of the released models; $MIT_SEMSEG_MODEL_URL points it at a mirror."""
+    return os.environ.get("MIT_SEMSEG_MODEL_URL", MODEL_URL)
 
 
 class DownloadError(RuntimeError):
@@ -21,14 +32,9 @@ def cache_dir() -> str:
 
 
 def pretrained_path(filename: str) -> str:
-    """The ImageNet weights file `filename`, which must already be in the cache."""
+    """The ImageNet weights file `filename` in the cache, downloaded first if needed."""
     path = os.path.join(cache_dir(), "pretrained", filename)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"ImageNet weights {filename} are not in the cache ({path}) and this version does not download "
-            f"them. Fetch {PRETRAINED_URL}{filename} and put it at {path}, or build the encoder without "
-            "them (pretrained=False, or MODEL.pretrained False in a config).")
-    return path
+    return download(pretrained_url() + filename, path)
 
 
 def sha256sum(path: str) -> str:
@@ -87,3 +93,25 @@ def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10
                                 f"the bad file was removed; run again, or {by_hand}")
     os.replace(part, dest)
     return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mit_semseg.hub URL DEST`: download one file (resumable, atomic)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Download a file (resumable; written only when complete).")
+    parser.add_argument("url")
+    parser.add_argument("dest")
+    parser.add_argument("--sha256", help="expected SHA-256 digest")
+    args = parser.parse_args(argv)
+    try:
+        download(args.url, args.dest, args.sha256)
+    except DownloadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.transforms import round_up
 from .models import ModelBuilder, SegmentationModule
 
 CHUNK_BYTES = 1 << 21
@@ -83,6 +84,34 @@ def fuse(logits: list[torch.Tensor], size: tuple[int, int], probabilities: bool 
         if probabilities:
             mean[:, r0:r1] = total.permute(2, 0, 1) / len(logits)
     return (pred, mean) if probabilities else pred
+
+
+@torch.inference_mode()
+def slide_logits(model: SegmentationModule, image: torch.Tensor, crop: int, stride: int,
+                 padding: int) -> tuple[torch.Tensor, int]:
+    """Logits of a normalised 1 x 3 x H x W image from overlapping crop x crop windows, and their stride s.
+
+    Window logits are averaged where windows overlap, at the decoder's resolution (one cell per
+    s x s pixels); the result has one cell per started s x s block: C x ceil(H / s) x ceil(W / s).
+    """
+    device = next(model.parameters()).device
+    _, _, height, width = image.shape
+    padded_h, padded_w = round_up(max(height, crop), padding), round_up(max(width, crop), padding)
+    source = torch.zeros(1, 3, padded_h, padded_w, device=device)
+    source[:, :, :height, :width] = image.to(device)
+    starts = lambda size: sorted({*range(0, size - crop + 1, stride), size - crop})
+    canvas = count = None
+    for y in starts(padded_h):
+        for x in starts(padded_w):
+            window = source[:, :, y:y + crop, x:x + crop]
+            logits = model.decoder.main_logits(model.encoder(window, return_feature_maps=True)).float()[0]
+            s = crop // logits.shape[-1]
+            if canvas is None:
+                canvas = torch.zeros(logits.shape[0], -(-padded_h // s), -(-padded_w // s), device=device)
+                count = torch.zeros(1, *canvas.shape[1:], device=device)
+            canvas[:, y // s:y // s + logits.shape[1], x // s:x // s + logits.shape[2]] += logits
+            count[:, y // s:y // s + logits.shape[1], x // s:x // s + logits.shape[2]] += 1
+    return (canvas / count)[:, :-(-height // s), :-(-width // s)], s
 
 
 def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], flip: bool = False):

@@ -1,11 +1,15 @@
 """Saving and loading weights: round trips, tolerated differences, and errors that name the file."""
 import collections
+import io
 import os
 
 import pytest
 import torch
 
+from mit_semseg.hub import DownloadError
 from mit_semseg.models import CheckpointError, ModelBuilder, load_weights
+
+from httpserver import serve
 
 
 def _randomised(module, seed=0):
@@ -125,11 +129,24 @@ def test_mobilenet_imagenet_file_drops_last_conv_and_classifier(tmp_path):
     ModelBuilder.build_encoder("mobilenetv2dilated", pretrained=True)
 
 
-def test_pretrained_without_the_file_says_how_to_go_on_offline(tmp_path):
-    with pytest.raises(FileNotFoundError) as err:
+def test_pretrained_weights_are_downloaded_once(tmp_path, monkeypatch):
+    enc = _randomised(ModelBuilder.build_encoder("resnet18", pretrained=False))
+    buffer = io.BytesIO()
+    torch.save(enc.state_dict(), buffer)
+    with serve({"/pretrained/resnet18-imagenet.pth": buffer.getvalue()}) as (url, server):
+        monkeypatch.setenv("MIT_SEMSEG_PRETRAINED_URL", url + "/pretrained/")
+        loaded = ModelBuilder.build_encoder("resnet18", pretrained=True)
+        ModelBuilder.build_encoder("resnet18dilated", pretrained=True)
+    assert len(server.requests) == 1
+    assert torch.equal(loaded.conv1.weight, enc.conv1.weight)
+    assert (tmp_path / "cache" / "pretrained" / "resnet18-imagenet.pth").is_file()
+
+
+def test_pretrained_offline_says_how_to_go_on(tmp_path):
+    with pytest.raises(DownloadError) as err:
         ModelBuilder.build_encoder("resnet50dilated", pretrained=True)
     text = str(err.value)
-    assert "http://sceneparsing.csail.mit.edu/model/pretrained_resnet/resnet50-imagenet.pth" in text
+    assert "resnet50-imagenet.pth failed" in text
     assert str(tmp_path / "cache" / "pretrained" / "resnet50-imagenet.pth") in text
     assert "pretrained=False" in text
 

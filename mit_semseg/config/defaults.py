@@ -92,3 +92,8 @@ _C.TEST = CN()
 _C.TEST.batch_size = 1
 _C.TEST.checkpoint = "epoch_20.pth"
 _C.TEST.result = "./"
+# whole: the image at every DATASET.imgSizes scale; slide: overlapping crops of the full-size image
+_C.TEST.mode = "whole"
+# crop side and stride of the slide mode (multiples of DATASET.padding_constant)
+_C.TEST.crop_size = 512
+_C.TEST.stride = 384

@@ -76,6 +76,14 @@ def validate(cfg: CfgNode) -> None:
                           f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})")
     if not 0.0 < cfg.MODEL.bn_momentum <= 1.0:
         raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {cfg.MODEL.bn_momentum}")
+    if cfg.TEST.mode not in ("whole", "slide"):
+        raise ConfigError(f"TEST.mode must be whole or slide, got '{cfg.TEST.mode}'")
+    for key in ("crop_size", "stride"):
+        if cfg.TEST[key] <= 0 or cfg.TEST[key] % data.padding_constant:
+            raise ConfigError(f"TEST.{key} ({cfg.TEST[key]}) must be a positive multiple of DATASET.padding_constant "
+                              f"({data.padding_constant})")
+    if cfg.TEST.stride > cfg.TEST.crop_size:
+        raise ConfigError(f"TEST.stride ({cfg.TEST.stride}) must not exceed TEST.crop_size ({cfg.TEST.crop_size})")
     if cfg.TRAIN.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"TRAIN.amp must be none, bf16 or fp16, got '{cfg.TRAIN.amp}'")
     if cfg.TRAIN.optim.lower() != "sgd":

@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence
 
 from torch import nn
 
-from ..hub import pretrained_path
+from ..hub import DownloadError, pretrained_path
 from ..nn import SynchronizedBatchNorm2d
 from ..nn.batchnorm import COMPAT_BUFFERS, ORIGINAL_BN_MOMENTUM
 from . import decoders, hrnet, mobilenet, resnet
@@ -101,8 +101,12 @@ class ModelBuilder:
         if weights:
             load_weights(net, weights)
         elif pretrained:
-            load_weights(net, pretrained_path(spec.imagenet_file), drop_prefixes=spec.imagenet_drop,
-                         optional_suffixes=OPTIONAL_KEYS + COMPAT_BUFFERS)
+            try:
+                path = pretrained_path(spec.imagenet_file)
+            except DownloadError as err:
+                raise DownloadError(f"{err}; or build the encoder without ImageNet weights (pretrained=False, "
+                                    "MODEL.pretrained False)") from err
+            load_weights(net, path, drop_prefixes=spec.imagenet_drop, optional_suffixes=OPTIONAL_KEYS + COMPAT_BUFFERS)
         return net
 
     @staticmethod

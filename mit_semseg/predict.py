@@ -1,0 +1,104 @@
+"""`test.py`: segment images with a trained or released model and write pictures and label files."""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import zoo
+from .config import ConfigError, load_config
+from .data.imageio import read_image
+from .data.records import DataError
+from .hub import DownloadError
+from .models import CheckpointError
+from .segmenter import Segmenter
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MIN_SHARE = 0.001
+
+
+def find_images(path: str) -> tuple[list[str], str]:
+    """Images named by `path` (a file, a folder searched recursively, or a glob) and the folder they are under."""
+    if os.path.isfile(path):
+        return [path], os.path.dirname(path)
+    if os.path.isdir(path):
+        found = [os.path.join(d, f) for d, _, files in os.walk(path) for f in files
+                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        return sorted(found), path
+    found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+    return found, os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in found]) if found else ""
+
+
+def write_outputs(image: np.ndarray, pred: np.ndarray, stem: str, segmenter: Segmenter) -> None:
+    """`<stem>.png`: image | coloured prediction; `<stem>_label.png`: class index + 1, the ADE20K format."""
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    picture = np.concatenate([image, segmenter.colorize(pred)], axis=1).astype(np.uint8)
+    cv2.imwrite(f"{stem}.png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    dtype = np.uint8 if len(segmenter.class_names) < 256 else np.uint16
+    cv2.imwrite(f"{stem}_label.png", (pred + 1).astype(dtype))
+
+
+def describe(pred: np.ndarray, names: list[str]) -> list[str]:
+    """The classes covering more than 0.1% of the image, largest first, with their shares."""
+    counts = np.bincount(pred.ravel(), minlength=len(names))
+    shares = counts / pred.size
+    return [f"  {names[c]}: {100 * shares[c]:.2f}%" for c in np.argsort(-counts) if shares[c] > MIN_SHARE]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Segment images; writes <name>.png (image | prediction) and "
+                                     "<name>_label.png (class index + 1) into TEST.result.",
+                                     epilog="Examples: python test.py --imgs photos/ --cfg config/X.yaml; "
+                                     "python test.py --model ade20k-resnet50dilated-ppm_deepsup --imgs a.jpg")
+    parser.add_argument("--imgs", required=True, help="an image, a folder (searched recursively) or a glob")
+    parser.add_argument("--cfg", metavar="FILE", help="config file; weights DIR/{encoder,decoder}_<TEST.checkpoint>")
+    parser.add_argument("--model", choices=list(zoo.MODELS), metavar="NAME",
+                        help=f"a released model, downloaded once into the cache: {', '.join(zoo.MODELS)}")
+    parser.add_argument("--gpu", default="0", help="GPU index, or cpu (default: 0, the CPU when there is no GPU)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    args = parser.parse_args(argv)
+    if not args.cfg and not args.model:
+        parser.error("give --cfg or --model")
+    device = "cpu"
+    if args.gpu != "cpu":
+        if torch.cuda.is_available():
+            device = f"cuda:{int(args.gpu)}"
+        else:
+            print("CUDA is not available: segmenting on the CPU", file=sys.stderr)
+    paths, root = find_images(args.imgs)
+    if not paths:
+        print(f"test.py: error: no images found at {args.imgs}", file=sys.stderr)
+        return 1
+    try:
+        if args.model:
+            segmenter = Segmenter.from_pretrained(args.model, device, args.opts)
+        else:
+            segmenter = Segmenter(load_config(args.cfg, args.opts), device)
+    except (ConfigError, CheckpointError, DownloadError, FileNotFoundError, ValueError) as err:
+        print(f"test.py: error: {err}", file=sys.stderr)
+        return 1
+    result_dir = segmenter.cfg.TEST.result
+    failures = []
+    for path in tqdm(paths, desc="segmenting", dynamic_ncols=True):
+        try:
+            image = read_image(path)
+        except DataError as err:
+            tqdm.write(f"warning: skipped {path}: {err}", file=sys.stderr)
+            failures.append(path)
+            continue
+        pred = segmenter.predict(image)
+        relative = os.path.splitext(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))[0]
+        write_outputs(image, pred, os.path.join(result_dir, relative), segmenter)
+        tqdm.write("\n".join([f"{path}:"] + describe(pred, segmenter.class_names)))
+    print(f"wrote {2 * (len(paths) - len(failures))} files to {result_dir}")
+    if failures:
+        print(f"test.py: {len(failures)} of {len(paths)} images could not be read:\n  " + "\n  ".join(failures),
+              file=sys.stderr)
+        return 1
+    return 0

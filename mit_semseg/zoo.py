@@ -1,0 +1,59 @@
+"""The ADE20K models released by the original project, and fetching them into the cache."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hub
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    config: str  # file name in config/
+    epoch: int
+    miou: float  # the original README's multi-scale mean IoU (%) on ADE20K validation
+    pixel_accuracy: float  # and pixel accuracy (%)
+
+    @property
+    def checkpoint(self) -> str:
+        return f"epoch_{self.epoch}.pth"
+
+
+MODELS: dict[str, ReleasedModel] = {
+    "ade20k-mobilenetv2dilated-c1_deepsup": ReleasedModel("ade20k-mobilenetv2dilated-c1_deepsup.yaml", 20, 33.84, 76.80),
+    "ade20k-resnet18dilated-ppm_deepsup": ReleasedModel("ade20k-resnet18dilated-ppm_deepsup.yaml", 20, 38.81, 79.29),
+    "ade20k-resnet50dilated-ppm_deepsup": ReleasedModel("ade20k-resnet50dilated-ppm_deepsup.yaml", 20, 42.14, 80.13),
+    "ade20k-resnet101dilated-ppm_deepsup": ReleasedModel("ade20k-resnet101dilated-ppm_deepsup.yaml", 25, 42.53,
+                                                         80.91),
+    "ade20k-resnet50-upernet": ReleasedModel("ade20k-resnet50-upernet.yaml", 30, 41.55, 80.23),
+    "ade20k-resnet101-upernet": ReleasedModel("ade20k-resnet101-upernet.yaml", 50, 42.66, 81.01),
+    "ade20k-hrnetv2-c1": ReleasedModel("ade20k-hrnetv2.yaml", 30, 43.20, 81.47),
+}
+DEFAULT_MODEL = "ade20k-resnet50dilated-ppm_deepsup"
+
+
+def lookup(name: str) -> ReleasedModel:
+    if name not in MODELS:
+        raise ValueError(f"unknown released model '{name}'; available: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def urls(name: str) -> dict[str, str]:
+    model = lookup(name)
+    return {part: f"{hub.model_url()}{name}/{part}_{model.checkpoint}" for part in ("encoder", "decoder")}
+
+
+def fetch(name: str) -> str:
+    """Download the model's encoder and decoder into the cache (once); returns their folder."""
+    model = lookup(name)
+    directory = os.path.join(hub.cache_dir(), "ckpt", name)
+    for part, url in urls(name).items():
+        hub.download(url, os.path.join(directory, f"{part}_{model.checkpoint}"))
+    return directory
+
+
+def config_path(name: str) -> str:
+    return str(CONFIG_DIR / lookup(name).config)

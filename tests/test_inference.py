@@ -1,0 +1,183 @@
+"""test.py, the Segmenter API, slide mode, the model zoo and demo_test.sh."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mit_semseg import Segmenter, zoo
+from mit_semseg.config import load_config
+from mit_semseg.data.synthetic import CLASSES, NUM_CLASS, generate
+from mit_semseg.inference import slide_logits
+from mit_semseg.training.loop import Runtime, train
+
+from httpserver import closed_port_url, serve
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint trained here for a few iterations, and images outside the training set."""
+    root = tmp_path_factory.mktemp("trained")
+    generate(str(root / "data"), num_train=6, num_val=3, seed=11, min_side=64, max_side=112)
+    opts = ["DIR", str(root / "ckpt"), "DATASET.root_dataset", str(root / "data"),
+            "DATASET.list_train", str(root / "data" / "training.odgt"), "DATASET.num_class", str(NUM_CLASS),
+            "DATASET.class_info", str(root / "data" / "class_info.csv"), "DATASET.imgSizes", "(64, 96)",
+            "DATASET.imgMaxSize", "160", "MODEL.pretrained", "False", "MODEL.bn_momentum", "0.1",
+            "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "3", "TRAIN.workers", "0", "TEST.checkpoint", "epoch_1.pth"]
+    train(load_config(CONFIG, opts), Runtime([torch.device("cpu")]))
+    images = root / "photos"
+    (images / "more").mkdir(parents=True)
+    validation = sorted((root / "data" / "images" / "validation").iterdir())
+    shutil.copy(validation[0], images / "a.jpg")
+    shutil.copy(validation[1], images / "b.jpg")
+    shutil.copy(validation[2], images / "more" / "c.jpg")
+    return root, opts
+
+
+def _test_py(*args, timeout=300):
+    return subprocess.run([sys.executable, str(REPO / "test.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_folder_with_a_corrupt_file(trained, tmp_path):
+    root, opts = trained
+    photos = tmp_path / "photos"
+    shutil.copytree(root / "photos", photos)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
+    out = tmp_path / "out"
+    result = _test_py("--imgs", str(photos), "--cfg", str(CONFIG), "--gpu", "cpu", *opts, "TEST.result", str(out))
+    assert result.returncode == 1
+    assert f"skipped {photos / 'broken.jpg'}" in result.stderr
+    assert "1 of 4 images could not be read" in result.stderr and str(photos / "broken.jpg") in result.stderr
+    segmenter = Segmenter.from_config(CONFIG, opts=opts)
+    for name in ("a", "b", "more/c"):
+        image = cv2.imread(str(photos / f"{name}.jpg"))
+        picture = cv2.imread(str(out / f"{name}.png"))
+        label = cv2.imread(str(out / f"{name}_label.png"), cv2.IMREAD_UNCHANGED)
+        assert picture.shape == (image.shape[0], 2 * image.shape[1], 3)
+        assert label.shape == image.shape[:2] and label.dtype == np.uint8
+        assert 1 <= label.min() and label.max() <= NUM_CLASS
+        assert np.array_equal(segmenter.predict(str(photos / f"{name}.jpg")), label.astype(np.int64) - 1)
+        assert f"{photos / name}.jpg:" in result.stdout
+    shares = [float(line.split(": ")[1].rstrip("%")) for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert shares and all(s > 0.1 for s in shares)
+    printed = {line.split(":")[0].strip() for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert printed and printed <= set(CLASSES)
+
+
+def test_single_image_and_glob(trained, tmp_path):
+    root, opts = trained
+    result = _test_py("--imgs", str(root / "photos" / "a.jpg"), "--cfg", str(CONFIG), "--gpu", "cpu", *opts,
+                      "TEST.result", str(tmp_path / "one"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["a.png", "a_label.png"]
+    result = _test_py("--imgs", str(root / "photos" / "**" / "*.jpg"), "--cfg", str(CONFIG), "--gpu", "cpu", *opts,
+                      "TEST.result", str(tmp_path / "glob"))
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "glob").rglob("*_label.png"))) == 3
+    missing = _test_py("--imgs", str(tmp_path / "nothing*.jpg"), "--cfg", str(CONFIG), *opts)
+    assert missing.returncode == 1 and "no images found" in missing.stderr
+
+
+def test_segmenter_api(trained):
+    root, opts = trained
+    segmenter = Segmenter.from_config(CONFIG, checkpoint_dir=root / "ckpt", opts=opts)
+    assert segmenter.class_names[0] == "sky" and len(segmenter.class_names) == NUM_CLASS
+    path = root / "photos" / "a.jpg"
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    labels = segmenter.predict(image)
+    assert labels.shape == image.shape[:2] and labels.dtype == np.int64
+    assert np.array_equal(labels, segmenter.predict(str(path)))
+    again, probs = segmenter.predict(image, probabilities=True)
+    assert probs.shape == (NUM_CLASS, *image.shape[:2])
+    np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
+    assert np.array_equal(again, labels) and np.array_equal(probs.argmax(0), labels)
+    batch = segmenter.predict_batch([image, image[:50, :70]])
+    assert np.array_equal(batch[0], labels) and batch[1].shape == (50, 70)
+    assert segmenter.colorize(labels).shape == image.shape
+    bf16 = Segmenter.from_config(CONFIG, opts=opts, bf16=True).predict(image)
+    assert bf16.shape == labels.shape and (bf16 == labels).mean() > 0.9
+    with pytest.raises(ValueError, match="H x W x 3 RGB uint8"):
+        segmenter.predict(image.astype(np.float32))
+
+
+def test_slide_mode(trained):
+    root, opts = trained
+    segmenter = Segmenter.from_config(CONFIG, opts=opts + ["TEST.mode", "slide", "TEST.crop_size", "64",
+                                                           "TEST.stride", "32"])
+    image = cv2.resize(cv2.imread(str(root / "photos" / "a.jpg")), (250, 150))[..., ::-1].copy()
+    labels = segmenter.predict(image)
+    assert labels.shape == (150, 250) and labels.min() >= 0 and labels.max() < NUM_CLASS
+    # one window covering the (padded) image gives that window's logits, at the decoder's stride
+    model = segmenter.model
+    tensor = torch.randn(1, 3, 40, 56)
+    logits, stride = slide_logits(model, tensor, 64, 64, 8)
+    padded = torch.zeros(1, 3, 64, 64)
+    padded[:, :, :40, :56] = tensor
+    with torch.no_grad():
+        direct = model.decoder.main_logits(model.encoder(padded, return_feature_maps=True))[0]
+    assert stride == 8 and logits.shape == (NUM_CLASS, 5, 7)
+    torch.testing.assert_close(logits, direct[:, :5, :7])
+
+
+def test_released_models_and_download(trained, tmp_path, monkeypatch):
+    assert set(zoo.MODELS) == {"ade20k-mobilenetv2dilated-c1_deepsup", "ade20k-resnet18dilated-ppm_deepsup",
+                               "ade20k-resnet50dilated-ppm_deepsup", "ade20k-resnet101dilated-ppm_deepsup",
+                               "ade20k-resnet50-upernet", "ade20k-resnet101-upernet", "ade20k-hrnetv2-c1"}
+    monkeypatch.delenv("MIT_SEMSEG_MODEL_URL")
+    assert zoo.urls("ade20k-hrnetv2-c1")["encoder"] == \
+        "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-hrnetv2-c1/encoder_epoch_30.pth"
+    for name, model in zoo.MODELS.items():
+        cfg = load_config(zoo.config_path(name))
+        assert cfg.TEST.checkpoint == model.checkpoint
+    # the mobilenet model, served by a local server: our trained weights stand in for the released ones
+    root, _ = trained
+    files = {f"/ade20k-mobilenetv2dilated-c1_deepsup/{part}_epoch_20.pth": (root / "ckpt" / f"{part}_epoch_1.pth")
+             .read_bytes() for part in ("encoder", "decoder")}
+    files["/ade20k-mobilenetv2dilated-c1_deepsup/decoder_epoch_20.pth"] = _decoder_with_150_classes()
+    with serve(files) as (url, server):
+        monkeypatch.setenv("MIT_SEMSEG_MODEL_URL", url + "/")
+        result = subprocess.run([sys.executable, str(REPO / "test.py"), "--model", "ade20k-mobilenetv2dilated-c1_deepsup",
+                                 "--imgs", str(root / "photos" / "a.jpg"), "--gpu", "cpu", "TEST.result",
+                                 str(tmp_path / "out"), "DATASET.imgSizes", "(64,)"],
+                                capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        assert result.returncode == 0, result.stderr
+        segmenter = Segmenter.from_pretrained("ade20k-mobilenetv2dilated-c1_deepsup", opts=["DATASET.imgSizes", "(64,)"])
+        assert len(server.requests) == 2  # the second use found both files in the cache
+    label = cv2.imread(str(tmp_path / "out" / "a_label.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(segmenter.predict(str(root / "photos" / "a.jpg")), label.astype(np.int64) - 1)
+    assert segmenter.class_names[0] == "wall" and len(segmenter.class_names) == 150
+
+
+def _decoder_with_150_classes():
+    import io
+    from mit_semseg.models import ModelBuilder
+    buffer = io.BytesIO()
+    torch.save(ModelBuilder.build_decoder("c1_deepsup", fc_dim=320, num_class=150).state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def test_offline_model_download_fails_with_a_message(trained):
+    root, _ = trained
+    result = _test_py("--model", "ade20k-resnet18dilated-ppm_deepsup", "--imgs", str(root / "photos" / "a.jpg"),
+                      "--gpu", "cpu")
+    assert result.returncode == 1
+    assert "download of" in result.stderr and "put it at" in result.stderr
+
+
+def test_demo_test_sh_offline_ends_within_a_minute():
+    started = time.monotonic()
+    result = subprocess.run([str(REPO / "demo_test.sh")], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, ADE20K_IMAGE_URL=closed_port_url("/ADE_val_00001519.jpg"),
+                                     PYTHON=sys.executable))
+    assert result.returncode != 0 and time.monotonic() - started < 60
+    assert "could not download the test image" in result.stderr
