@@ -11,7 +11,6 @@ import logging
 import os
 import queue as queue_module
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -82,7 +81,8 @@ def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
 
 def _worker(shard: Shard, cfg_text: str, results) -> None:
     """Evaluate records shard.start..shard.stop; every message is (kind, worker, ...)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process ends the workers
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process ends the workers
     current = shard.start
     try:
         torch.set_num_threads(shard.threads)
@@ -119,11 +119,15 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
     shards = [Shard(k, device, a, b, threads) for k, (device, (a, b)) in enumerate(zip(slots, split(len(records),
                                                                                                    len(slots))))]
-    # CUDA workers must be spawned; CPU workers fork (no torch work has run here yet), which starts at once.
-    fork = sys.platform == "linux" and all(s.device == "cpu" for s in shards)
-    context = mp.get_context("fork" if fork else "spawn")
-    results = context.Queue()
-    workers = [context.Process(target=_worker, args=(s, cfg.dump(), results), daemon=True) for s in shards]
+    if len(shards) == 1 and shards[0].device == "cpu":
+        # One CPU worker: a thread of this process, which costs no start-up and has nothing to isolate.
+        results = queue_module.Queue()
+        workers = [threading.Thread(target=_worker, args=(shards[0], cfg.dump(), results), daemon=True)]
+    else:
+        # Processes are spawned, never forked: forking after torch has run threads can deadlock the child.
+        context = mp.get_context("spawn")
+        results = context.Queue()
+        workers = [context.Process(target=_worker, args=(s, cfg.dump(), results), daemon=True) for s in shards]
     for w in workers:
         w.start()
     confusion = ConfusionMatrix(cfg.DATASET.num_class)
@@ -161,21 +165,24 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
 
 
 def _check_alive(workers, shards, done, progress, records) -> None:
-    for worker, process in enumerate(workers):
-        if worker not in done and process.exitcode is not None:
-            shard = shards[worker]
-            image = records[progress[worker]]["fpath_img"] if progress[worker] < shard.stop else "(after its last image)"
-            how = (f"killed by signal {signal.Signals(-process.exitcode).name}" if process.exitcode < 0
-                   else f"exit code {process.exitcode}")
-            raise EvaluationError(f"worker {worker} ({shard.device}) died ({how}) while evaluating {image}")
+    for worker, handle in enumerate(workers):
+        if worker in done or handle.is_alive():
+            continue
+        shard = shards[worker]
+        image = records[progress[worker]]["fpath_img"] if progress[worker] < shard.stop else "(after its last image)"
+        code = getattr(handle, "exitcode", None)
+        how = ("stopped" if code is None else f"killed by signal {signal.Signals(-code).name}" if code < 0
+               else f"exit code {code}")
+        raise EvaluationError(f"worker {worker} ({shard.device}) died ({how}) while evaluating {image}")
 
 
 def _stop(workers) -> None:
-    for process in workers:
+    processes = [w for w in workers if not isinstance(w, threading.Thread)]
+    for process in processes:
         if process.is_alive():
             process.terminate()
     deadline = time.monotonic() + 5
-    for process in workers:
+    for process in processes:
         process.join(timeout=max(0.1, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()

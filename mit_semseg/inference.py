@@ -12,6 +12,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .data.transforms import round_up
 from .models import ModelBuilder, SegmentationModule
@@ -19,8 +20,38 @@ from .models import ModelBuilder, SegmentationModule
 CHUNK_BYTES = 1 << 21
 
 
-def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu") -> SegmentationModule:
-    """The model of `cfg` with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, in eval mode."""
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode batch norm that directly follows a conv into that conv (in place).
+
+    The pairs are a block's `convN`/`bnN` attributes and adjacent entries of an `nn.Sequential`;
+    the batch norm becomes an identity. Outputs stay equal up to float rounding.
+    """
+    for m in module.modules():
+        for k in (1, 2, 3):
+            conv, bn = getattr(m, f"conv{k}", None), getattr(m, f"bn{k}", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(m, f"conv{k}", fuse_conv_bn_eval(conv, bn))
+                setattr(m, f"bn{k}", nn.Identity())
+        if isinstance(m, nn.Sequential):
+            for i in range(len(m) - 1):
+                if isinstance(m[i], nn.Conv2d) and isinstance(m[i + 1], nn.BatchNorm2d):
+                    m[i], m[i + 1] = fuse_conv_bn_eval(m[i], m[i + 1]), nn.Identity()
+    return module
+
+
+def prepare_for_inference(model: SegmentationModule) -> SegmentationModule:
+    """Eval mode, batch norms folded into convs, channels-last memory: the fast inference path."""
+    model.eval()
+    fold_batch_norms(model)
+    return model.to(memory_format=torch.channels_last)
+
+
+def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> SegmentationModule:
+    """The model of `cfg` with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, in eval mode.
+
+    With `optimize` (the default) it is prepared for fast inference (`prepare_for_inference`);
+    such a model is for predicting only, not for training or saving.
+    """
     m = cfg.MODEL
     weights = {part: os.path.join(cfg.DIR, f"{part}_{checkpoint}") for part in ("encoder", "decoder")}
     for path in weights.values():
@@ -29,7 +60,8 @@ def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu") -> Segm
     encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=weights["encoder"])
     decoder = ModelBuilder.build_decoder(m.arch_decoder, m.fc_dim, cfg.DATASET.num_class, weights=weights["decoder"],
                                          use_softmax=True)
-    return SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1)).to(device).eval()
+    model = SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1)).to(device).eval()
+    return prepare_for_inference(model) if optimize else model
 
 
 def _source_rows(out_size: int, in_size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -47,7 +79,7 @@ def scale_logits(model: SegmentationModule, img_data: list[torch.Tensor], flip: 
     device = next(model.parameters()).device
     out = []
     for image in img_data:
-        image = image.to(device)
+        image = image.to(device).contiguous(memory_format=torch.channels_last)
         batch = torch.cat([image, image.flip(-1)]) if flip else image
         logits = model.decoder.main_logits(model.encoder(batch, return_feature_maps=True)).float()
         out.append(logits[0])

@@ -181,3 +181,29 @@ def test_demo_test_sh_offline_ends_within_a_minute():
                                      PYTHON=sys.executable))
     assert result.returncode != 0 and time.monotonic() - started < 60
     assert "could not download the test image" in result.stderr
+
+
+@pytest.mark.parametrize("encoder, decoder", [("resnet18dilated", "ppm_deepsup"), ("mobilenetv2dilated", "c1_deepsup"),
+                                              ("hrnetv2", "c1"), ("resnet18", "upernet")])
+def test_optimised_inference_equals_the_plain_path(encoder, decoder):
+    from mit_semseg.inference import prepare_for_inference
+    from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule
+    torch.manual_seed(0)
+    fc = ENCODERS[encoder].fc_dim
+    plain = SegmentationModule(ModelBuilder.build_encoder(encoder, pretrained=False),
+                               ModelBuilder.build_decoder(decoder, fc, 20, use_softmax=True), torch.nn.NLLLoss())
+    with torch.no_grad():  # non-trivial statistics, as trained weights have
+        for m in plain.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    plain.eval()
+    import copy
+    fast = prepare_for_inference(copy.deepcopy(plain))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    image = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = plain({"img_data": image}, segSize=(96, 128))
+        got = fast({"img_data": image.contiguous(memory_format=torch.channels_last)}, segSize=(96, 128))
+    assert (got - expected).abs().max() < 1e-4
