@@ -1,0 +1,154 @@
+"""Inference latency per architecture: plain fp32 eager, the optimised fp32 path, and bf16.
+
+    python bench/inference.py [--device cpu|cuda] [--size 384x512] [--models resnet50dilated+ppm_deepsup ...]
+    python bench/inference.py --agreement-cfg config/synthetic-mobilenetv2dilated-c1_deepsup.yaml \
+        --agreement-images 'data/synthetic/images/validation/*.jpg' DIR demo_output
+
+Every figure is a ratio to the plain fp32 eager path measured in the same run. The optimised path
+folds batch norms into convs and runs channels-last (`prepare_for_inference`); bf16 adds
+autocast. Each row also gives the largest probability difference of the optimised fp32 path from
+the plain one, next to the plain path's own rounding (its difference from float64), and the share
+of pixels whose class in bf16 matches fp32 (random weights, one random image); `--agreement-cfg`
+measures that share with a trained model over real images.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, print_machine, write_results  # noqa: E402
+
+from mit_semseg import Segmenter  # noqa: E402
+from mit_semseg.config import load_config  # noqa: E402
+from mit_semseg.inference import fuse, prepare_for_inference  # noqa: E402
+from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule  # noqa: E402
+
+RELEASED = ["mobilenetv2dilated+c1_deepsup", "resnet18dilated+ppm_deepsup", "resnet50dilated+ppm_deepsup",
+            "resnet101dilated+ppm_deepsup", "resnet50+upernet", "resnet101+upernet", "hrnetv2+c1"]
+
+
+def build(pair: str, device) -> SegmentationModule:
+    encoder, decoder = pair.split("+")
+    torch.manual_seed(0)
+    model = SegmentationModule(ModelBuilder.build_encoder(encoder, pretrained=False),
+                               ModelBuilder.build_decoder(decoder, ENCODERS[encoder].fc_dim, 150, use_softmax=True),
+                               nn.NLLLoss())
+    # Batch-norm statistics measured on images, as a trained network's are, so activations stay in range.
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        for _ in range(2):
+            model.encoder(torch.randn(2, 3, 128, 160), return_feature_maps=True)
+        model.decoder.train()
+        model.decoder.main_logits(model.encoder(torch.randn(2, 3, 128, 160), return_feature_maps=True))
+    return model.to(device).eval()
+
+
+def timed(model, image, size, dtype, repeats: int, device) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Median seconds of one prediction (network, resize to `size`, softmax, arg-max); its logits and classes."""
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def run():
+        with torch.inference_mode(), autocast:
+            logits = model.decoder.main_logits(model.encoder(image, return_feature_maps=True)).float()
+            pred = fuse([logits[0]], size)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return logits, pred
+
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        logits, pred = run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), logits, pred
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
+
+
+def photos() -> list:
+    """Real photographs: scikit-image's sample images (installed by `make bench`)."""
+    import skimage.data
+    return [getattr(skimage.data, name)() for name in PHOTOS]
+
+
+def agreement(cfg_path: str, images: list, opts: list[str], device) -> dict:
+    """Share of pixels whose bf16 class matches fp32, with a trained model over images (paths or RGB arrays)."""
+    fp32 = Segmenter(load_config(cfg_path, opts), device)
+    bf16 = Segmenter(load_config(cfg_path, opts), device, bf16=True)
+    same = total = 0
+    for image in images:
+        a, b = fp32.predict(image), bf16.predict(image)
+        same, total = same + int((a == b).sum()), total + a.size
+    return {"images": len(images), "pixels": total, "share_matching": same / max(total, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--size", default="384x512", help="input height x width (default 384x512)")
+    parser.add_argument("--models", nargs="+", default=RELEASED, metavar="ENCODER+DECODER")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--agreement-cfg", help="config of a trained model for the bf16 agreement on real images")
+    parser.add_argument("--agreement-images", help="glob of the images for --agreement-cfg")
+    parser.add_argument("--photos", action="store_true",
+                        help="with --agreement-cfg, also measure it on scikit-image's sample photographs")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for --agreement-cfg: KEY VALUE ...")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    info = machine()
+    print_machine(info)
+    height, width = (int(v) for v in args.size.split("x"))
+    torch.manual_seed(1)
+    image = torch.randn(1, 3, height, width, device=device)
+    rows = []
+    print(f"{'model':<30}{'fp32 eager ms':>14}{'optimised ms':>14}{'bf16 ms':>10}{'max dprob':>11}{'fp32 vs fp64':>13}"
+          f"{'bf16 same':>11}   ({height} x {width}, {args.device})")
+    for pair in args.models:
+        plain = build(pair, device)
+        fast = prepare_for_inference(copy.deepcopy(plain))
+        fast_image = image.contiguous(memory_format=torch.channels_last)
+        t_plain, logits_plain, pred_plain = timed(plain, image, (height, width), None, args.repeats, device)
+        t_fast, logits_fast, _ = timed(fast, fast_image, (height, width), None, args.repeats, device)
+        t_bf16, _, pred_bf16 = timed(fast, fast_image, (height, width), torch.bfloat16, args.repeats, device)
+        dprob = (torch.softmax(logits_fast, 1) - torch.softmax(logits_plain, 1)).abs().max().item()
+        exact = copy.deepcopy(plain).double()
+        with torch.inference_mode():  # the plain path's own rounding: its distance from float64
+            logits_exact = exact.decoder.main_logits(exact.encoder(image.double(), return_feature_maps=True))
+        noise = (torch.softmax(logits_exact, 1).float() - torch.softmax(logits_plain, 1)).abs().max().item()
+        same = (pred_bf16 == pred_plain).float().mean().item()
+        rows.append({"model": pair, "fp32_eager_ms": 1000 * t_plain, "optimised_ms": 1000 * t_fast,
+                     "bf16_ms": 1000 * t_bf16, "optimised_speedup": t_plain / t_fast, "bf16_speedup": t_plain / t_bf16,
+                     "max_probability_difference": dprob, "fp32_vs_fp64_probability_difference": noise,
+                     "bf16_share_matching": same,
+                     "images_per_s": {"fp32_eager": 1 / t_plain, "optimised": 1 / t_fast, "bf16": 1 / t_bf16}})
+        print(f"{pair:<30}{1000 * t_plain:>14.1f}{1000 * t_fast:>9.1f} {t_plain / t_fast:>3.2f}x"
+              f"{1000 * t_bf16:>6.1f} {t_plain / t_bf16:>3.2f}x{dprob:>11.1e}{noise:>13.1e}{100 * same:>10.2f}%",
+              flush=True)
+    results = {"machine": info, "size": [height, width], "device": args.device, "rows": rows}
+    if args.agreement_cfg:
+        sets = {"images": sorted(glob.glob(args.agreement_images or ""))}
+        if args.photos:
+            sets["photos"] = photos()
+        for name, images in sets.items():
+            a = results[f"agreement_{name}"] = agreement(args.agreement_cfg, images, args.opts, device)
+            print(f"bf16 vs fp32 with {args.agreement_cfg} over {a['images']} {name}: "
+                  f"{100 * a['share_matching']:.2f}% of {a['pixels']} pixels keep their class")
+    print(f"results written to {write_results('inference_' + args.device, results)}")
+
+
+if __name__ == "__main__":
+    main()
