@@ -4,14 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.10 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,bench]'
 	touch $(STAMP)
 
 test: install
@@ -19,9 +19,6 @@ test: install
 
 demo: install
 	$(PY) -m mit_semseg.demo
-
-bench: install
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) build *.egg-info

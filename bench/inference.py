@@ -80,8 +80,11 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immu
 
 
 def photos() -> list:
-    """Real photographs: scikit-image's sample images (installed by `make bench`)."""
-    import skimage.data
+    """Real photographs: scikit-image's sample images."""
+    try:
+        import skimage.data
+    except ImportError:
+        sys.exit("--photos needs scikit-image: .venv/bin/pip install -c constraints.txt -e '.[photos]'")
     return [getattr(skimage.data, name)() for name in PHOTOS]
 
 

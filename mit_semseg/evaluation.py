@@ -64,12 +64,14 @@ def _prefetched(dataset, indices):
                 slot.put((i, None, err))
                 return
 
-    threading.Thread(target=load, daemon=True).start()
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
     for _ in indices:
         i, item, err = slot.get()
         if err is not None:
             raise err
         yield i, item
+    loader.join()
 
 
 def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
@@ -81,11 +83,13 @@ def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
 
 def _worker(shard: Shard, cfg_text: str, results) -> None:
     """Evaluate records shard.start..shard.stop; every message is (kind, worker, ...)."""
-    if threading.current_thread() is threading.main_thread():
+    in_process = threading.current_thread() is not threading.main_thread()
+    if not in_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process ends the workers
     current = shard.start
     try:
-        torch.set_num_threads(shard.threads)
+        if not in_process:
+            torch.set_num_threads(shard.threads)
         cfg = CfgNode.load_cfg(cfg_text)
         records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset, check_files=False)
         dataset = ValDataset(records, cfg)
@@ -177,6 +181,9 @@ def _check_alive(workers, shards, done, progress, records) -> None:
 
 
 def _stop(workers) -> None:
+    for thread in workers:
+        if isinstance(thread, threading.Thread):
+            thread.join(timeout=5)  # it has finished or failed; let it end before the interpreter does
     processes = [w for w in workers if not isinstance(w, threading.Thread)]
     for process in processes:
         if process.is_alive():
