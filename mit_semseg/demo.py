@@ -35,9 +35,9 @@ def main() -> None:
     _run("3/4 evaluate on the validation scenes", ["eval_multipro.py", "--cfg", CONFIG, "--gpus", "cpu", *common],
          evaluation.main)
     pictures = f"{OUT}/pictures"
-    _run("4/4 segment a few validation images", ["test.py", "--imgs", f"{data}/images/validation/synthetic_validation_0000*.jpg",
-                                                 "--cfg", CONFIG, "--gpu", "cpu", *common, "TEST.result", pictures],
-         predict.main)
+    images = f"{data}/images/validation/synthetic_validation_0000*.jpg"
+    _run("4/4 segment a few validation images",
+         ["test.py", "--imgs", images, "--cfg", CONFIG, "--gpu", "cpu", *common, "TEST.result", pictures], predict.main)
     print(f"\nmake demo: done. Everything is in {os.path.abspath(OUT)}/:\n"
           f"  training.png        loss and pixel accuracy against epochs\n"
           f"  eval_epoch_3.json   metrics (mean IoU, accuracy, per class)\n"

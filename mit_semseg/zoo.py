@@ -23,7 +23,8 @@ class ReleasedModel:
 
 
 MODELS: dict[str, ReleasedModel] = {
-    "ade20k-mobilenetv2dilated-c1_deepsup": ReleasedModel("ade20k-mobilenetv2dilated-c1_deepsup.yaml", 20, 33.84, 76.80),
+    "ade20k-mobilenetv2dilated-c1_deepsup": ReleasedModel("ade20k-mobilenetv2dilated-c1_deepsup.yaml", 20, 33.84,
+                                                          76.80),
     "ade20k-resnet18dilated-ppm_deepsup": ReleasedModel("ade20k-resnet18dilated-ppm_deepsup.yaml", 20, 38.81, 79.29),
     "ade20k-resnet50dilated-ppm_deepsup": ReleasedModel("ade20k-resnet50dilated-ppm_deepsup.yaml", 20, 42.14, 80.13),
     "ade20k-resnet101dilated-ppm_deepsup": ReleasedModel("ade20k-resnet101dilated-ppm_deepsup.yaml", 25, 42.53,

@@ -1,5 +1,4 @@
 """Training batches (grouping, sizes, padding, label alignment, seeds, workers) and validation samples."""
-import os
 
 import cv2
 import numpy as np

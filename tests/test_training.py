@@ -1,6 +1,5 @@
 """Training through the real command line: epochs, checkpoints, exact resume, Ctrl-C, NaN, torchrun."""
 import math
-import os
 import signal
 import subprocess
 import sys

@@ -90,10 +90,13 @@ def _summary(report: OdgtReport, out: str) -> str:
                          ("pairs left out", report.problems)):
         if items:
             lines.append(f"{title} ({len(items)}):")
-            lines += [f"  {item}" for item in items[:20]] + ([f"  ... and {len(items) - 20} more"] if len(items) > 20 else [])
+            lines += [f"  {item}" for item in items[:20]]
+            if len(items) > 20:
+                lines.append(f"  ... and {len(items) - 20} more")
     v = report.label_values
     if v:
-        lines.append(f"label values found ({len(v)} distinct): {', '.join(map(str, v)) if len(v) <= 40 else f'{v[0]}..{v[-1]}'}")
+        listed = ", ".join(map(str, v)) if len(v) <= 40 else f"{v[0]}..{v[-1]}"
+        lines.append(f"label values found ({len(v)} distinct): {listed}")
         lines.append(f"0 is unlabelled; classes are 1..{v[-1]}: set DATASET.num_class {v[-1]} (or more)")
     return "\n".join(lines)
 

@@ -80,7 +80,8 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
             shade = 1.0 - 0.35 * (np.hypot(rows - cy + size / 5, cols - cx + size / 5) / max(size, 1)).clip(0, 1)
             layer = np.array(base) * shade[..., None]
         elif cls == ROOF:
-            points = np.array([[cx, cy - size // 2], [cx - size // 2, cy + size // 3], [cx + size // 2, cy + size // 3]])
+            points = np.array([[cx, cy - size // 2], [cx - size // 2, cy + size // 3],
+                               [cx + size // 2, cy + size // 3]])
             cv2.fillPoly(mask, [points.astype(np.int32)], 1)
             layer = np.array(base) + _noise(rng, (height, width), 6)
         elif cls == BOX:

@@ -19,9 +19,10 @@ log = logging.getLogger("mit_semseg")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a segmentation network.",
-                                     epilog="Example: python train.py --cfg config/ade20k-resnet50dilated-ppm_deepsup.yaml "
-                                            "--gpus 0-7 TRAIN.num_epoch 30")
+    parser = argparse.ArgumentParser(
+        description="Train a segmentation network.",
+        epilog="Example: python train.py --cfg config/ade20k-resnet50dilated-ppm_deepsup.yaml --gpus 0-7 "
+               "TRAIN.num_epoch 30")
     parser.add_argument("--cfg", required=True, metavar="FILE", help="config file")
     parser.add_argument("--gpus", default="0", help="GPUs to use: 0-7, 0,2,4,6, 0 or cpu (default: 0). "
                         "Under torchrun each process uses the GPU of its LOCAL_RANK")

@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
