@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import traceback
+from contextlib import closing
 from dataclasses import dataclass
 
 import cv2
@@ -53,25 +54,41 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def _prefetched(dataset, indices):
-    """Yields dataset[i] for each index, loading the next one in a thread while the caller works."""
+    """Yields (i, dataset[i]) for each index, loading the next one in a thread while the caller works.
+
+    When the caller stops early (or the generator is closed), the loading thread is stopped and
+    joined, so no thread is left working behind it.
+    """
     slot: "queue_module.Queue" = queue_module.Queue(maxsize=2)
+    stopped = threading.Event()
 
     def load():
         for i in indices:
+            if stopped.is_set():
+                return
             try:
-                slot.put((i, dataset[i], None))
+                entry = (i, dataset[i], None)
             except Exception as err:  # noqa: BLE001 - handed to the consumer
                 slot.put((i, None, err))
                 return
+            slot.put(entry)
 
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
-    for _ in indices:
-        i, item, err = slot.get()
-        if err is not None:
-            raise err
-        yield i, item
-    loader.join()
+    try:
+        for _ in indices:
+            i, item, err = slot.get()
+            if err is not None:
+                raise err
+            yield i, item
+    finally:
+        stopped.set()
+        while loader.is_alive():  # make room for a pending put, then let the thread see `stopped`
+            try:
+                slot.get(timeout=0.1)
+            except queue_module.Empty:
+                pass
+        loader.join()
 
 
 def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
@@ -81,8 +98,11 @@ def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
     cv2.imwrite(os.path.join(directory, f"{name}.png"), cv2.cvtColor(picture.astype(np.uint8), cv2.COLOR_RGB2BGR))
 
 
-def _worker(shard: Shard, cfg_text: str, results) -> None:
-    """Evaluate records shard.start..shard.stop; every message is (kind, worker, ...)."""
+def _worker(shard: Shard, cfg_text: str, results, stop: threading.Event | None = None) -> None:
+    """Evaluate records shard.start..shard.stop; every message is (kind, worker, ...).
+
+    A worker thread (not a process) also ends, between images, once `stop` is set.
+    """
     in_process = threading.current_thread() is not threading.main_thread()
     if not in_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process ends the workers
@@ -95,13 +115,16 @@ def _worker(shard: Shard, cfg_text: str, results) -> None:
         dataset = ValDataset(records, cfg)
         model = load_model(cfg, cfg.VAL.checkpoint, shard.device)
         result_dir = os.path.join(cfg.DIR, "result")
-        for current, item in _prefetched(dataset, range(shard.start, shard.stop)):
-            label = item["seg_label"].numpy()
-            pred = predict(model, item["img_data"], label.shape, cfg.VAL.flip).numpy()
-            index, counts = confusion_counts(pred, label, cfg.DATASET.num_class)
-            results.put(("image", shard.worker, current, index, counts))
-            if cfg.VAL.visualize:
-                visualize(item, pred, result_dir)
+        with closing(_prefetched(dataset, range(shard.start, shard.stop))) as items:
+            for current, item in items:
+                if stop is not None and stop.is_set():
+                    return
+                label = item["seg_label"].numpy()
+                pred = predict(model, item["img_data"], label.shape, cfg.VAL.flip).numpy()
+                index, counts = confusion_counts(pred, label, cfg.DATASET.num_class)
+                results.put(("image", shard.worker, current, index, counts))
+                if cfg.VAL.visualize:
+                    visualize(item, pred, result_dir)
         results.put(("done", shard.worker))
     except BaseException as err:  # noqa: BLE001 - reported to the main process, which stops the run
         results.put(("error", shard.worker, current, f"{type(err).__name__}: {err}", traceback.format_exc()))
@@ -123,10 +146,11 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
     shards = [Shard(k, device, a, b, threads) for k, (device, (a, b)) in enumerate(zip(slots, split(len(records),
                                                                                                    len(slots))))]
+    stop = threading.Event()
     if len(shards) == 1 and shards[0].device == "cpu":
         # One CPU worker: a thread of this process, which costs no start-up and has nothing to isolate.
         results = queue_module.Queue()
-        workers = [threading.Thread(target=_worker, args=(shards[0], cfg.dump(), results), daemon=True)]
+        workers = [threading.Thread(target=_worker, args=(shards[0], cfg.dump(), results, stop), daemon=True)]
     else:
         # Processes are spawned, never forked: forking after torch has run threads can deadlock the child.
         context = mp.get_context("spawn")
@@ -161,7 +185,7 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
                     raise EvaluationError(f"worker {worker} ({shard.device}) failed on "
                                           f"{records[index]['fpath_img']}: {error}")
     finally:
-        _stop(workers)
+        _stop(workers, stop)
     summary = confusion.summary(names)
     summary.update(checkpoint=cfg.VAL.checkpoint, images=len(records), seconds=time.perf_counter() - started,
                    flip=cfg.VAL.flip, img_sizes=list(cfg.DATASET.imgSizes))
@@ -180,10 +204,12 @@ def _check_alive(workers, shards, done, progress, records) -> None:
         raise EvaluationError(f"worker {worker} ({shard.device}) died ({how}) while evaluating {image}")
 
 
-def _stop(workers) -> None:
+def _stop(workers, stop: threading.Event) -> None:
+    """End the workers: a thread after its current image, processes at once."""
+    stop.set()
     for thread in workers:
         if isinstance(thread, threading.Thread):
-            thread.join(timeout=5)  # it has finished or failed; let it end before the interpreter does
+            thread.join(timeout=30)  # let it end before the interpreter does
     processes = [w for w in workers if not isinstance(w, threading.Thread)]
     for process in processes:
         if process.is_alive():

@@ -210,3 +210,20 @@ def test_missing_checkpoint_is_named(evalset):
     result = subprocess.run(_eval_command(evalset, "VAL.checkpoint", "epoch_9.pth"), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 1 and "checkpoint not found" in result.stderr and "encoder_epoch_9.pth" in result.stderr
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_ctrl_c_ends_every_worker_cleanly(evalset, tmp_path, procs):
+    many = tmp_path / "many.odgt"
+    many.write_text((evalset / "validation.odgt").read_text() * 40)
+    process = subprocess.Popen(_eval_command(evalset, "DATASET.list_val", str(many), procs=procs),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(5)
+    assert process.poll() is None, "the evaluation ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-500:]
+    assert time.monotonic() - interrupted < 15
+    assert "interrupted" in err and "terminate called" not in err
+    assert not _children(process.pid)
