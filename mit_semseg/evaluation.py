@@ -27,7 +27,7 @@ from yacs.config import CfgNode
 from .data.classes import class_names, colorize
 from .data.dataset import ValDataset
 from .data.records import read_odgt
-from .inference import load_model, predict
+from .inference import checkpoint_paths, load_model, predict
 from .metrics import ConfusionMatrix, confusion_counts
 
 log = logging.getLogger("mit_semseg")
@@ -98,8 +98,8 @@ def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
     cv2.imwrite(os.path.join(directory, f"{name}.png"), cv2.cvtColor(picture.astype(np.uint8), cv2.COLOR_RGB2BGR))
 
 
-def _worker(shard: Shard, cfg_text: str, results, stop: threading.Event | None = None) -> None:
-    """Evaluate records shard.start..shard.stop; every message is (kind, worker, ...).
+def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: threading.Event | None = None) -> None:
+    """Evaluate `records`, the list's entries shard.start..shard.stop; every message is (kind, worker, ...).
 
     A worker thread (not a process) also ends, between images, once `stop` is set.
     """
@@ -111,12 +111,12 @@ def _worker(shard: Shard, cfg_text: str, results, stop: threading.Event | None =
         if not in_process:
             torch.set_num_threads(shard.threads)
         cfg = CfgNode.load_cfg(cfg_text)
-        records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset, check_files=False)
         dataset = ValDataset(records, cfg)
         model = load_model(cfg, cfg.VAL.checkpoint, shard.device)
         result_dir = os.path.join(cfg.DIR, "result")
-        with closing(_prefetched(dataset, range(shard.start, shard.stop))) as items:
-            for current, item in items:
+        with closing(_prefetched(dataset, range(len(records)))) as items:
+            for k, item in items:
+                current = shard.start + k
                 if stop is not None and stop.is_set():
                     return
                 label = item["seg_label"].numpy()
@@ -134,10 +134,7 @@ def _worker(shard: Shard, cfg_text: str, results, stop: threading.Event | None =
 def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
     records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset, check_files=cfg.DATASET.check_files)
-    for part in ("encoder", "decoder"):
-        path = os.path.join(cfg.DIR, f"{part}_{cfg.VAL.checkpoint}")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+    checkpoint_paths(cfg, cfg.VAL.checkpoint)
     names = class_names(cfg)
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
@@ -150,12 +147,13 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     if len(shards) == 1 and shards[0].device == "cpu":
         # One CPU worker: a thread of this process, which costs no start-up and has nothing to isolate.
         results = queue_module.Queue()
-        workers = [threading.Thread(target=_worker, args=(shards[0], cfg.dump(), results, stop), daemon=True)]
+        workers = [threading.Thread(target=_worker, args=(shards[0], cfg.dump(), records, results, stop), daemon=True)]
     else:
         # Processes are spawned, never forked: forking after torch has run threads can deadlock the child.
         context = mp.get_context("spawn")
         results = context.Queue()
-        workers = [context.Process(target=_worker, args=(s, cfg.dump(), results), daemon=True) for s in shards]
+        workers = [context.Process(target=_worker, args=(s, cfg.dump(), records[s.start:s.stop], results),
+                                   daemon=True) for s in shards]
     for w in workers:
         w.start()
     confusion = ConfusionMatrix(cfg.DATASET.num_class)

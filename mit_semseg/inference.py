@@ -46,6 +46,15 @@ def prepare_for_inference(model: SegmentationModule) -> SegmentationModule:
     return model.to(memory_format=torch.channels_last)
 
 
+def checkpoint_paths(cfg, checkpoint: str) -> dict[str, str]:
+    """DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>; a missing one is an error naming it."""
+    paths = {part: os.path.join(cfg.DIR, f"{part}_{checkpoint}") for part in ("encoder", "decoder")}
+    for path in paths.values():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+    return paths
+
+
 def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> SegmentationModule:
     """The model of `cfg` with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, in eval mode.
 
@@ -53,10 +62,7 @@ def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu", optimiz
     such a model is for predicting only, not for training or saving.
     """
     m = cfg.MODEL
-    weights = {part: os.path.join(cfg.DIR, f"{part}_{checkpoint}") for part in ("encoder", "decoder")}
-    for path in weights.values():
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+    weights = checkpoint_paths(cfg, checkpoint)
     encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=weights["encoder"])
     decoder = ModelBuilder.build_decoder(m.arch_decoder, m.fc_dim, cfg.DATASET.num_class, weights=weights["decoder"],
                                          use_softmax=True)

@@ -11,7 +11,7 @@ from . import zoo
 from .config import load_config
 from .data.classes import class_names, colorize
 from .data.imageio import read_image
-from .data.transforms import _OFFSET, _SCALE, multi_scale_images
+from .data.transforms import multi_scale_images, normalise
 from .inference import fuse, load_model, scale_logits, slide_logits
 
 
@@ -52,7 +52,7 @@ class Segmenter:
         d, t = self.cfg.DATASET, self.cfg.TEST
         with self._autocast():
             if t.mode == "slide":
-                tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().mul_(_SCALE).add_(_OFFSET)
+                tensor = normalise(torch.from_numpy(image).permute(2, 0, 1)[None])
                 logits, s = slide_logits(self.model, tensor, t.crop_size, t.stride, d.padding_constant)
                 return [logits], (logits.shape[1] * s, logits.shape[2] * s)
             images = multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant)

@@ -23,6 +23,11 @@ def scaled_size(height: int, width: int, short_side: int, max_size: int) -> tupl
     return max(1, int(height * scale)), max(1, int(width * scale))
 
 
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """Normalised float32 from N x 3 x H x W uint8 images (as RGB, ImageNet mean and std)."""
+    return images.float().mul_(_SCALE.to(images.device)).add_(_OFFSET.to(images.device))
+
+
 def normalise_batch(images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     """N x 3 x H x W float32 from an N x H x W x 3 uint8 CPU batch; beyond each image's (h, w) it is 0.
 
@@ -72,5 +77,5 @@ def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int
         h, w = round_up(h, padding), round_up(w, padding)
         resized = source if (h, w) == (height, width) else F.interpolate(
             source, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        out.append(resized.float().mul_(_SCALE).add_(_OFFSET))
+        out.append(normalise(resized))
     return out
