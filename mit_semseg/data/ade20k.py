@@ -13,7 +13,7 @@ import sys
 import zipfile
 
 from ..hub import DownloadError, download
-from .make_odgt import _summary, make_odgt
+from .make_odgt import summary, make_odgt
 from .records import DataError, write_odgt
 
 ADE20K_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
@@ -38,7 +38,7 @@ def prepare(data_dir: str, url: str = ADE20K_URL) -> None:
         if not report.records:
             raise DataError(f"no image/label pairs found under {dataset} for {split}")
         write_odgt(out, report.records)
-        print(_summary(report, out))
+        print(summary(report, out))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,10 +43,11 @@ def read_image(path: str) -> np.ndarray:
     raise DataError(f"image {path}: unsupported number of channels ({channels})")
 
 
-def read_label(path: str, num_class: int, size: tuple[int, int] | None = None) -> np.ndarray:
+def read_label(path: str, num_class: int | None, size: tuple[int, int] | None = None) -> np.ndarray:
     """An H x W uint8 or uint16 map of class indices, 0 = unlabelled, 1..num_class the classes.
 
-    `size` is the (height, width) the label must have, its image's.
+    `size` is the (height, width) the label must have, its image's; `num_class` None skips the
+    check of the values.
     """
     try:
         label = _decode(path)
@@ -61,6 +62,6 @@ def read_label(path: str, num_class: int, size: tuple[int, int] | None = None) -
     if size is not None and label.shape != tuple(size):
         raise DataError(f"label {path} is {label.shape[1]}x{label.shape[0]} but its image is {size[1]}x{size[0]}")
     top = int(label.max()) if label.size else 0
-    if top > num_class:
+    if num_class is not None and top > num_class:
         raise DataError(f"label {path} has value {top}, above DATASET.num_class ({num_class})")
     return label

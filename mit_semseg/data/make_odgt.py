@@ -14,10 +14,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from .imageio import read_image
+from .imageio import read_image, read_label
 from .records import DataError, write_odgt
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -44,19 +43,13 @@ def _by_stem(folder: str, extensions: tuple[str, ...]) -> dict[str, str]:
 
 
 def _inspect(image_path: str, label_path: str) -> tuple[tuple[int, int] | None, np.ndarray | None, str]:
+    """(height, width), the label values, and what is wrong with the pair ("" when nothing)."""
     try:
-        height, width = read_image(image_path).shape[:2]
+        size = read_image(image_path).shape[:2]
+        label = read_label(label_path, None, size=size)
     except DataError as err:
-        return None, None, str(err)
-    label = cv2.imread(label_path, cv2.IMREAD_UNCHANGED)
-    if label is None:
-        return None, None, f"cannot read label {label_path}: unreadable or corrupt"
-    if label.ndim == 3 and label.shape[2] != 1:
-        return None, None, f"label {label_path} has {label.shape[2]} channels; labels must be single-channel"
-    if label.shape[:2] != (height, width):
-        return None, None, (f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its image "
-                            f"{image_path} is {width}x{height}")
-    return (height, width), np.unique(label), ""
+        return None, None, f"{err} (image {image_path})"
+    return size, np.unique(label), ""
 
 
 def make_odgt(images: str, annotations: str, root: str, workers: int = 4) -> OdgtReport:
@@ -83,7 +76,8 @@ def make_odgt(images: str, annotations: str, root: str, workers: int = 4) -> Odg
     return report
 
 
-def _summary(report: OdgtReport, out: str) -> str:
+def summary(report: OdgtReport, out: str) -> str:
+    """What `make_odgt` found, as printed: counts, unmatched files, pairs left out, label values."""
     lines = [f"wrote {len(report.records)} records to {out}"]
     for title, items in (("images without a label", report.images_without_label),
                          ("labels without an image", report.labels_without_image),
@@ -115,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if not report.records:
-        print(_summary(report, args.out).replace("wrote 0 records to", "no valid pairs; nothing written to"),
+        print(summary(report, args.out).replace("wrote 0 records to", "no valid pairs; nothing written to"),
               file=sys.stderr)
         return 1
     write_odgt(args.out, report.records)
-    print(_summary(report, args.out))
+    print(summary(report, args.out))
     return 0
 
 
