@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,bench]'
 	touch $(STAMP)
 
+# The whole suite, then the numeric comparisons again with the kernels of AVX2-only and of baseline x86
+# CPUs, which torch picks on many users' machines (ATEN_CPU_CAPABILITY caps what this CPU offers).
 test: install
 	$(PY) -m pytest -q
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m numeric
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m numeric
 
 demo: install
 	$(PY) -m mit_semseg.demo

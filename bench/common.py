@@ -7,23 +7,21 @@ import platform
 
 import torch
 
+from mit_semseg.precision import cpu_description, cpu_has_native_bf16, describe_cpu
+
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "threads": torch.get_num_threads(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "gpu": None}
+    cpu = cpu_description()
+    info = {"cpu": cpu["cpu"], "cpu_features": cpu["features"], "native_bf16": cpu_has_native_bf16(),
+            "torch_cpu_kernels": cpu["kernels"], "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
 def print_machine(info: dict) -> None:
-    print(f"machine: {info['cpu']}, {info['threads']} torch threads of {info['cores']} cores, "
+    print(f"machine: {describe_cpu()}, {info['threads']} torch threads of {info['cores']} cores, "
           f"torch {info['torch']}, python {info['python']}, GPU: {info['gpu'] or 'none'}")
 
 

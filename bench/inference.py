@@ -1,4 +1,4 @@
-"""Inference latency per architecture: plain fp32 eager, the optimised fp32 path, and bf16.
+"""Inference latency per architecture: plain fp32 eager, the optimised fp32 path, bf16, and what `auto` picks.
 
     python bench/inference.py [--device cpu|cuda] [--size 384x512] [--models resnet50dilated+ppm_deepsup ...]
     python bench/inference.py --agreement-cfg config/synthetic-mobilenetv2dilated-c1_deepsup.yaml \
@@ -6,7 +6,8 @@
 
 Every figure is a ratio to the plain fp32 eager path measured in the same run. The optimised path
 folds batch norms into convs and runs channels-last (`prepare_for_inference`); bf16 adds
-autocast. Each row also gives the largest probability difference of the optimised fp32 path from
+autocast; `auto` (the default of `test.py` and `Segmenter`) is bf16 where the device runs it natively
+and the optimised fp32 path elsewhere, so its column repeats the one it picked. Each row also gives the largest probability difference of the optimised fp32 path from
 the plain one, next to the plain path's own rounding (its difference from float64), and the share
 of pixels whose class in bf16 matches fp32 (random weights conditioned like trained ones, one random
 image); `--agreement-cfg` measures that share with a trained model over real images.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import glob
+import logging
 import os
 import statistics
 import sys
@@ -31,6 +33,7 @@ from common import machine, print_machine, write_results  # noqa: E402
 from mit_semseg import Segmenter  # noqa: E402
 from mit_semseg.config import load_config  # noqa: E402
 from mit_semseg.inference import fuse, prepare_for_inference  # noqa: E402
+from mit_semseg.precision import inference_dtype  # noqa: E402
 from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule  # noqa: E402
 
 RELEASED = ["mobilenetv2dilated+c1_deepsup", "resnet18dilated+ppm_deepsup", "resnet50dilated+ppm_deepsup",
@@ -96,8 +99,8 @@ def photos() -> list:
 
 def agreement(cfg_path: str, images: list, opts: list[str], device) -> dict:
     """Share of pixels whose bf16 class matches fp32, with a trained model over images (paths or RGB arrays)."""
-    fp32 = Segmenter(load_config(cfg_path, opts), device)
-    bf16 = Segmenter(load_config(cfg_path, opts), device, bf16=True)
+    fp32 = Segmenter(load_config(cfg_path, opts), device, precision="fp32")
+    bf16 = Segmenter(load_config(cfg_path, opts), device, precision="bf16")
     same = total = 0
     for image in images:
         a, b = fp32.predict(image), bf16.predict(image)
@@ -117,6 +120,7 @@ def main() -> None:
                         help="with --agreement-cfg, also measure it on scikit-image's sample photographs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for --agreement-cfg: KEY VALUE ...")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     device = torch.device(args.device)
     info = machine()
     print_machine(info)
@@ -124,8 +128,14 @@ def main() -> None:
     torch.manual_seed(1)
     image = torch.randn(1, 3, height, width, device=device)
     rows = []
-    print(f"{'model':<30}{'fp32 eager ms':>14}{'optimised ms':>14}{'bf16 ms':>10}{'max dprob':>11}{'fp32 vs fp64':>13}"
-          f"{'bf16 same':>11}   ({height} x {width}, {args.device})")
+    auto = inference_dtype("auto", device)
+    inference_dtype("bf16", device, "bench bf16 column")  # warns where bf16 is emulated
+    header = ["model", "fp32 eager ms", "optimised ms", "bf16 ms", "auto ms", "max dprob", "fp32 vs fp64",
+              "bf16 same"]
+    widths = [32, 14, 17, 17, 22, 10, 13, 10]
+    line = lambda cells: cells[0].ljust(widths[0]) + "".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
+    print(f"{height} x {width} on {args.device}; auto picks {'bf16' if auto else 'fp32'} here")
+    print(line(header))
     for pair in args.models:
         plain = build(pair, device)
         fast = prepare_for_inference(copy.deepcopy(plain))
@@ -133,6 +143,7 @@ def main() -> None:
         t_plain, logits_plain, pred_plain = timed(plain, image, (height, width), None, args.repeats, device)
         t_fast, logits_fast, _ = timed(fast, fast_image, (height, width), None, args.repeats, device)
         t_bf16, _, pred_bf16 = timed(fast, fast_image, (height, width), torch.bfloat16, args.repeats, device)
+        t_auto = t_bf16 if auto else t_fast  # the same code path as the column it picked
         dprob = (torch.softmax(logits_fast, 1) - torch.softmax(logits_plain, 1)).abs().max().item()
         exact = copy.deepcopy(plain).double()
         with torch.inference_mode():  # the plain path's own rounding: its distance from float64
@@ -140,13 +151,15 @@ def main() -> None:
         noise = (torch.softmax(logits_exact, 1).float() - torch.softmax(logits_plain, 1)).abs().max().item()
         same = (pred_bf16 == pred_plain).float().mean().item()
         rows.append({"model": pair, "fp32_eager_ms": 1000 * t_plain, "optimised_ms": 1000 * t_fast,
-                     "bf16_ms": 1000 * t_bf16, "optimised_speedup": t_plain / t_fast, "bf16_speedup": t_plain / t_bf16,
-                     "max_probability_difference": dprob, "fp32_vs_fp64_probability_difference": noise,
-                     "bf16_share_matching": same,
+                     "bf16_ms": 1000 * t_bf16, "auto": "bf16" if auto else "fp32", "auto_ms": 1000 * t_auto,
+                     "optimised_speedup": t_plain / t_fast, "bf16_speedup": t_plain / t_bf16,
+                     "auto_speedup": t_plain / t_auto, "max_probability_difference": dprob,
+                     "fp32_vs_fp64_probability_difference": noise, "bf16_share_matching": same,
                      "images_per_s": {"fp32_eager": 1 / t_plain, "optimised": 1 / t_fast, "bf16": 1 / t_bf16}})
-        print(f"{pair:<30}{1000 * t_plain:>14.1f}{1000 * t_fast:>9.1f} {t_plain / t_fast:>3.2f}x"
-              f"{1000 * t_bf16:>6.1f} {t_plain / t_bf16:>3.2f}x{dprob:>11.1e}{noise:>13.1e}{100 * same:>10.2f}%",
-              flush=True)
+        timing = lambda t: f"{1000 * t:.1f} ({t_plain / t:.2f}x)"
+        print(line([pair, f"{1000 * t_plain:.1f}", timing(t_fast), timing(t_bf16),
+                    f"{'bf16' if auto else 'fp32'} {timing(t_auto)}", f"{dprob:.1e}", f"{noise:.1e}",
+                    f"{100 * same:.2f}%"]), flush=True)
     results = {"machine": info, "size": [height, width], "device": args.device, "rows": rows}
     if args.agreement_cfg:
         sets = {"images": sorted(glob.glob(args.agreement_images or ""))}

@@ -10,6 +10,7 @@ time, against the GPU's bf16 matrix peak measured here with a large matmul.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import statistics
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, print_machine, write_results  # noqa: E402
 
 from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule  # noqa: E402
+from mit_semseg.precision import training_amp  # noqa: E402
 
 VARIANTS = {"fp32 eager": (None, False, False), "bf16 + channels_last": (torch.bfloat16, True, False),
             "bf16 + channels_last + compile": (torch.bfloat16, True, True)}
@@ -75,6 +77,9 @@ def main() -> None:
     steps = args.steps or (20 if gpu else 3)
     info = machine()
     print_machine(info)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if any(VARIANTS[name][0] is torch.bfloat16 for name in args.variants):
+        training_amp("bf16", device)  # warns where bf16 is emulated
     torch.backends.cudnn.benchmark = True
     rate = 4 if pair.split("+")[1].startswith("upernet") or pair.startswith("hrnet") else 8
     images = torch.randn(batch, 3, height, width, device=device)

@@ -24,11 +24,12 @@ import torch.multiprocessing as mp
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from .data.classes import class_names, colorize
+from .data.classes import class_colors, class_names, colorize
 from .data.dataset import ValDataset
 from .data.records import read_odgt
 from .inference import checkpoint_paths, load_model, predict
 from .metrics import ConfusionMatrix, confusion_counts
+from .precision import autocast, inference_dtype
 
 log = logging.getLogger("mit_semseg")
 POLL_SECONDS = 1.0
@@ -53,8 +54,18 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
+class LoadFailed(Exception):
+    """Loading item `index` raised the exception chained as `__cause__`."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
 def _prefetched(dataset, indices):
     """Yields (i, dataset[i]) for each index, loading the next one in a thread while the caller works.
+
+    An item that fails to load raises `LoadFailed` with its index, caused by the loading error.
 
     When the caller stops early (or the generator is closed), the loading thread is stopped and
     joined, so no thread is left working behind it.
@@ -79,7 +90,7 @@ def _prefetched(dataset, indices):
         for _ in indices:
             i, item, err = slot.get()
             if err is not None:
-                raise err
+                raise LoadFailed(i) from err
             yield i, item
     finally:
         stopped.set()
@@ -91,9 +102,10 @@ def _prefetched(dataset, indices):
         loader.join()
 
 
-def visualize(item: dict, pred: np.ndarray, directory: str) -> None:
+def visualize(item: dict, pred: np.ndarray, directory: str, colors: np.ndarray) -> None:
     """image | ground truth | prediction, side by side in class colours."""
-    picture = np.concatenate([item["img_ori"], colorize(item["seg_label"].numpy()), colorize(pred)], axis=1)
+    picture = np.concatenate([item["img_ori"], colorize(item["seg_label"].numpy(), colors), colorize(pred, colors)],
+                             axis=1)
     name = os.path.splitext(os.path.basename(item["info"]))[0]
     cv2.imwrite(os.path.join(directory, f"{name}.png"), cv2.cvtColor(picture.astype(np.uint8), cv2.COLOR_RGB2BGR))
 
@@ -113,6 +125,7 @@ def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: thr
         cfg = CfgNode.load_cfg(cfg_text)
         dataset = ValDataset(records, cfg)
         model = load_model(cfg, cfg.VAL.checkpoint, shard.device)
+        dtype = inference_dtype(cfg.VAL.precision, shard.device, "VAL.precision")
         result_dir = os.path.join(cfg.DIR, "result")
         with closing(_prefetched(dataset, range(len(records)))) as items:
             for k, item in items:
@@ -120,13 +133,16 @@ def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: thr
                 if stop is not None and stop.is_set():
                     return
                 label = item["seg_label"].numpy()
-                pred = predict(model, item["img_data"], label.shape, cfg.VAL.flip).numpy()
+                with autocast(shard.device, dtype):
+                    pred = predict(model, item["img_data"], label.shape, cfg.VAL.flip).numpy()
                 index, counts = confusion_counts(pred, label, cfg.DATASET.num_class)
                 results.put(("image", shard.worker, current, index, counts))
                 if cfg.VAL.visualize:
-                    visualize(item, pred, result_dir)
+                    visualize(item, pred, result_dir, class_colors(cfg.DATASET.num_class))
         results.put(("done", shard.worker))
     except BaseException as err:  # noqa: BLE001 - reported to the main process, which stops the run
+        if isinstance(err, LoadFailed):
+            current, err = shard.start + err.index, err.__cause__
         results.put(("error", shard.worker, current, f"{type(err).__name__}: {err}", traceback.format_exc()))
         raise SystemExit(1)
 
@@ -179,9 +195,9 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
                 else:
                     _, _, index, error, trace = message
                     log.debug(trace)
-                    shard = shards[worker]
-                    raise EvaluationError(f"worker {worker} ({shard.device}) failed on "
-                                          f"{records[index]['fpath_img']}: {error}")
+                    path = records[index]["fpath_img"]
+                    where = "" if path in error else f" on {path}"  # name the image once
+                    raise EvaluationError(f"worker {worker} ({shards[worker].device}) failed{where}: {error}")
     finally:
         _stop(workers, stop)
     summary = confusion.summary(names)

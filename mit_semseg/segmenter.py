@@ -2,60 +2,60 @@
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from . import zoo
 from .config import load_config
-from .data.classes import class_names, colorize
+from .data.classes import class_colors, class_names, colorize
 from .data.imageio import read_image
 from .data.transforms import multi_scale_images, normalise
 from .inference import fuse, load_model, scale_logits, slide_logits
+from .precision import autocast, inference_dtype
 
 
 class Segmenter:
     """Segments RGB images; labels are 0-based class ids (ADE20K: 0 = wall, ..., 149 = flag).
 
     `Segmenter.from_pretrained(name)` fetches a released model; `Segmenter.from_config(cfg)` uses
-    DIR/{encoder,decoder}_<TEST.checkpoint>. `bf16=True` runs the network in bfloat16.
+    DIR/{encoder,decoder}_<TEST.checkpoint>. `precision` (default TEST.precision, `auto`) runs the
+    network in bfloat16 where the device computes it natively; `fp32` or `bf16` force one.
     """
 
     def __init__(self, cfg, device: str | torch.device = "cpu", checkpoint: str | None = None,
-                 bf16: bool = False) -> None:
+                 precision: str | None = None) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.model = load_model(cfg, checkpoint or cfg.TEST.checkpoint, self.device)
-        self.bf16 = bf16
+        self.dtype = inference_dtype(precision or cfg.TEST.precision, self.device, "Segmenter")
         self.class_names = class_names(cfg)
 
     @classmethod
     def from_config(cls, cfg_path: str | os.PathLike, checkpoint_dir: str | None = None,
                     checkpoint: str | None = None, device: str | torch.device = "cpu", opts=(),
-                    bf16: bool = False) -> "Segmenter":
+                    precision: str | None = None) -> "Segmenter":
         cfg = load_config(cfg_path, opts)
         if checkpoint_dir:
             cfg.DIR = os.fspath(checkpoint_dir)
-        return cls(cfg, device, checkpoint, bf16)
+        return cls(cfg, device, checkpoint, precision)
 
     @classmethod
     def from_pretrained(cls, name: str = zoo.DEFAULT_MODEL, device: str | torch.device = "cpu", opts=(),
-                        bf16: bool = False) -> "Segmenter":
+                        precision: str | None = None) -> "Segmenter":
         directory = zoo.fetch(name)
-        return cls.from_config(zoo.config_path(name), directory, zoo.lookup(name).checkpoint, device, opts, bf16)
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        return cls.from_config(zoo.config_path(name), directory, zoo.lookup(name).checkpoint, device, opts,
+                               precision)
 
     def _logits(self, image: np.ndarray) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """The logits to fuse and the size to fuse them at (whole s x s cells in slide mode)."""
         d, t = self.cfg.DATASET, self.cfg.TEST
-        with self._autocast():
+        with autocast(self.device, self.dtype):
             if t.mode == "slide":
-                tensor = normalise(torch.from_numpy(image).permute(2, 0, 1)[None])
+                tensor = normalise(torch.from_numpy(image).permute(2, 0, 1)[None], self.cfg.MODEL.input_normalisation)
                 logits, s = slide_logits(self.model, tensor, t.crop_size, t.stride, d.padding_constant)
                 return [logits], (logits.shape[1] * s, logits.shape[2] * s)
-            images = multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant)
+            images = multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant,
+                                        self.cfg.MODEL.input_normalisation)
             return scale_logits(self.model, images), image.shape[:2]
 
     def predict(self, image, probabilities: bool = False):
@@ -76,7 +76,6 @@ class Segmenter:
         """`predict` for each image (each keeps its own size)."""
         return [self.predict(image) for image in images]
 
-    @staticmethod
-    def colorize(labels: np.ndarray) -> np.ndarray:
-        """An RGB picture of 0-based labels in the class colours."""
-        return colorize(labels)
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """An RGB picture of 0-based labels in the class colours (the original's for ADE20K)."""
+        return colorize(labels, class_colors(len(self.class_names)))

@@ -11,6 +11,11 @@ LAYOUT = Path(__file__).resolve().parent / "data" / "state_dict_layout.json"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_report_header(config):
+    requested = os.environ.get("ATEN_CPU_CAPABILITY", "(not set)")
+    return f"torch CPU kernels: {torch.backends.cpu.get_cpu_capability()}, ATEN_CPU_CAPABILITY={requested}"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """No test reads or writes the user's cache, and no download leaves this machine."""
@@ -19,3 +24,15 @@ def _isolated_cache(tmp_path, monkeypatch):
     nowhere = closed_port_url("/")
     monkeypatch.setenv("MIT_SEMSEG_PRETRAINED_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_MODEL_URL", nowhere)
+
+
+def write_small_tables(folder: Path) -> Path:
+    """Label tables of a small multi-task set: 3 objects (table and chair with parts), 2 scenes, 2 materials."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "object.csv").write_text("label,name\n0,-\n1,table\n2,wall\n3,chair\n")
+    (folder / "part.csv").write_text("label,name\n0,-\n1,leg\n2,top\n3,seat\n")
+    (folder / "scene.csv").write_text("label,name\n0,kitchen\n1,street\n")
+    (folder / "material.csv").write_text("label,name\n0,-\n1,wood\n2,brick\n")
+    (folder / "object_part_hierarchy.csv").write_text(
+        "object_label,object_name,part_labels,part_names\n1,table,0;1;2,-;leg;top\n3,chair,0;1;3,-;leg;seat\n")
+    return folder

@@ -30,6 +30,7 @@ def saved_pair(tmp_path):
     return enc, dec, tmp_path
 
 
+@pytest.mark.numeric
 def test_round_trip_gives_the_same_outputs(saved_pair):
     enc, dec, tmp = saved_pair
     enc2 = ModelBuilder.build_encoder("mobilenetv2dilated", weights=str(tmp / "encoder_epoch_1.pth"))

@@ -191,3 +191,18 @@ def test_validation_sample_at_every_scale(synthetic):
         scale = min(short / min(h, w), 200 / max(h, w))
         expected = [((int(s * scale) - 1) // 16 + 1) * 16 for s in (h, w)]
         assert list(tensor.shape) == [1, 3, *expected]
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("imagenet", [(10 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224, (30 / 255 - 0.406) / 0.225]),
+    ("caffe", [30 - 102.9801, 20 - 115.9465, 10 - 122.7717]),  # BGR, 0..255 minus the caffe mean
+])
+def test_input_normalisations_by_hand(kind, expected):
+    from mit_semseg.data.transforms import normalise, normalise_batch
+    rgb = torch.tensor([10, 20, 30], dtype=torch.uint8)
+    images = rgb.view(1, 1, 1, 3).expand(1, 2, 3, 3).contiguous()  # N x H x W x 3
+    batch = normalise_batch(images, torch.tensor([[2, 2]]), kind)
+    single = normalise(images.permute(0, 3, 1, 2), kind)
+    torch.testing.assert_close(batch[0, :, 0, 0], torch.tensor(expected))
+    torch.testing.assert_close(single[0, :, 1, 1], torch.tensor(expected))
+    assert torch.all(batch[0, :, :, 2] == 0)  # beyond the image's width: padding

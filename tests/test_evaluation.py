@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from metrics import original_intersection_and_union as histogram_intersection_and_union  # noqa: E402
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("num_class", [1, 2, 5, 150])
 def test_original_helpers_equal_the_histogram_approach(num_class):
     rng = np.random.default_rng(num_class)
@@ -39,6 +40,7 @@ def test_original_helpers_equal_the_histogram_approach(num_class):
     assert acc == pytest.approx(0.5) and valid == 2
 
 
+@pytest.mark.numeric
 def test_confusion_matrix_against_a_per_pixel_count():
     rng = np.random.default_rng(0)
     num_class, matrix = 6, ConfusionMatrix(6)
@@ -67,6 +69,7 @@ def test_absent_classes_count_as_zero_iou_in_the_mean():
     assert matrix.summary()["mean_iou"] == pytest.approx((1 + 1 + 0 + 0) / 4)
 
 
+@pytest.mark.numeric
 def test_fused_scales_equal_full_size_softmax_average():
     torch.manual_seed(0)
     logits = [torch.randn(9, 7, 11) * 4, torch.randn(9, 12, 15) * 4, torch.randn(9, 3, 5) * 4]
@@ -156,22 +159,27 @@ def test_flip_and_visualize(evalset):
     assert first.shape == (original.shape[0], 3 * original.shape[1], 3)
 
 
-def test_corrupt_image_fails_fast_naming_it(evalset, tmp_path):
+@pytest.mark.parametrize("procs, position", [(2, 4), (2, 6), (1, 3)])
+def test_corrupt_image_fails_fast_naming_it_once(evalset, tmp_path, procs, position):
+    """The first image of a worker's shard, one in the middle while the next is prefetched, and a thread worker."""
     lines = (evalset / "validation.odgt").read_text().splitlines()
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8 definitely not a jpeg")
-    record = json.loads(lines[4])
+    record = json.loads(lines[position])
     record["fpath_img"] = str(corrupt)
-    lines[4] = json.dumps(record)
+    lines[position] = json.dumps(record)
     bad_list = tmp_path / "bad.odgt"
     bad_list.write_text("\n".join(lines) + "\n")
     started = time.monotonic()
-    result = subprocess.run(_eval_command(evalset, "DATASET.list_val", str(bad_list), procs=2), capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(_eval_command(evalset, "DATASET.list_val", str(bad_list), procs=procs),
+                            capture_output=True, text=True, timeout=120)
     elapsed = time.monotonic() - started
     assert result.returncode == 1
     assert elapsed < 60
-    assert f"worker 1 (cpu) failed on {corrupt}" in result.stderr and "unreadable or corrupt" in result.stderr
+    error = next(line for line in result.stderr.splitlines() if line.startswith("eval_multipro.py: error"))
+    worker = 1 if procs == 2 else 0
+    assert error == (f"eval_multipro.py: error: worker {worker} (cpu) failed: UnreadableImage: cannot read image "
+                     f"{corrupt}: unreadable or corrupt")
 
 
 def _children(pid):

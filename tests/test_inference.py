@@ -104,7 +104,7 @@ def test_segmenter_api(trained):
     batch = segmenter.predict_batch([image, image[:50, :70]])
     assert np.array_equal(batch[0], labels) and batch[1].shape == (50, 70)
     assert segmenter.colorize(labels).shape == image.shape
-    bf16 = Segmenter.from_config(CONFIG, opts=opts, bf16=True).predict(image)
+    bf16 = Segmenter.from_config(CONFIG, opts=opts, precision="bf16").predict(image)
     assert bf16.shape == labels.shape and (bf16 == labels).mean() > 0.9
     with pytest.raises(ValueError, match="H x W x 3 RGB uint8"):
         segmenter.predict(image.astype(np.float32))
@@ -185,6 +185,7 @@ def test_demo_test_sh_offline_ends_within_a_minute():
 
 @pytest.mark.parametrize("encoder, decoder", [("resnet18dilated", "ppm_deepsup"), ("mobilenetv2dilated", "c1_deepsup"),
                                               ("hrnetv2", "c1"), ("resnet18", "upernet")])
+@pytest.mark.numeric
 def test_optimised_inference_equals_the_plain_path(encoder, decoder):
     from mit_semseg.inference import prepare_for_inference
     from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule

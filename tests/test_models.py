@@ -23,6 +23,7 @@ def _decoders_for(encoder):
     return names
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("encoder", DILATED + PLAIN)
 def test_pairs_train_and_inference(encoder):
     torch.manual_seed(0)
@@ -67,6 +68,7 @@ def test_upernet_takes_fpn_widths_from_the_encoder():
         ModelBuilder.build_decoder("upernet", fc_dim=1000)
 
 
+@pytest.mark.numeric
 def test_deep_supervision_loss_is_main_plus_scaled_aux():
     torch.manual_seed(0)
     enc = ModelBuilder.build_encoder("resnet18dilated", pretrained=False).eval()
@@ -118,6 +120,7 @@ def test_bn_momentum_reaches_every_layer_but_hrnet_keeps_its_own():
     assert all(isinstance(m, SynchronizedBatchNorm2d) for m in enc.modules() if isinstance(m, nn.BatchNorm2d))
 
 
+@pytest.mark.numeric
 @pytest.mark.parametrize("training", [True, False])
 def test_synchronized_bn_equals_batchnorm2d_on_one_device(training):
     torch.manual_seed(0)
@@ -148,6 +151,7 @@ def test_synchronized_bn_equals_batchnorm2d_on_one_device(training):
         torch.testing.assert_close(ours.running_var, 0.9 * 2.0 + 0.1 * x.var((0, 2, 3), unbiased=True))
 
 
+@pytest.mark.numeric
 def test_synchronized_bn_saves_the_original_bookkeeping_buffers():
     bn = SynchronizedBatchNorm2d(3)
     with torch.no_grad():
@@ -161,6 +165,7 @@ def test_synchronized_bn_saves_the_original_bookkeeping_buffers():
     torch.testing.assert_close(state["_tmp_running_var"], torch.tensor([40.0, 50.0, 60.0]))
 
 
+@pytest.mark.numeric
 def test_use_softmax_without_segsize_gives_probabilities_at_decoder_resolution():
     dec = ModelBuilder.build_decoder("c1", fc_dim=320, num_class=NUM_CLASS, use_softmax=True).eval()
     feats = [torch.randn(1, 320, 5, 6)]

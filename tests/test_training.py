@@ -107,6 +107,7 @@ def test_one_epoch_through_the_command_line(scenes, tmp_path):
     assert "epoch 1/1" in result.stderr and "acc=" in result.stderr and "lr=" in result.stderr
 
 
+@pytest.mark.numeric
 def test_two_epochs_equal_one_plus_a_resumed_one(scenes, tmp_path):
     straight = run_train(scenes, tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr

@@ -39,6 +39,9 @@ _C.MODEL.weights_decoder = ""
 _C.MODEL.fc_dim = 2048
 # start the encoder from ImageNet weights when weights_encoder is empty
 _C.MODEL.pretrained = True
+# what the network's input is: imagenet (RGB, ImageNet mean and std; the segmentation models) or caffe
+# (BGR, 0..255 minus the caffe mean, std 1; the released Unified Perceptual Parsing model)
+_C.MODEL.input_normalisation = "imagenet"
 # batch-norm running-average momentum (the original's 0.001; HRNet's encoder keeps 0.1; use 0.1 from scratch)
 _C.MODEL.bn_momentum = 0.001
 
@@ -65,7 +68,8 @@ _C.TRAIN.fix_bn = False
 _C.TRAIN.workers = 16
 _C.TRAIN.disp_iter = 20
 _C.TRAIN.seed = 304
-# mixed precision: none, bf16 (CPU and GPU) or fp16 (GPU, with gradient scaling)
+# mixed precision: none, bf16 (CPU and GPU), fp16 (GPU, with gradient scaling) or auto (bf16 where the
+# device runs it natively: GPUs of compute capability >= 8.0, CPUs with avx512_bf16 or AMX; else none)
 _C.TRAIN.amp = "none"
 # channels-last memory format for the model and its inputs
 _C.TRAIN.channels_last = False
@@ -84,6 +88,8 @@ _C.VAL.visualize = False
 _C.VAL.checkpoint = "epoch_20.pth"
 # also predict the mirrored image and average it in
 _C.VAL.flip = False
+# fp32 (the original's numbers), bf16, or auto (bf16 where the device runs it natively)
+_C.VAL.precision = "fp32"
 
 # -----------------------------------------------------------------------------
 # Testing
@@ -92,6 +98,8 @@ _C.TEST = CN()
 _C.TEST.batch_size = 1
 _C.TEST.checkpoint = "epoch_20.pth"
 _C.TEST.result = "./"
+# auto (bf16 where the device runs it natively, else fp32), fp32 or bf16
+_C.TEST.precision = "auto"
 # whole: the image at every DATASET.imgSizes scale; slide: overlapping crops of the full-size image
 _C.TEST.mode = "whole"
 # crop side and stride of the slide mode (multiples of DATASET.padding_constant)

@@ -7,6 +7,8 @@ from typing import Iterable, Sequence
 
 from yacs.config import CfgNode
 
+from ..data.transforms import NORMALISATIONS
+from ..precision import INFERENCE_PRECISIONS
 from .defaults import _C
 
 
@@ -74,6 +76,9 @@ def validate(cfg: CfgNode) -> None:
     if data.padding_constant % data.segm_downsampling_rate:
         raise ConfigError(f"DATASET.padding_constant ({data.padding_constant}) must be a multiple of "
                           f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})")
+    if cfg.MODEL.input_normalisation not in NORMALISATIONS:
+        raise ConfigError(f"MODEL.input_normalisation: unknown '{cfg.MODEL.input_normalisation}'; valid: "
+                          f"{', '.join(NORMALISATIONS)}")
     if not 0.0 < cfg.MODEL.bn_momentum <= 1.0:
         raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {cfg.MODEL.bn_momentum}")
     if cfg.TEST.mode not in ("whole", "slide"):
@@ -84,8 +89,12 @@ def validate(cfg: CfgNode) -> None:
                               f"({data.padding_constant})")
     if cfg.TEST.stride > cfg.TEST.crop_size:
         raise ConfigError(f"TEST.stride ({cfg.TEST.stride}) must not exceed TEST.crop_size ({cfg.TEST.crop_size})")
-    if cfg.TRAIN.amp not in ("none", "bf16", "fp16"):
-        raise ConfigError(f"TRAIN.amp must be none, bf16 or fp16, got '{cfg.TRAIN.amp}'")
+    if cfg.TRAIN.amp not in ("none", "bf16", "fp16", "auto"):
+        raise ConfigError(f"TRAIN.amp must be none, bf16, fp16 or auto, got '{cfg.TRAIN.amp}'")
+    for key in ("VAL.precision", "TEST.precision"):
+        section, name = key.split(".")
+        if cfg[section][name] not in INFERENCE_PRECISIONS:
+            raise ConfigError(f"{key} must be one of {', '.join(INFERENCE_PRECISIONS)}, got '{cfg[section][name]}'")
     if cfg.TRAIN.optim.lower() != "sgd":
         raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{cfg.TRAIN.optim}'")
     for key in ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters", "VAL.batch_size",

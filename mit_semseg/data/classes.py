@@ -1,4 +1,4 @@
-"""Class names and colours: the 150 ADE20K classes (`data/object150_info.csv`) and a palette."""
+"""Class names and colours: the 150 ADE20K classes and colours of the original, and a palette for other counts."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-OBJECT150_CSV = Path(__file__).resolve().parents[2] / "data" / "object150_info.csv"
+TABLES = Path(__file__).resolve().parent / "tables"
+OBJECT150_CSV = TABLES / "object150_info.csv"  # the original's class table (data/object150_info.csv)
+COLOR150_CSV = TABLES / "color150.csv"  # the original's colours (data/color150.mat), as Idx,R,G,B
 
 
 def read_class_names(path: str | os.PathLike = OBJECT150_CSV) -> list[str]:
@@ -31,6 +33,16 @@ def ade20k_class_names() -> tuple[str, ...]:
     return tuple(read_class_names())
 
 
+@functools.lru_cache(maxsize=None)
+def ade20k_colors() -> np.ndarray:
+    """The original's 150 x 3 uint8 RGB colours of the ADE20K classes (wall is (120, 120, 120))."""
+    with open(COLOR150_CSV, newline="", encoding="utf-8") as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: int(row["Idx"]))
+    colors = np.array([[int(row[c]) for c in "RGB"] for row in rows], dtype=np.uint8)
+    colors.flags.writeable = False
+    return colors
+
+
 def palette(num_colors: int = 256) -> np.ndarray:
     """`num_colors` x 3 uint8 RGB colours, all distinct; colour 0 is black.
 
@@ -47,11 +59,27 @@ def palette(num_colors: int = 256) -> np.ndarray:
     return colors
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """An RGB picture of 0-based class labels (-1, unlabelled, is black): class k gets colour k + 1."""
+def class_colors(num_class: int) -> np.ndarray:
+    """`num_class` x 3 RGB colours of 0-based classes: the original's for ADE20K's 150, else `palette`'s."""
+    if num_class == len(ade20k_class_names()):
+        return ade20k_colors()
+    return palette(num_class + 1)[1:]
+
+
+def colorize(labels: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
+    """An RGB picture of 0-based class labels (-1, unlabelled, is black): class k gets `colors[k]`.
+
+    Without `colors`, class k gets `palette` colour k + 1.
+    """
     labels = np.asarray(labels)
-    colors = palette(max(256, int(labels.max(initial=0)) + 2))
-    return colors[labels.astype(np.int64) + 1]
+    top = int(labels.max(initial=0))
+    if colors is None:
+        table = palette(max(256, top + 2))
+    else:
+        if top >= len(colors):
+            raise ValueError(f"label {top} has no colour: only {len(colors)} classes are coloured")
+        table = np.concatenate([np.zeros((1, 3), np.uint8), colors])
+    return table[labels.astype(np.int64) + 1]
 
 
 def class_names(cfg) -> list[str]:

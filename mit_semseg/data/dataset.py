@@ -143,21 +143,21 @@ class TrainLoader:
     A batch whose samples all failed has no `img_data`.
     """
 
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
+    def __init__(self, loader: DataLoader, normalisation: str = "imagenet") -> None:
+        self.loader, self.normalisation = loader, normalisation
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
-            yield finish_batch(batch)
+            yield finish_batch(batch, self.normalisation)
 
 
-def finish_batch(batch: dict) -> dict:
-    """Normalise the uint8 images of a `TrainCollate` batch into `img_data`."""
+def finish_batch(batch: dict, normalisation: str = "imagenet") -> dict:
+    """Normalise the uint8 images of a `TrainCollate` batch into `img_data` (MODEL.input_normalisation)."""
     if "images" in batch:
-        batch["img_data"] = normalise_batch(batch.pop("images"), batch.pop("sizes"))
+        batch["img_data"] = normalise_batch(batch.pop("images"), batch.pop("sizes"), normalisation)
     return batch
 
 
@@ -202,14 +202,14 @@ def build_train_loader(records: Sequence[dict], cfg, num_batches: int, epoch: in
     return TrainLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                                   pin_memory=pin_memory, worker_init_fn=seed_worker,
                                   generator=torch.Generator().manual_seed(cfg.TRAIN.seed + epoch),
-                                  prefetch_factor=4 if workers else None))
+                                  prefetch_factor=4 if workers else None), cfg.MODEL.input_normalisation)
 
 
 class ValDataset(Dataset):
     """Each image at every `imgSizes` scale, with the original image and its full-size 0-based label."""
 
     def __init__(self, records: Sequence[dict], cfg) -> None:
-        self.records, self.data = list(records), cfg.DATASET
+        self.records, self.data, self.normalisation = list(records), cfg.DATASET, cfg.MODEL.input_normalisation
 
     def __len__(self) -> int:
         return len(self.records)
@@ -220,5 +220,5 @@ class ValDataset(Dataset):
         label = read_label(record["fpath_segm"], self.data.num_class, size=image.shape[:2])
         return {"img_ori": image, "seg_label": torch.from_numpy(label.astype(np.int64) - 1),
                 "img_data": multi_scale_images(image, self.data.imgSizes, self.data.imgMaxSize,
-                                               self.data.padding_constant),
+                                               self.data.padding_constant, self.normalisation),
                 "info": record["fpath_img"]}

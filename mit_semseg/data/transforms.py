@@ -1,6 +1,8 @@
 """Sizes, normalisation and label downsampling shared by training, evaluation and inference."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 import torch
@@ -8,9 +10,24 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# (v / 255 - mean) / std = v * _SCALE + _OFFSET, per channel
-_SCALE = torch.tensor([1 / (255 * s) for s in IMAGENET_STD]).view(3, 1, 1)
-_OFFSET = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(3, 1, 1)
+CAFFE_MEAN_BGR = (102.9801, 115.9465, 122.7717)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Network input channel c = RGB channel `order[c]` (0..255) * `scale[c]` + `offset[c]`."""
+    order: tuple[int, int, int]
+    scale: tuple[float, float, float]
+    offset: tuple[float, float, float]
+
+
+NORMALISATIONS = {
+    # the segmentation models': RGB, (v / 255 - mean) / std with ImageNet's mean and std
+    "imagenet": Normalisation((0, 1, 2), tuple(1 / (255 * s) for s in IMAGENET_STD),
+                              tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))),
+    # Unified Perceptual Parsing's: BGR, 0..255 minus the caffe mean, std 1
+    "caffe": Normalisation((2, 1, 0), (1.0, 1.0, 1.0), tuple(-m for m in CAFFE_MEAN_BGR)),
+}
 
 
 def round_up(x: int, multiple: int) -> int:
@@ -23,19 +40,31 @@ def scaled_size(height: int, width: int, short_side: int, max_size: int) -> tupl
     return max(1, int(height * scale)), max(1, int(width * scale))
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """Normalised float32 from N x 3 x H x W uint8 images (as RGB, ImageNet mean and std)."""
-    return images.float().mul_(_SCALE.to(images.device)).add_(_OFFSET.to(images.device))
+def normalisation(kind: str) -> Normalisation:
+    """The input normalisation named by MODEL.input_normalisation."""
+    if kind not in NORMALISATIONS:
+        raise ValueError(f"unknown input normalisation '{kind}'; valid: {', '.join(NORMALISATIONS)}")
+    return NORMALISATIONS[kind]
 
 
-def normalise_batch(images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-    """N x 3 x H x W float32 from an N x H x W x 3 uint8 CPU batch; beyond each image's (h, w) it is 0.
+def normalise(images: torch.Tensor, kind: str = "imagenet") -> torch.Tensor:
+    """Normalised float32 network input from N x 3 x H x W uint8 RGB images."""
+    n = normalisation(kind)
+    scale = torch.tensor(n.scale, device=images.device).view(3, 1, 1)
+    offset = torch.tensor(n.offset, device=images.device).view(3, 1, 1)
+    return images[:, list(n.order)].float().mul_(scale).add_(offset)
+
+
+def normalise_batch(images: torch.Tensor, sizes: torch.Tensor, kind: str = "imagenet") -> torch.Tensor:
+    """N x 3 x H x W float32 from an N x H x W x 3 uint8 RGB CPU batch; beyond each image's (h, w) it is 0.
 
     Done in numpy, on one thread: the step is memory-bound and must not take the cores the
     data-loader workers run on. The result keeps the input's channels-last memory layout.
     """
-    out = np.multiply(images.numpy(), _SCALE.view(3).numpy(), dtype=np.float32)
-    out += _OFFSET.view(3).numpy()
+    n = normalisation(kind)
+    pixels = images.numpy() if n.order == (0, 1, 2) else images.numpy()[..., list(n.order)]
+    out = np.multiply(pixels, np.array(n.scale, np.float32), dtype=np.float32)
+    out += np.array(n.offset, np.float32)
     for i, (h, w) in enumerate(sizes.tolist()):
         out[i, h:] = 0
         out[i, :h, w:] = 0
@@ -62,7 +91,8 @@ def label_cells(label: np.ndarray, rate: int) -> np.ndarray:
     return label[rate // 2::rate, rate // 2::rate]
 
 
-def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int) -> list[torch.Tensor]:
+def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int,
+                       kind: str = "imagenet") -> list[torch.Tensor]:
     """The image at every short side of `img_sizes` (capped by `max_size`, rounded up to `padding`), 1 x 3 x h x w.
 
     Resized as the original evaluation does (PIL's bilinear, antialiased when shrinking), through
@@ -77,5 +107,5 @@ def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int
         h, w = round_up(h, padding), round_up(w, padding)
         resized = source if (h, w) == (height, width) else F.interpolate(
             source, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-        out.append(normalise(resized))
+        out.append(normalise(resized, kind))
     return out

@@ -10,7 +10,8 @@ from torch import nn
 from ..hub import DownloadError, pretrained_path
 from ..nn import SynchronizedBatchNorm2d
 from ..nn.batchnorm import COMPAT_BUFFERS, ORIGINAL_BN_MOMENTUM
-from . import decoders, hrnet, mobilenet, resnet
+from ..data.label_tables import read_label_tables
+from . import decoders, hrnet, mobilenet, resnet, upp
 from .checkpoint import OPTIONAL_KEYS, load_weights
 
 
@@ -57,8 +58,11 @@ DECODERS: dict[str, Callable[..., decoders.Decoder]] = {
     "ppm_deepsup": decoders.PPMDeepsup,
     "upernet": partial(decoders.UPerNet, fpn_dim=512),
     "upernet_lite": partial(decoders.UPerNet, fpn_dim=256),
+    "upp": partial(upp.UPPDecoder, fpn_dim=512),
+    "upp_lite": partial(upp.UPPDecoder, fpn_dim=256),
 }
-FPN_DECODERS = ("upernet", "upernet_lite")
+UPP_DECODERS = ("upp", "upp_lite")  # multi-task: their classes come from label tables
+FPN_DECODERS = ("upernet", "upernet_lite") + UPP_DECODERS
 
 
 def lookup(registry: Mapping[str, object], arch: str, kind: str):
@@ -112,14 +116,20 @@ class ModelBuilder:
     @staticmethod
     def build_decoder(arch: str = "ppm_deepsup", fc_dim: int = 512, num_class: int = 150, weights: str = "",
                       use_softmax: bool = False, fpn_inplanes: Sequence[int] | None = None,
-                      bn_momentum: float = ORIGINAL_BN_MOMENTUM) -> nn.Module:
+                      bn_momentum: float = ORIGINAL_BN_MOMENTUM, label_tables: str | None = None) -> nn.Module:
         """A decoder for an encoder whose last map has `fc_dim` channels.
 
-        UPerNet also needs the widths of all maps: `fpn_inplanes`, found from `fc_dim` when not given.
+        UPerNet and UPP also need the widths of all maps: `fpn_inplanes`, found from `fc_dim` when not
+        given. UPP (`upp`, `upp_lite`) takes its heads' classes from the label tables in the folder
+        `label_tables` (default: the Broden+ tables shipped with the package), not from `num_class`.
         """
         factory = lookup(DECODERS, arch, "decoder")
-        kwargs = dict(num_class=num_class, fc_dim=fc_dim, use_softmax=use_softmax,
+        kwargs = dict(fc_dim=fc_dim, use_softmax=use_softmax,
                       norm_layer=partial(SynchronizedBatchNorm2d, momentum=bn_momentum))
+        if str(arch).lower() in UPP_DECODERS:
+            kwargs["tables"] = read_label_tables(label_tables)
+        else:
+            kwargs["num_class"] = num_class
         if str(arch).lower() in FPN_DECODERS:
             kwargs["fpn_inplanes"] = tuple(fpn_inplanes) if fpn_inplanes else _fpn_inplanes(fc_dim)
         net = factory(**kwargs)

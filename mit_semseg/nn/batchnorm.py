@@ -89,7 +89,7 @@ class SynchronizedBatchNorm2d(CompatBuffers, nn.BatchNorm2d):
             return super().forward(x)
         exchange, index = self._sync
         channels = x.shape[1]
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         local = (xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), x.numel() // channels)
         everything = exchange.exchange(index, local)
         count = sum(n for _, _, n in everything)

@@ -21,6 +21,7 @@ from ..data.records import read_odgt
 from ..models import ModelBuilder, SegmentationModule
 from ..nn import to_distributed
 from ..parallel import DictDataParallel, to_device
+from ..precision import training_amp
 from .monitor import TensorBoard, plot_history, setup_logging
 from .optim import build_optimizer, set_lr
 from .state import atomic_save, latest_state, load_state, rng_state, set_rng_state, state_path
@@ -204,14 +205,15 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     seg.to(device, memory_format=memory_format)
     optimizer = build_optimizer(seg.encoder, seg.decoder, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16" and device.type == "cuda")
-    if t.amp == "fp16" and device.type != "cuda":
+    amp = training_amp(t.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
+    if amp == "fp16" and device.type != "cuda":
         raise TrainingError("TRAIN.amp fp16 needs a GPU; on the CPU use bf16")
     position = _restore(seg, cfg, optimizer, scaler, resume)
 
     step_module: nn.Module = seg
-    if t.amp != "none":
-        step_module = Autocast(seg, device.type, torch.bfloat16 if t.amp == "bf16" else torch.float16)
+    if amp != "none":
+        step_module = Autocast(seg, device.type, torch.bfloat16 if amp == "bf16" else torch.float16)
     if t.compile:
         step_module = torch.compile(step_module, dynamic=True)
     if runtime.distributed:
@@ -228,10 +230,10 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     max_iter = t.epoch_iters * t.num_epoch
     skipped = SkippedSamples()
     board = TensorBoard(cfg.DIR if runtime.main else None)
-    log.info("training %s + %s on %s for epochs %d..%d, %d iterations each", cfg.MODEL.arch_encoder,
+    log.info("training %s + %s on %s for epochs %d..%d, %d iterations each, precision %s", cfg.MODEL.arch_encoder,
              cfg.MODEL.arch_decoder, ", ".join(map(str, runtime.devices)) +
              (f" x {runtime.world_size} processes" if runtime.distributed else ""),
-             position.epoch + 1, t.num_epoch, t.epoch_iters)
+             position.epoch + 1, t.num_epoch, t.epoch_iters, "fp32" if amp == "none" else amp)
     try:
         with StopRequest() as stop:
             while position.epoch < t.num_epoch:

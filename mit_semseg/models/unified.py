@@ -1,0 +1,73 @@
+"""UnifiedParsingModule: encoder + UPP decoder + the multi-task losses of Unified Perceptual Parsing."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.label_tables import LabelTables
+
+DEFAULT_LOSS_WEIGHTS = {"object": 1.0, "part": 0.5, "scene": 0.25, "material": 1.0}
+
+
+def masked_nll(log_probs: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
+    """Mean negative log-likelihood over the targets that are not `ignore` (0 when there are none)."""
+    count = (target != ignore).sum().clamp_min(1)
+    return F.nll_loss(log_probs.float(), target, ignore_index=ignore, reduction="sum") / count
+
+
+def accuracy(log_probs: torch.Tensor, target: torch.Tensor, ignore: int) -> torch.Tensor:
+    """Share of the targets that are not `ignore` whose arg-max class is right."""
+    valid = target != ignore
+    return ((log_probs.argmax(1) == target) & valid).sum() / valid.sum().clamp_min(1)
+
+
+def part_loss(groups: list[torch.Tensor], seg_part: torch.Tensor, seg_object: torch.Tensor,
+              valid_part: torch.Tensor, object_labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The part loss and accuracy: per group, the mean NLL over the pixels of its object in images where the
+    group is valid, summed over groups; accuracy over all those pixels."""
+    loss = seg_part.new_zeros((), dtype=torch.float32)
+    correct = total = seg_part.new_zeros(())
+    for g, (log_probs, obj) in enumerate(zip(groups, object_labels)):
+        mask = (seg_object == obj) & valid_part[:, g, None, None]
+        target = torch.where(mask, seg_part, torch.zeros_like(seg_part))
+        nll = -log_probs.float().gather(1, target[:, None])[:, 0]
+        loss = loss + (nll * mask).sum() / mask.sum().clamp_min(1)
+        correct = correct + ((log_probs.argmax(1) == target) & mask).sum()
+        total = total + mask.sum()
+    return loss, correct / total.clamp_min(1)
+
+
+class UnifiedParsingModule(nn.Module):
+    """`forward(feed_dict)` gives (weighted loss, per-head losses and accuracies); with `segSize` the decoder's
+    probabilities (a dict, see `UPPDecoder`).
+
+    The feed dict holds `img_data`, `tasks` (the heads to train) and each task's labels: `seg_object`,
+    `seg_material` (0 unlabelled), `seg_part` with `valid_part`, `scene` (-1 none).
+    """
+
+    def __init__(self, net_enc: nn.Module, net_dec: nn.Module, tables: LabelTables,
+                 loss_weights: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.encoder, self.decoder = net_enc, net_dec
+        self.part_objects = [g.object_label for g in tables.groups]
+        self.loss_weights = dict(DEFAULT_LOSS_WEIGHTS, **(loss_weights or {}))
+
+    def forward(self, feed_dict: dict, segSize=None):
+        features = self.encoder(feed_dict["img_data"], return_feature_maps=True)
+        if segSize is not None:
+            return self.decoder(features, segSize=segSize)
+        pred = self.decoder(features, tasks=feed_dict["tasks"])
+        losses, stats = {}, {}
+        for task in ("object", "material"):
+            if task in pred:
+                losses[task] = masked_nll(pred[task], feed_dict[f"seg_{task}"], 0)
+                stats[f"{task}_acc"] = accuracy(pred[task], feed_dict[f"seg_{task}"], 0)
+        if "scene" in pred:
+            losses["scene"] = masked_nll(pred["scene"], feed_dict["scene"], -1)
+            stats["scene_acc"] = accuracy(pred["scene"], feed_dict["scene"], -1)
+        if "part" in pred:
+            losses["part"], stats["part_acc"] = part_loss(pred["part"], feed_dict["seg_part"], feed_dict["seg_object"],
+                                                          feed_dict["valid_part"], self.part_objects)
+        stats.update({f"{task}_loss": value.detach() for task, value in losses.items()})
+        return sum(self.loss_weights[task] * value for task, value in losses.items()), stats

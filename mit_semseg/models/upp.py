@@ -1,0 +1,107 @@
+"""The Unified Perceptual Parsing decoder: UPerNet with scene, object, part and material heads.
+
+Pyramid pooling uses Precise RoI pooling of the whole last map; a top-down FPN gives P2..P5; the
+scene head reads the pooled context, the material head P2, and the object and part heads the
+fusion of P2..P5. The part head has one group of channels per object with parts.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.label_tables import LabelTables
+from ..nn import PrRoIPool2D, SynchronizedBatchNorm2d
+from .decoders import PPM_CHANNELS, PPM_SCALES, resize
+from .layers import NormLayer, conv3x3_bn_relu
+
+TASKS = ("object", "part", "scene", "material")
+
+
+def _head(fpn_dim: int, classes: int, norm_layer: NormLayer) -> nn.Sequential:
+    return nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer), nn.Conv2d(fpn_dim, classes, 1))
+
+
+class UPPDecoder(nn.Module):
+    """Returns a dict with a tensor per task that ran (`part`: a list, one tensor per part group).
+
+    In training, log-probabilities at the decoder's resolution (scene: N x S); with `segSize` (or
+    `use_softmax`), probabilities resized to `segSize`, each part group softmaxed on its own.
+    `tasks` picks the heads to run (default: all); the layers only they need are skipped.
+    """
+
+    def __init__(self, tables: LabelTables, fc_dim: int = 2048, use_softmax: bool = False,
+                 pool_scales: Sequence[int] = PPM_SCALES, fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
+                 fpn_dim: int = 256, norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+        super().__init__()
+        if fpn_inplanes[-1] != fc_dim:
+            raise ValueError(f"UPP: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
+        self.use_softmax = use_softmax
+        self.part_group_sizes = tables.part_group_sizes
+        classes = tables.num_classes
+        self.ppm_pooling = nn.ModuleList(PrRoIPool2D(scale, scale, 1.0) for scale in pool_scales)
+        self.ppm_conv = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False), norm_layer(PPM_CHANNELS),
+                          nn.ReLU(inplace=True)) for _ in pool_scales)
+        self.ppm_last_conv = conv3x3_bn_relu(fc_dim + len(pool_scales) * PPM_CHANNELS, fpn_dim, norm_layer=norm_layer)
+        self.fpn_in = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, fpn_dim, 1, bias=False), norm_layer(fpn_dim), nn.ReLU(inplace=True))
+            for width in fpn_inplanes[:-1])
+        self.fpn_out = nn.ModuleList(
+            nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1])
+        self.conv_fusion = conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer)
+        self.scene_head = nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer),
+                                        nn.AdaptiveAvgPool2d(1), nn.Conv2d(fpn_dim, classes["scene"], 1))
+        self.object_head = _head(fpn_dim, classes["object"], norm_layer)
+        self.part_head = _head(fpn_dim, classes["part"], norm_layer)
+        self.material_head = _head(fpn_dim, classes["material"], norm_layer)
+
+    def _context(self, conv5: torch.Tensor) -> torch.Tensor:
+        """The pyramid-pooling context: each scale pooled over the whole map, convolved and upsampled."""
+        n, _, h, w = conv5.shape
+        rois = torch.tensor([[b, 0, 0, w, h] for b in range(n)], dtype=torch.float32, device=conv5.device)
+        pooled = [resize(conv(pool(conv5, rois).to(conv5.dtype)), (h, w))
+                  for pool, conv in zip(self.ppm_pooling, self.ppm_conv)]
+        return self.ppm_last_conv(torch.cat([conv5] + pooled, 1))
+
+    def logits(self, conv_out: list[torch.Tensor], tasks: Iterable[str] = TASKS) -> dict[str, torch.Tensor]:
+        """Raw logits of the heads in `tasks` (part: all groups' channels together), at the heads' resolution."""
+        tasks = set(tasks)
+        f = self._context(conv_out[-1])
+        out = {}
+        if "scene" in tasks:
+            out["scene"] = self.scene_head(f).flatten(1)
+        if not tasks & {"object", "part", "material"}:
+            return out
+        pyramid = [f]
+        for i in reversed(range(len(conv_out) - 1)):
+            lateral = self.fpn_in[i](conv_out[i])
+            f = lateral + resize(f, lateral.shape[-2:])
+            pyramid.append(self.fpn_out[i](f))
+        pyramid.reverse()
+        if "material" in tasks:
+            out["material"] = self.material_head(pyramid[0])
+        if tasks & {"object", "part"}:
+            top = pyramid[0].shape[-2:]
+            fusion = self.conv_fusion(torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))
+            if "object" in tasks:
+                out["object"] = self.object_head(fusion)
+            if "part" in tasks:
+                out["part"] = self.part_head(fusion)
+        return out
+
+    def forward(self, conv_out: list[torch.Tensor], segSize=None, tasks: Iterable[str] = TASKS) -> dict:
+        logits = self.logits(conv_out, tasks)
+        inference = self.use_softmax or segSize is not None
+        normalise = F.softmax if inference else F.log_softmax
+        out = {}
+        for task, x in logits.items():
+            if segSize is not None and task != "scene":
+                x = resize(x, segSize)
+            if task == "part":
+                out[task] = [normalise(g, dim=1) for g in torch.split(x, self.part_group_sizes, dim=1)]
+            else:
+                out[task] = normalise(x, dim=1)
+        return out
