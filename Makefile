@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo demo-upp clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ test: install
 
 demo: install
 	$(PY) -m mit_semseg.demo
+
+demo-upp: install
+	$(PY) -m mit_semseg.demo --upp
 
 clean:
 	rm -rf $(VENV) build *.egg-info

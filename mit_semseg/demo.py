@@ -1,47 +1,74 @@
-"""`make demo`: generate the synthetic scenes, train a small model from scratch on the CPU,
-evaluate it and segment a few images, all with the project's own commands, into one folder."""
+"""`make demo` (and `python -m mit_semseg.demo --upp`): generate a synthetic set, train a small model from
+scratch on the CPU, evaluate it and segment a few images, all with the project's own commands, into one folder."""
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import evaluation, predict
-from .data import synthetic
+from .data import synthetic, synthetic_upp
 from .training import cli as train_cli
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = "config/synthetic-mobilenetv2dilated-c1_deepsup.yaml"
-OUT = "demo_output"
+
+
+@dataclass(frozen=True)
+class Demo:
+    data: str  # where the generator writes the set
+    generator: object  # its module, with main(argv)
+    record_list: str  # a file the generator writes last
+    config: str
+    model: str  # in words
+    out: str
+    checkpoint: str
+    images: str  # a glob of images to segment
+    outputs: str  # what `test.py` writes per image
+
+
+DEMOS = {
+    "segmentation": Demo("data/synthetic", synthetic, "validation.odgt",
+                         "config/synthetic-mobilenetv2dilated-c1_deepsup.yaml", "mobilenetv2dilated + c1_deepsup",
+                         "demo_output", "epoch_3", "images/validation/synthetic_validation_0000*.jpg",
+                         "image | prediction, and the label files"),
+    "upp": Demo("data/synthetic_upp", synthetic_upp, "validation.jsonl", "config/synthetic-resnet18-upp_lite.yaml",
+                "resnet18 + upp_lite (scene, objects, parts, materials)", "demo_output_upp", "epoch_4",
+                "images/validation/syn_upp_0000*.jpg",
+                "image with its scene | objects | parts | materials, the label files and <name>.json"),
+}
 
 
 def _run(title: str, command: list[str], main) -> None:
     print(f"\n=== {title}\n$ python {shlex.join(command)}", flush=True)
     code = main(command[1:])
     if code:
-        sys.exit(f"make demo: '{command[0]}' failed (exit code {code})")
+        sys.exit(f"demo: '{command[0]}' failed (exit code {code})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--upp", action="store_true", help="the Unified Perceptual Parsing demo (multi-task)")
+    demo = DEMOS["upp" if parser.parse_args(argv).upp else "segmentation"]
     os.chdir(REPO)
-    data = "data/synthetic"
-    if not os.path.isfile(os.path.join(data, "validation.odgt")):
-        _run("1/4 generate the synthetic scenes", ["-m mit_semseg.data.synthetic", "--out", data],
-             lambda argv: synthetic.main(argv) or 0)
-    common = ["DIR", OUT]
-    _run("2/4 train mobilenetv2dilated + c1_deepsup from scratch on the CPU (a few minutes)",
-         ["train.py", "--cfg", CONFIG, "--gpus", "cpu", *common], train_cli.main)
-    _run("3/4 evaluate on the validation scenes", ["eval_multipro.py", "--cfg", CONFIG, "--gpus", "cpu", *common],
+    if not os.path.isfile(os.path.join(demo.data, demo.record_list)):
+        _run("1/4 generate the synthetic set", [f"-m {demo.generator.__name__}", "--out", demo.data],
+             lambda args: demo.generator.main(args) or 0)
+    common = ["DIR", demo.out]
+    _run(f"2/4 train {demo.model} from scratch on the CPU (a few minutes)",
+         ["train.py", "--cfg", demo.config, "--gpus", "cpu", *common], train_cli.main)
+    _run("3/4 evaluate on the validation set", ["eval_multipro.py", "--cfg", demo.config, "--gpus", "cpu", *common],
          evaluation.main)
-    pictures = f"{OUT}/pictures"
-    images = f"{data}/images/validation/synthetic_validation_0000*.jpg"
+    pictures = f"{demo.out}/pictures"
     _run("4/4 segment a few validation images",
-         ["test.py", "--imgs", images, "--cfg", CONFIG, "--gpu", "cpu", *common, "TEST.result", pictures], predict.main)
-    print(f"\nmake demo: done. Everything is in {os.path.abspath(OUT)}/:\n"
-          f"  training.png        loss and pixel accuracy against epochs\n"
-          f"  eval_epoch_3.json   metrics (mean IoU, accuracy, per class)\n"
-          f"  pictures/           image | prediction, and the label files\n"
+         ["test.py", "--imgs", f"{demo.data}/{demo.images}", "--cfg", demo.config, "--gpu", "cpu", *common,
+          "TEST.result", pictures], predict.main)
+    print(f"\ndemo: done. Everything is in {os.path.abspath(demo.out)}/:\n"
+          f"  training.png        loss and accuracies against epochs\n"
+          f"  eval_{demo.checkpoint}.json   metrics\n"
+          f"  pictures/           {demo.outputs}\n"
           f"  train.log, checkpoints encoder_epoch_*.pth and decoder_epoch_*.pth")
 
 

@@ -28,6 +28,7 @@ from .data.classes import class_colors, class_names, colorize
 from .data.dataset import ValDataset
 from .data.records import read_odgt
 from .inference import checkpoint_paths, load_model, predict
+from .models.builder import is_multitask
 from .metrics import ConfusionMatrix, confusion_counts
 from .precision import autocast, inference_dtype
 
@@ -102,12 +103,58 @@ def _prefetched(dataset, indices):
         loader.join()
 
 
-def visualize(item: dict, pred: np.ndarray, directory: str, colors: np.ndarray) -> None:
-    """image | ground truth | prediction, side by side in class colours."""
-    picture = np.concatenate([item["img_ori"], colorize(item["seg_label"].numpy(), colors), colorize(pred, colors)],
-                             axis=1)
-    name = os.path.splitext(os.path.basename(item["info"]))[0]
-    cv2.imwrite(os.path.join(directory, f"{name}.png"), cv2.cvtColor(picture.astype(np.uint8), cv2.COLOR_RGB2BGR))
+def write_picture(panels: list[np.ndarray], source_path: str, directory: str) -> None:
+    """RGB panels side by side as DIRECTORY/<name of the image>.png."""
+    name = os.path.splitext(os.path.basename(source_path))[0]
+    picture = np.concatenate(panels, axis=1).astype(np.uint8)
+    cv2.imwrite(os.path.join(directory, f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+
+
+class SegmentationEvaluation:
+    """What evaluating a segmentation model reads, measures per image and accumulates (a confusion matrix)."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def records(self) -> list[dict]:
+        d = self.cfg.DATASET
+        return read_odgt(d.list_val, d.root_dataset, check_files=d.check_files)
+
+    def dataset(self, records: list[dict]) -> ValDataset:
+        return ValDataset(records, self.cfg)
+
+    def measure(self, model, item: dict, picture_dir: str | None):
+        """The image's confusion cells; with `picture_dir`, also image | ground truth | prediction there."""
+        label = item["seg_label"].numpy()
+        pred = predict(model, item["img_data"], label.shape, self.cfg.VAL.flip).numpy()
+        if picture_dir:
+            colors = class_colors(self.cfg.DATASET.num_class)
+            write_picture([item["img_ori"], colorize(label, colors), colorize(pred, colors)], item["info"], picture_dir)
+        return confusion_counts(pred, label, self.cfg.DATASET.num_class)
+
+    def metrics(self) -> "SegmentationMetrics":
+        return SegmentationMetrics(self.cfg.DATASET.num_class, class_names(self.cfg))
+
+    @staticmethod
+    def print_summary(summary: dict, path: str) -> None:
+        print_segmentation_summary(summary, path)
+
+
+class SegmentationMetrics:
+    def __init__(self, num_class: int, names: list[str]) -> None:
+        self.matrix, self.names = ConfusionMatrix(num_class), names
+
+    def add(self, counts: tuple[np.ndarray, np.ndarray]) -> None:
+        self.matrix.add(*counts)
+
+    def summary(self) -> dict:
+        return self.matrix.summary(self.names)
+
+
+def evaluation_for(cfg):
+    """SegmentationEvaluation, or UnifiedEvaluation for a Unified Perceptual Parsing model."""
+    from .unified_evaluation import UnifiedEvaluation
+    return UnifiedEvaluation(cfg) if is_multitask(cfg.MODEL.arch_decoder) else SegmentationEvaluation(cfg)
 
 
 def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: threading.Event | None = None) -> None:
@@ -123,22 +170,18 @@ def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: thr
         if not in_process:
             torch.set_num_threads(shard.threads)
         cfg = CfgNode.load_cfg(cfg_text)
-        dataset = ValDataset(records, cfg)
+        task = evaluation_for(cfg)
         model = load_model(cfg, cfg.VAL.checkpoint, shard.device)
         dtype = inference_dtype(cfg.VAL.precision, shard.device, "VAL.precision")
         result_dir = os.path.join(cfg.DIR, "result")
-        with closing(_prefetched(dataset, range(len(records)))) as items:
+        with closing(_prefetched(task.dataset(records), range(len(records)))) as items:
             for k, item in items:
                 current = shard.start + k
                 if stop is not None and stop.is_set():
                     return
-                label = item["seg_label"].numpy()
                 with autocast(shard.device, dtype):
-                    pred = predict(model, item["img_data"], label.shape, cfg.VAL.flip).numpy()
-                index, counts = confusion_counts(pred, label, cfg.DATASET.num_class)
-                results.put(("image", shard.worker, current, index, counts))
-                if cfg.VAL.visualize:
-                    visualize(item, pred, result_dir, class_colors(cfg.DATASET.num_class))
+                    counts = task.measure(model, item, result_dir if cfg.VAL.visualize else None)
+                results.put(("image", shard.worker, current, counts))
         results.put(("done", shard.worker))
     except BaseException as err:  # noqa: BLE001 - reported to the main process, which stops the run
         if isinstance(err, LoadFailed):
@@ -149,9 +192,9 @@ def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: thr
 
 def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
-    records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset, check_files=cfg.DATASET.check_files)
+    task = evaluation_for(cfg)
+    records = task.records()
     checkpoint_paths(cfg, cfg.VAL.checkpoint)
-    names = class_names(cfg)
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
     slots = [d for d in devices for _ in range(processes_per_device)][:len(records)]
@@ -172,7 +215,7 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
                                    daemon=True) for s in shards]
     for w in workers:
         w.start()
-    confusion = ConfusionMatrix(cfg.DATASET.num_class)
+    metrics = task.metrics()
     progress = {s.worker: s.start for s in shards}
     done: set[int] = set()
     started = time.perf_counter()
@@ -186,8 +229,8 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
                     continue
                 kind, worker = message[0], message[1]
                 if kind == "image":
-                    _, _, index, cells, counts = message
-                    confusion.add(cells, counts)
+                    _, _, index, counts = message
+                    metrics.add(counts)
                     progress[worker] = index + 1
                     bar.update(1)
                 elif kind == "done":
@@ -200,7 +243,7 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
                     raise EvaluationError(f"worker {worker} ({shards[worker].device}) failed{where}: {error}")
     finally:
         _stop(workers, stop)
-    summary = confusion.summary(names)
+    summary = metrics.summary()
     summary.update(checkpoint=cfg.VAL.checkpoint, images=len(records), seconds=time.perf_counter() - started,
                    flip=cfg.VAL.flip, img_sizes=list(cfg.DATASET.imgSizes))
     return summary
@@ -236,13 +279,19 @@ def _stop(workers, stop: threading.Event) -> None:
             process.join()
 
 
-def report(summary: dict, directory: str) -> str:
-    """Write DIR/eval_<checkpoint>.json and print the summary, ending with the original's line."""
+def report(summary: dict, directory: str, task=None) -> str:
+    """Write DIR/eval_<checkpoint>.json and print the summary (`task`'s; by default a segmentation one)."""
     name = os.path.splitext(summary["checkpoint"])[0]
     path = os.path.join(directory, f"eval_{name}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)
     os.replace(path + ".tmp", path)
+    (task or SegmentationEvaluation).print_summary(summary, path)
+    return path
+
+
+def print_segmentation_summary(summary: dict, path: str) -> None:
+    """The ten worst classes and the summary lines, ending with the original's."""
     print("Ten worst classes by IoU:")
     for c in sorted(summary["classes"], key=lambda c: c["iou"])[:10]:
         print(f"  {c['name']:<24} IoU {c['iou']:.4f}  accuracy {100 * c['accuracy']:.2f}%")
@@ -251,7 +300,6 @@ def report(summary: dict, directory: str) -> str:
           f"{100 * summary['pixel_accuracy']:.2f}%, mean class accuracy {100 * summary['mean_accuracy']:.2f}%, "
           f"frequency-weighted IoU {summary['frequency_weighted_iou']:.4f}")
     print(f"Mean IoU: {summary['mean_iou']:.4f}, Accuracy: {100 * summary['pixel_accuracy']:.2f}%")
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,5 +346,5 @@ def main(argv: list[str] | None = None) -> int:
     except (EvaluationError, DataError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
         print(f"eval_multipro.py: error: {err}", file=sys.stderr)
         return 1
-    report(summary, cfg.DIR)
+    report(summary, cfg.DIR, evaluation_for(cfg))
     return 0

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 PRETRAINED_URL = "http://sceneparsing.csail.mit.edu/model/pretrained_resnet/"
 MODEL_URL = "http://sceneparsing.csail.mit.edu/model/pytorch/"
+UPP_MODEL_URL = "http://sceneparsing.csail.mit.edu/model/unified_perceptual_parsing/"
 CHUNK = 1 << 20
 
 
@@ -18,9 +19,9 @@ def pretrained_url() -> str:
     return os.environ.get("MIT_SEMSEG_PRETRAINED_URL", PRETRAINED_URL)
 
 
-def model_url() -> str:
-    """Base URL of the released models; $MIT_SEMSEG_MODEL_URL points it at a mirror."""
-    return os.environ.get("MIT_SEMSEG_MODEL_URL", MODEL_URL)
+def model_url(default: str = MODEL_URL) -> str:
+    """Base URL of the released models (`default`: the original's folder); $MIT_SEMSEG_MODEL_URL points at a mirror."""
+    return os.environ.get("MIT_SEMSEG_MODEL_URL", default)
 
 
 class DownloadError(RuntimeError):

@@ -15,7 +15,10 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .data.transforms import round_up
+from .data.label_tables import read_label_tables
 from .models import ModelBuilder, SegmentationModule
+from .models.builder import is_multitask
+from .models.unified import UnifiedParsingModule
 
 CHUNK_BYTES = 1 << 21
 
@@ -55,7 +58,8 @@ def checkpoint_paths(cfg, checkpoint: str) -> dict[str, str]:
     return paths
 
 
-def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> SegmentationModule:
+def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu",
+               optimize: bool = True) -> SegmentationModule | UnifiedParsingModule:
     """The model of `cfg` with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, in eval mode.
 
     With `optimize` (the default) it is prepared for fast inference (`prepare_for_inference`);
@@ -65,8 +69,12 @@ def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu", optimiz
     weights = checkpoint_paths(cfg, checkpoint)
     encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=weights["encoder"])
     decoder = ModelBuilder.build_decoder(m.arch_decoder, m.fc_dim, cfg.DATASET.num_class, weights=weights["decoder"],
-                                         use_softmax=True)
-    model = SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1)).to(device).eval()
+                                         use_softmax=True, label_tables=cfg.DATASET.label_tables)
+    if is_multitask(m.arch_decoder):
+        model = UnifiedParsingModule(encoder, decoder, read_label_tables(cfg.DATASET.label_tables))
+    else:
+        model = SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1))
+    model = model.to(device).eval()
     return prepare_for_inference(model) if optimize else model
 
 
@@ -155,3 +163,41 @@ def slide_logits(model: SegmentationModule, image: torch.Tensor, crop: int, stri
 def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], flip: bool = False):
     """The class map (H x W, int64 on the CPU) for one image given at every scale."""
     return fuse(scale_logits(model, img_data, flip), size).cpu()
+
+
+@torch.inference_mode()
+def multitask_scale_logits(model: UnifiedParsingModule, img_data: list[torch.Tensor],
+                           flip: bool = False) -> list[dict[str, torch.Tensor]]:
+    """The UPP decoder's logits (scene: S; others C x h x w) for each scale, and each mirrored scale with `flip`."""
+    device = next(model.parameters()).device
+    out = []
+    for image in img_data:
+        image = image.to(device).contiguous(memory_format=torch.channels_last)
+        batch = torch.cat([image, image.flip(-1)]) if flip else image
+        logits = {k: v.float() for k, v in model.decoder.logits(model.encoder(batch, return_feature_maps=True)).items()}
+        out.append({k: v[0] for k, v in logits.items()})
+        if flip:
+            out.append({k: v[1] if k == "scene" else v[1].flip(-1) for k, v in logits.items()})
+    return out
+
+
+@torch.inference_mode()
+def predict_multitask(model: UnifiedParsingModule, img_data: list[torch.Tensor], size: tuple[int, int],
+                      flip: bool = False) -> dict[str, torch.Tensor]:
+    """Every head's prediction for one image given at every scale (probabilities averaged over scales).
+
+    `scene`: S probabilities; `object`, `material`: H x W class maps; `part`: H x W, each pixel's arg-max
+    within the part group of its predicted object (0 where that object has no parts). All on the CPU.
+    """
+    logits = multitask_scale_logits(model, img_data, flip)
+    scene = torch.stack([torch.softmax(x["scene"], 0) for x in logits]).mean(0)
+    objects = fuse([x["object"] for x in logits], size)
+    part = torch.zeros_like(objects)
+    bounds = [0, *torch.tensor(model.decoder.part_group_sizes).cumsum(0).tolist()]
+    for g, obj in enumerate(model.part_objects):
+        inside = objects == obj
+        if inside.any():
+            group = fuse([x["part"][bounds[g]:bounds[g + 1]] for x in logits], size)
+            part[inside] = group[inside]
+    return {"scene": scene.cpu(), "object": objects.cpu(), "part": part.cpu(),
+            "material": fuse([x["material"] for x in logits], size).cpu()}

@@ -104,4 +104,6 @@ def _to(value, device: torch.device):
         return value.to(device)
     if isinstance(value, (tuple, list)):
         return type(value)(_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
     return value

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
 
@@ -14,10 +15,12 @@ from tqdm import tqdm
 from . import zoo
 from .config import ConfigError, load_config
 from .data.imageio import read_image
+from .data.label_tables import LabelTables
 from .data.records import DataError
 from .hub import DownloadError
 from .models import CheckpointError
 from .segmenter import Segmenter
+from .unified_evaluation import prediction_panels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MIN_SHARE = 0.001
@@ -44,11 +47,36 @@ def write_outputs(image: np.ndarray, pred: np.ndarray, stem: str, segmenter: Seg
     cv2.imwrite(f"{stem}_label.png", (pred + 1).astype(dtype))
 
 
-def describe(pred: np.ndarray, names: list[str]) -> list[str]:
+def write_multitask_outputs(image: np.ndarray, pred: dict, stem: str, tables: LabelTables) -> list[str]:
+    """A UPP model's files: `<stem>.png` (image with the top scene | objects | parts | materials),
+    `<stem>_object.png`, `<stem>_part.png` (16-bit table labels), `<stem>_material.png` (8-bit) and
+    `<stem>.json` (the top-5 scenes with probabilities, the shares of objects and materials); returns the
+    lines to print."""
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+    picture = np.concatenate(prediction_panels(image, pred, tables), axis=1).astype(np.uint8)
+    cv2.imwrite(f"{stem}.png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    for task, dtype in (("object", np.uint16), ("part", np.uint16), ("material", np.uint8)):
+        cv2.imwrite(f"{stem}_{task}.png", pred[task].astype(dtype))
+    top = np.argsort(-pred["scene"])[:5]
+    summary = {"scenes": [{"name": tables.scenes[i], "probability": float(pred["scene"][i])} for i in top],
+               "objects": shares(pred["object"], tables.objects),
+               "materials": shares(pred["material"], tables.materials)}
+    with open(f"{stem}.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    scenes = ", ".join(f"{s['name']} {100 * s['probability']:.1f}%" for s in summary["scenes"][:3])
+    return [f"  scene: {scenes}"] + describe(pred["object"], tables.objects)
+
+
+def shares(labels: np.ndarray, names) -> dict[str, float]:
+    """The share of the image each label covers (above 0.1%), largest first."""
+    counts = np.bincount(labels.ravel(), minlength=len(names))
+    share = counts / labels.size
+    return {names[c]: float(share[c]) for c in np.argsort(-counts) if share[c] > MIN_SHARE}
+
+
+def describe(pred: np.ndarray, names) -> list[str]:
     """The classes covering more than 0.1% of the image, largest first, with their shares."""
-    counts = np.bincount(pred.ravel(), minlength=len(names))
-    shares = counts / pred.size
-    return [f"  {names[c]}: {100 * shares[c]:.2f}%" for c in np.argsort(-counts) if shares[c] > MIN_SHARE]
+    return [f"  {name}: {100 * share:.2f}%" for name, share in shares(pred, names).items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,10 +121,16 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(path)
             continue
         pred = segmenter.predict(image)
-        relative = os.path.splitext(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))[0]
-        write_outputs(image, pred, os.path.join(result_dir, relative), segmenter)
-        tqdm.write("\n".join([f"{path}:"] + describe(pred, segmenter.class_names)))
-    print(f"wrote {2 * (len(paths) - len(failures))} files to {result_dir}")
+        stem = os.path.join(result_dir, os.path.splitext(os.path.relpath(os.path.abspath(path),
+                                                                         os.path.abspath(root)))[0])
+        if segmenter.multitask:
+            lines = write_multitask_outputs(image, pred, stem, segmenter.tables)
+        else:
+            write_outputs(image, pred, stem, segmenter)
+            lines = describe(pred, segmenter.class_names)
+        tqdm.write("\n".join([f"{path}:"] + lines))
+    per_image = 5 if segmenter.multitask else 2
+    print(f"wrote {per_image * (len(paths) - len(failures))} files to {result_dir}")
     if failures:
         print(f"test.py: {len(failures)} of {len(paths)} images could not be read:\n  " + "\n  ".join(failures),
               file=sys.stderr)

@@ -11,12 +11,17 @@ from .config import load_config
 from .data.classes import class_colors, class_names, colorize
 from .data.imageio import read_image
 from .data.transforms import multi_scale_images, normalise
-from .inference import fuse, load_model, scale_logits, slide_logits
+from .data.label_tables import read_label_tables
+from .inference import fuse, load_model, predict_multitask, scale_logits, slide_logits
+from .models.builder import is_multitask
 from .precision import autocast, inference_dtype
 
 
 class Segmenter:
     """Segments RGB images; labels are 0-based class ids (ADE20K: 0 = wall, ..., 149 = flag).
+
+    With a Unified Perceptual Parsing model (`multitask`), `predict` gives every head's answer: a
+    dict of `scene` probabilities and `object`, `part`, `material` maps in the label tables' labels.
 
     `Segmenter.from_pretrained(name)` fetches a released model; `Segmenter.from_config(cfg)` uses
     DIR/{encoder,decoder}_<TEST.checkpoint>. `precision` (default TEST.precision, `auto`) runs the
@@ -28,7 +33,9 @@ class Segmenter:
         self.cfg, self.device = cfg, torch.device(device)
         self.model = load_model(cfg, checkpoint or cfg.TEST.checkpoint, self.device)
         self.dtype = inference_dtype(precision or cfg.TEST.precision, self.device, "Segmenter")
-        self.class_names = class_names(cfg)
+        self.multitask = is_multitask(cfg.MODEL.arch_decoder)
+        self.tables = read_label_tables(cfg.DATASET.label_tables) if self.multitask else None
+        self.class_names = list(self.tables.objects) if self.multitask else class_names(cfg)
 
     @classmethod
     def from_config(cls, cfg_path: str | os.PathLike, checkpoint_dir: str | None = None,
@@ -59,18 +66,33 @@ class Segmenter:
             return scale_logits(self.model, images), image.shape[:2]
 
     def predict(self, image, probabilities: bool = False):
-        """H x W int64 class ids for an RGB uint8 array or an image path; with `probabilities`, also C x H x W."""
+        """H x W int64 class ids for an RGB uint8 array or an image path; with `probabilities`, also C x H x W.
+
+        A multi-task model gives a dict instead: `scene` (S probabilities), `object`, `part` and
+        `material` (H x W int64 maps of table labels; a pixel's part is in its predicted object's group).
+        """
         if isinstance(image, (str, os.PathLike)):
             image = read_image(os.fspath(image))
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 RGB uint8 array, got shape {image.shape} and {image.dtype}")
+        if self.multitask:
+            return self._predict_multitask(image)
         logits, size = self._logits(image)
         h, w = image.shape[:2]
         if probabilities:
             pred, prob = fuse(logits, size, probabilities=True)
             return pred[:h, :w].cpu().numpy(), prob[:, :h, :w].cpu().numpy()
         return fuse(logits, size)[:h, :w].cpu().numpy()
+
+    def _predict_multitask(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        d = self.cfg.DATASET
+        images = multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant,
+                                    self.cfg.MODEL.input_normalisation)
+        with autocast(self.device, self.dtype):
+            pred = {k: v.numpy() for k, v in predict_multitask(self.model, images, image.shape[:2]).items()}
+        pred["part"] = self.tables.part_labels(pred["object"], pred["part"])
+        return pred
 
     def predict_batch(self, images) -> list:
         """`predict` for each image (each keeps its own size)."""

@@ -14,8 +14,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 class ReleasedModel:
     config: str  # file name in config/
     epoch: int
-    miou: float  # the original README's multi-scale mean IoU (%) on ADE20K validation
-    pixel_accuracy: float  # and pixel accuracy (%)
+    miou: float | None  # the original README's multi-scale mean IoU (%) on ADE20K validation
+    pixel_accuracy: float | None  # and pixel accuracy (%)
+    base_url: str = hub.MODEL_URL  # the original's folder of such models
 
     @property
     def checkpoint(self) -> str:
@@ -32,6 +33,8 @@ MODELS: dict[str, ReleasedModel] = {
     "ade20k-resnet50-upernet": ReleasedModel("ade20k-resnet50-upernet.yaml", 30, 41.55, 80.23),
     "ade20k-resnet101-upernet": ReleasedModel("ade20k-resnet101-upernet.yaml", 50, 42.66, 81.01),
     "ade20k-hrnetv2-c1": ReleasedModel("ade20k-hrnetv2.yaml", 30, 43.20, 81.47),
+    # Unified Perceptual Parsing on Broden+ (scene, objects, parts, materials): no ADE20K scores
+    "upp-resnet50-upernet": ReleasedModel("broden-resnet50-upp.yaml", 40, None, None, hub.UPP_MODEL_URL),
 }
 DEFAULT_MODEL = "ade20k-resnet50dilated-ppm_deepsup"
 
@@ -44,7 +47,7 @@ def lookup(name: str) -> ReleasedModel:
 
 def urls(name: str) -> dict[str, str]:
     model = lookup(name)
-    return {part: f"{hub.model_url()}{name}/{part}_{model.checkpoint}" for part in ("encoder", "decoder")}
+    return {part: f"{hub.model_url(model.base_url)}{name}/{part}_{model.checkpoint}" for part in ("encoder", "decoder")}
 
 
 def fetch(name: str) -> str:

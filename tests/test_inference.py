@@ -132,10 +132,13 @@ def test_slide_mode(trained):
 def test_released_models_and_download(trained, tmp_path, monkeypatch):
     assert set(zoo.MODELS) == {"ade20k-mobilenetv2dilated-c1_deepsup", "ade20k-resnet18dilated-ppm_deepsup",
                                "ade20k-resnet50dilated-ppm_deepsup", "ade20k-resnet101dilated-ppm_deepsup",
-                               "ade20k-resnet50-upernet", "ade20k-resnet101-upernet", "ade20k-hrnetv2-c1"}
+                               "ade20k-resnet50-upernet", "ade20k-resnet101-upernet", "ade20k-hrnetv2-c1",
+                               "upp-resnet50-upernet"}
     monkeypatch.delenv("MIT_SEMSEG_MODEL_URL")
     assert zoo.urls("ade20k-hrnetv2-c1")["encoder"] == \
         "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-hrnetv2-c1/encoder_epoch_30.pth"
+    assert zoo.urls("upp-resnet50-upernet")["decoder"] == \
+        "http://sceneparsing.csail.mit.edu/model/unified_perceptual_parsing/upp-resnet50-upernet/decoder_epoch_40.pth"
     for name, model in zoo.MODELS.items():
         cfg = load_config(zoo.config_path(name))
         assert cfg.TEST.checkpoint == model.checkpoint

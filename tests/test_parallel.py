@@ -94,8 +94,8 @@ def test_engine_equals_one_model_over_the_concatenated_batch():
     the two (equal) computations differ by rounding amplified up to 1% on some CPUs' kernels.
     """
     torch.manual_seed(3)
-    batches = [{"img_data": torch.randn(n, 3, 32, 48, dtype=torch.float64), "seg_label": torch.randint(-1, 5, (n, 4, 6))}
-               for n in (2, 1)]
+    batches = [{"img_data": torch.randn(n, 3, 32, 48, dtype=torch.float64),
+                "seg_label": torch.randint(-1, 5, (n, 4, 6))} for n in (2, 1)]
     model = _segmentation_module().double().train()
     reference = copy.deepcopy(model)
     results = DictDataParallel(model, ["cpu", "cpu"])(batches)

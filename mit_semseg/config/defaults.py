@@ -26,6 +26,9 @@ _C.DATASET.random_flip = True
 _C.DATASET.class_info = ""
 # check that every file of the record lists exists before starting (turn off for huge lists)
 _C.DATASET.check_files = True
+# Unified Perceptual Parsing (MODEL.arch_decoder upp or upp_lite): the folder of the label tables object.csv,
+# part.csv, scene.csv, material.csv and object_part_hierarchy.csv ("": the Broden+ tables shipped with the package)
+_C.DATASET.label_tables = ""
 
 # -----------------------------------------------------------------------------
 # Model
@@ -63,6 +66,11 @@ _C.TRAIN.beta1 = 0.9
 _C.TRAIN.weight_decay = 1e-4
 # weight of the deep-supervision loss
 _C.TRAIN.deep_sup_scale = 0.4
+# Unified Perceptual Parsing: weights of the heads' losses in the total
+_C.TRAIN.loss_weight_object = 1.0
+_C.TRAIN.loss_weight_part = 0.5
+_C.TRAIN.loss_weight_scene = 0.25
+_C.TRAIN.loss_weight_material = 1.0
 # freeze batch-norm statistics and parameters (fine-tuning)
 _C.TRAIN.fix_bn = False
 _C.TRAIN.workers = 16

@@ -7,6 +7,8 @@ from typing import Iterable, Sequence
 
 from yacs.config import CfgNode
 
+from ..data.label_tables import read_label_tables
+from ..data.records import DataError
 from ..data.transforms import NORMALISATIONS
 from ..precision import INFERENCE_PRECISIONS
 from .defaults import _C
@@ -52,7 +54,7 @@ def _read_yaml(path: str) -> CfgNode:
 
 def validate(cfg: CfgNode) -> None:
     """Check the values that must agree with each other and with the model registries."""
-    from ..models.builder import DECODERS, ENCODERS
+    from ..models.builder import DECODERS, ENCODERS, UPP_DECODERS
 
     cfg.MODEL.arch_encoder = cfg.MODEL.arch_encoder.lower()
     cfg.MODEL.arch_decoder = cfg.MODEL.arch_decoder.lower()
@@ -76,6 +78,11 @@ def validate(cfg: CfgNode) -> None:
     if data.padding_constant % data.segm_downsampling_rate:
         raise ConfigError(f"DATASET.padding_constant ({data.padding_constant}) must be a multiple of "
                           f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})")
+    if cfg.MODEL.arch_decoder in UPP_DECODERS:
+        try:
+            read_label_tables(cfg.DATASET.label_tables)
+        except DataError as err:
+            raise ConfigError(f"DATASET.label_tables: {err}") from err
     if cfg.MODEL.input_normalisation not in NORMALISATIONS:
         raise ConfigError(f"MODEL.input_normalisation: unknown '{cfg.MODEL.input_normalisation}'; valid: "
                           f"{', '.join(NORMALISATIONS)}")

@@ -197,8 +197,13 @@ def build_train_loader(records: Sequence[dict], cfg, num_batches: int, epoch: in
     dataset = TrainDataset(records, data.num_class, data.imgMaxSize)
     sampler = GroupedBatchSampler(dataset.portrait(), cfg.TRAIN.batch_size_per_gpu, data.imgSizes,
                                   data.random_flip, num_batches, cfg.TRAIN.seed, epoch, start, rank, world_size)
-    workers = cfg.TRAIN.workers
     collate = TrainCollate(data.padding_constant, data.segm_downsampling_rate)
+    return train_loader(dataset, sampler, collate, cfg, epoch, pin_memory)
+
+
+def train_loader(dataset: Dataset, sampler: Sampler, collate, cfg, epoch: int, pin_memory: bool) -> TrainLoader:
+    """The data loader of training: TRAIN.workers processes, seeded by TRAIN.seed and the epoch."""
+    workers = cfg.TRAIN.workers
     return TrainLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                                   pin_memory=pin_memory, worker_init_fn=seed_worker,
                                   generator=torch.Generator().manual_seed(cfg.TRAIN.seed + epoch),

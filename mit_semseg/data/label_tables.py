@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .records import DataError
 
 BRODEN_TABLES = Path(__file__).resolve().parent / "tables" / "broden"
@@ -41,6 +43,13 @@ class LabelTables:
     @property
     def part_group_sizes(self) -> list[int]:
         return [len(g.part_labels) for g in self.groups]
+
+    def part_labels(self, objects: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Table labels of part `indices` within the groups of `objects` (0 where an object has no parts)."""
+        lookup = np.zeros((len(self.objects), max(self.part_group_sizes, default=1)), np.int64)
+        for group in self.groups:
+            lookup[group.object_label, :len(group.part_labels)] = group.part_labels
+        return lookup[objects, indices]
 
     @property
     def num_classes(self) -> dict[str, int]:

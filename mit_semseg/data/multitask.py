@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .dataset import GroupedBatchSampler, SampleKey
+from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, train_loader
 from .imageio import UnreadableImage, read_image, read_label
 from .label_tables import LabelTables
 from .records import MAX_LISTED, DataError
@@ -240,6 +240,19 @@ class MultiSourceBatchSampler(Sampler[list[SampleKey]]):
             batch = next(streams[k])
             if i >= self.start:
                 yield [(int(self.members[k][index]), short, flip) for index, short, flip in batch]
+
+
+def build_multitask_train_loader(records: Sequence[dict], tables: LabelTables, cfg, num_batches: int, per_step: int,
+                                 epoch: int = 0, start: int = 0, rank: int = 0, world_size: int = 1,
+                                 pin_memory: bool = False) -> TrainLoader:
+    """`build_train_loader` for multi-task records: each iteration's `per_step` batches come from one source."""
+    data = cfg.DATASET
+    dataset = MultiTaskTrainDataset(records, tables, data.imgMaxSize)
+    sampler = MultiSourceBatchSampler([str(r["source"]) for r in records], [r["height"] > r["width"] for r in records],
+                                      cfg.TRAIN.batch_size_per_gpu, data.imgSizes, data.random_flip, num_batches,
+                                      per_step, cfg.TRAIN.seed, epoch, start, rank, world_size)
+    collate = MultiTaskCollate(tables, data.padding_constant, data.segm_downsampling_rate)
+    return train_loader(dataset, sampler, collate, cfg, epoch, pin_memory)
 
 
 class MultiTaskValDataset(Dataset):

@@ -65,6 +65,11 @@ UPP_DECODERS = ("upp", "upp_lite")  # multi-task: their classes come from label 
 FPN_DECODERS = ("upernet", "upernet_lite") + UPP_DECODERS
 
 
+def is_multitask(arch: str) -> bool:
+    """Whether the decoder `arch` is a Unified Perceptual Parsing one (several heads, label tables)."""
+    return str(arch).lower() in UPP_DECODERS
+
+
 def lookup(registry: Mapping[str, object], arch: str, kind: str):
     """The registry entry for `arch` (case-insensitive); an unknown name lists the valid ones."""
     key = str(arch).lower()
@@ -126,7 +131,7 @@ class ModelBuilder:
         factory = lookup(DECODERS, arch, "decoder")
         kwargs = dict(fc_dim=fc_dim, use_softmax=use_softmax,
                       norm_layer=partial(SynchronizedBatchNorm2d, momentum=bn_momentum))
-        if str(arch).lower() in UPP_DECODERS:
+        if is_multitask(arch):
             kwargs["tables"] = read_label_tables(label_tables)
         else:
             kwargs["num_class"] = num_class

@@ -57,7 +57,10 @@ class UnifiedParsingModule(nn.Module):
         features = self.encoder(feed_dict["img_data"], return_feature_maps=True)
         if segSize is not None:
             return self.decoder(features, segSize=segSize)
-        pred = self.decoder(features, tasks=feed_dict["tasks"])
+        return self.loss(self.decoder(features, tasks=feed_dict["tasks"]), feed_dict)
+
+    def loss(self, pred: dict, feed_dict: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted loss of the decoder's training output `pred`, and every head's loss and accuracy."""
         losses, stats = {}, {}
         for task in ("object", "material"):
             if task in pred:

@@ -17,8 +17,13 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.dataset import SkippedSamples, build_train_loader
+from ..data.label_tables import read_label_tables
+from ..data.multitask import build_multitask_train_loader, read_multitask_records, source_tasks
 from ..data.records import read_odgt
 from ..models import ModelBuilder, SegmentationModule
+from ..models.builder import is_multitask
+from ..models.unified import UnifiedParsingModule
+from ..models.upp import TASKS
 from ..nn import to_distributed
 from ..parallel import DictDataParallel, to_device
 from ..precision import training_amp
@@ -27,6 +32,7 @@ from .optim import build_optimizer, set_lr
 from .state import atomic_save, latest_state, load_state, rng_state, set_rng_state, state_path
 
 log = logging.getLogger("mit_semseg")
+BOOKKEEPING = ("failed", "fatal", "num_samples")  # batch entries about the data, not for the model
 
 
 class TrainingError(RuntimeError):
@@ -91,11 +97,15 @@ class Autocast(nn.Module):
             return self.module(batch)
 
 
-def build_model(cfg) -> SegmentationModule:
+def build_model(cfg) -> SegmentationModule | UnifiedParsingModule:
+    """The training module of `cfg`: SegmentationModule, or UnifiedParsingModule for a UPP decoder."""
     m = cfg.MODEL
     encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, m.weights_encoder, m.pretrained, m.bn_momentum)
     decoder = ModelBuilder.build_decoder(m.arch_decoder, m.fc_dim, cfg.DATASET.num_class, m.weights_decoder,
-                                         bn_momentum=m.bn_momentum)
+                                         bn_momentum=m.bn_momentum, label_tables=cfg.DATASET.label_tables)
+    if is_multitask(m.arch_decoder):
+        weights = {task: cfg.TRAIN[f"loss_weight_{task}"] for task in TASKS}
+        return UnifiedParsingModule(encoder, decoder, read_label_tables(cfg.DATASET.label_tables), weights)
     deep_sup = cfg.TRAIN.deep_sup_scale if m.arch_decoder.endswith("deepsup") else None
     return SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1), deep_sup_scale=deep_sup)
 
@@ -176,6 +186,25 @@ def _start_weights(cfg) -> None:
         cfg.MODEL.weights_decoder = os.path.join(cfg.DIR, f"decoder_epoch_{cfg.TRAIN.start_epoch}.pth")
 
 
+def _training_data(cfg, runtime: Runtime, per_step: int, pin_memory: bool):
+    """Reads the training records; returns `loader_for(epoch, start)`, the epoch's loader from batch `start`."""
+    data, t = cfg.DATASET, cfg.TRAIN
+    if is_multitask(cfg.MODEL.arch_decoder):
+        tables = read_label_tables(data.label_tables)
+        records = read_multitask_records(data.list_train, data.root_dataset, tables, data.check_files)
+        sources = source_tasks(records)
+        log.info("%d training records from %s; sources: %s", len(records), data.list_train,
+                 "; ".join(f"{name} ({sum(str(r['source']) == name for r in records)} images: {', '.join(tasks)})"
+                           for name, tasks in sources.items()))
+        return lambda epoch, start: build_multitask_train_loader(
+            records, tables, cfg, t.epoch_iters * per_step, per_step, epoch, start, runtime.rank,
+            runtime.world_size, pin_memory)
+    records = read_odgt(data.list_train, data.root_dataset, check_files=data.check_files)
+    log.info("%d training records from %s", len(records), data.list_train)
+    return lambda epoch, start: build_train_loader(records, cfg, t.epoch_iters * per_step, epoch, start, runtime.rank,
+                                                   runtime.world_size, pin_memory)
+
+
 def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | None = None) -> Position:
     """Train as `cfg` says; returns where training ended. Checkpoints go to cfg.DIR (rank 0 writes them).
 
@@ -194,8 +223,8 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     torch.manual_seed(t.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
-    records = read_odgt(cfg.DATASET.list_train, cfg.DATASET.root_dataset, check_files=cfg.DATASET.check_files)
-    log.info("%d training records from %s", len(records), cfg.DATASET.list_train)
+    per_step = 1 if runtime.distributed else len(runtime.devices)
+    loader_for = _training_data(cfg, runtime, per_step, pin_memory=device.type == "cuda")
 
     if not resume:
         _start_weights(cfg)
@@ -221,12 +250,13 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
             to_distributed(seg)
         else:
             log.info("distributed on CPUs (gloo): batch-norm statistics are per process, not synchronized")
+        # UPP trains some heads in an iteration (the same ones on every rank): the others get no gradient
         step_module = nn.parallel.DistributedDataParallel(step_module, device_ids=[device] if device.type == "cuda"
-                                                          else None)
+                                                          else None,
+                                                          find_unused_parameters=is_multitask(cfg.MODEL.arch_decoder))
     elif len(runtime.devices) > 1:
         step_module = DictDataParallel(step_module, runtime.devices)
 
-    per_step = 1 if runtime.distributed else len(runtime.devices)
     max_iter = t.epoch_iters * t.num_epoch
     skipped = SkippedSamples()
     board = TensorBoard(cfg.DIR if runtime.main else None)
@@ -237,8 +267,8 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     try:
         with StopRequest() as stop:
             while position.epoch < t.num_epoch:
-                _train_epoch(cfg, runtime, seg, step_module, optimizer, scaler, position, records, per_step, max_iter,
-                             skipped, board, memory_format, stop)
+                _train_epoch(cfg, runtime, seg, step_module, optimizer, scaler, position, loader_for, per_step,
+                             max_iter, skipped, board, memory_format, stop)
                 if position.iteration < t.epoch_iters:
                     raise KeyboardInterrupt
                 position.epoch, position.iteration = position.epoch + 1, 0
@@ -269,22 +299,18 @@ def _check_replicas_agree(seg: nn.Module) -> None:
     log.info("weights identical on all %d ranks (sha256 %s)", len(digests), digest[:16])
 
 
-def _train_epoch(cfg, runtime: Runtime, seg, step_module, optimizer, scaler, position: Position, records,
+def _train_epoch(cfg, runtime: Runtime, seg, step_module, optimizer, scaler, position: Position, loader_for,
                  per_step: int, max_iter: int, skipped: SkippedSamples, board: TensorBoard, memory_format,
                  stop: StopRequest) -> None:
     """Train until the epoch ends or a stop is requested; `position` says how far it got."""
     t = cfg.TRAIN
-    device = runtime.devices[0]
-    loader = build_train_loader(records, cfg, t.epoch_iters * per_step, epoch=position.epoch,
-                                start=position.iteration * per_step, rank=runtime.rank,
-                                world_size=runtime.world_size, pin_memory=device.type == "cuda")
-    batches = iter(loader)
+    batches = iter(loader_for(position.epoch, position.iteration * per_step))
     seg.train()
     if t.fix_bn:
         freeze_bn(seg)
     bar = tqdm(total=t.epoch_iters, initial=position.iteration, desc=f"epoch {position.epoch + 1}/{t.num_epoch}",
                disable=not runtime.main, dynamic_ncols=True)
-    sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+    sums: dict[str, list[float]] = {}  # name: [total, count] since the last display
     tick = time.perf_counter()
     with bar:
         while position.iteration < t.epoch_iters:
@@ -294,44 +320,56 @@ def _train_epoch(cfg, runtime: Runtime, seg, step_module, optimizer, scaler, pos
                 batch = next(batches)
                 skipped.update(batch)
                 if "img_data" in batch:
-                    group.append({k: batch[k] for k in ("img_data", "seg_label")})
+                    group.append({k: v for k, v in batch.items() if k not in BOOKKEEPING})
             data_time = time.perf_counter() - tick
             set_lr(optimizer, step, max_iter, t.lr_pow)
             if group:
-                loss, acc = _step(step_module, group, device, memory_format, optimizer, scaler)
+                loss, stats = _step(step_module, group, runtime.devices[0], memory_format, optimizer, scaler)
                 if not math.isfinite(loss):
                     last = f"encoder_epoch_{position.epoch}.pth" if position.epoch else "none yet"
                     raise TrainingError(f"the loss is {loss} at epoch {position.epoch + 1}, iteration "
                                         f"{position.iteration + 1} (step {step + 1}): training stopped; the last "
                                         f"good checkpoint in {cfg.DIR} is kept ({last})")
-                sums["loss"] += loss
-                sums["acc"] += acc
-                sums["n"] += 1
+                for name, value in {"loss": loss, **stats}.items():
+                    total = sums.setdefault(name, [0.0, 0])
+                    total[0] += value
+                    total[1] += 1
             position.iteration += 1
             step_time = time.perf_counter() - tick
             lr = optimizer.param_groups[0]["lr"]
-            if runtime.main and sums["n"] and (position.iteration % t.disp_iter == 0
-                                               or position.iteration == t.epoch_iters):
-                mean_loss, mean_acc = sums["loss"] / sums["n"], sums["acc"] / sums["n"]
-                position.history.append({"epoch": position.epoch + position.iteration / t.epoch_iters,
-                                         "loss": mean_loss, "acc": mean_acc, "lr": lr})
-                board.scalars(step + 1, loss=mean_loss, accuracy=mean_acc, lr=lr)
-                log.debug("epoch %d iter %d loss %.4f acc %.4f", position.epoch + 1, position.iteration, mean_loss,
-                          mean_acc)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * mean_acc:.2f}%", lr=f"{lr:.2e}",
-                                data=f"{data_time:.3f}s", step=f"{step_time:.3f}s", refresh=False)
-                sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+            if runtime.main and sums and (position.iteration % t.disp_iter == 0
+                                          or position.iteration == t.epoch_iters):
+                means = {name: total / count for name, (total, count) in sums.items()}
+                position.history.append({"epoch": position.epoch + position.iteration / t.epoch_iters, **means,
+                                         "lr": lr})
+                board.scalars(step + 1, lr=lr, **means)
+                log.debug("epoch %d iter %d %s", position.epoch + 1, position.iteration, describe_stats(means))
+                bar.set_postfix(**{name: (f"{100 * v:.2f}%" if name.endswith("acc") else f"{v:.4f}")
+                                   for name, v in means.items() if name == "loss" or name.endswith("acc")},
+                                lr=f"{lr:.2e}", data=f"{data_time:.3f}s", step=f"{step_time:.3f}s", refresh=False)
+                sums = {}
             bar.update(1)
             if stop.requested:
                 break
             tick = time.perf_counter()
     if runtime.main and position.history:
-        last = position.history[-1]
-        log.info("epoch %d: loss %.4f, pixel accuracy %.2f%%", position.epoch + 1, last["loss"], 100 * last["acc"])
+        last = {k: v for k, v in position.history[-1].items() if k not in ("epoch", "lr")}
+        log.info("epoch %d: %s", position.epoch + 1, describe_stats(last))
 
 
-def _step(step_module, group: list[dict], device, memory_format, optimizer, scaler) -> tuple[float, float]:
-    """One optimisation step over the batches of all devices; returns the mean loss and accuracy."""
+def describe_stats(stats: dict[str, float]) -> str:
+    """`loss 0.1234, acc 95.12%, ...`: the total loss, the accuracies in percent, then the heads' losses."""
+    order = sorted(stats, key=lambda name: (name != "loss", not name.endswith("acc"), name))
+    return ", ".join(f"{name} {100 * stats[name]:.2f}%" if name.endswith("acc") else f"{name} {stats[name]:.4f}"
+                     for name in order)
+
+
+def _step(step_module, group: list[dict], device, memory_format, optimizer,
+          scaler) -> tuple[float, dict[str, float]]:
+    """One optimisation step over the batches of all devices; returns the mean loss and the mean statistics.
+
+    A segmentation module's statistic is its pixel accuracy (`acc`); UPP's are per-head losses and accuracies.
+    """
     if isinstance(step_module, DictDataParallel):
         results = step_module(group)
     else:
@@ -339,9 +377,10 @@ def _step(step_module, group: list[dict], device, memory_format, optimizer, scal
         batch["img_data"] = batch["img_data"].contiguous(memory_format=memory_format)
         results = [step_module(batch)]
     loss = sum(r[0].float() for r in results) / len(results)
-    acc = sum(r[1].float() for r in results) / len(results)
+    stats = [r[1] if isinstance(r[1], dict) else {"acc": r[1]} for r in results]
+    means = {name: sum(s[name].float() for s in stats) / len(stats) for name in stats[0]}
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return loss.item(), acc.item()
+    return loss.item(), {name: value.item() for name, value in means.items()}

@@ -54,13 +54,22 @@ def _panel(xs: list[float], ys: list[float], title: str, width: int = 560, heigh
     return canvas
 
 
-def plot_history(history: list[dict], path: str) -> None:
-    """Loss and pixel accuracy against (fractional) epochs, side by side, written atomically as PNG."""
-    xs = [h["epoch"] for h in history]
-    picture = np.concatenate([_panel(xs, [h["loss"] for h in history], "training loss"),
-                              _panel(xs, [100 * h["acc"] for h in history], "pixel accuracy (%)")], axis=1)
+def plot_history(history: list[dict], path: str, columns: int = 3) -> None:
+    """Loss and each accuracy (`acc`, or a head's `<head>_acc`) against (fractional) epochs, written atomically.
+
+    One panel each, side by side, `columns` to a row; an accuracy is drawn where it was measured.
+    """
+    accuracies = list(dict.fromkeys(k for h in history for k in h if k.endswith("acc")))
+    panels = [_panel([h["epoch"] for h in history], [h["loss"] for h in history], "training loss")]
+    for key in accuracies:
+        points = [(h["epoch"], 100 * h[key]) for h in history if key in h]
+        title = "pixel accuracy (%)" if key == "acc" else f"{key[:-len('_acc')]} accuracy (%)"
+        panels.append(_panel([x for x, _ in points], [y for _, y in points], title))
+    columns = min(columns, len(panels))
+    panels += [np.full_like(panels[0], 255)] * (-len(panels) % columns)
+    rows = [np.concatenate(panels[i:i + columns], axis=1) for i in range(0, len(panels), columns)]
     tmp = path + ".tmp.png"
-    cv2.imwrite(tmp, picture)
+    cv2.imwrite(tmp, np.concatenate(rows, axis=0))
     os.replace(tmp, path)
 
 

@@ -1,0 +1,167 @@
+"""Unified Perceptual Parsing through the real scripts: train.py (one process, torchrun), eval_multipro.py, test.py,
+the Segmenter API, and the multi-device engine against one model."""
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mit_semseg import Segmenter
+from mit_semseg.config import load_config
+from mit_semseg.data.label_tables import read_label_tables
+from mit_semseg.data.multitask import MultiTaskCollate, MultiTaskTrainDataset, read_multitask_records
+from mit_semseg.data.synthetic_upp import MATERIALS, OBJECTS, PARTS, generate
+from mit_semseg.data.transforms import normalise_batch
+from mit_semseg.parallel import DictDataParallel
+from mit_semseg.training.loop import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / "synthetic-resnet18-upp_lite.yaml"
+
+
+@pytest.fixture(scope="module")
+def upp_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("upp")
+    generate(str(root), num_train=16, num_val=6, seed=3, min_side=64, max_side=96)
+    return root
+
+
+def _opts(root, directory, *extra):
+    return ["DIR", str(directory), "DATASET.root_dataset", str(root), "DATASET.list_train",
+            str(root / "training.jsonl"), "DATASET.list_val", str(root / "validation.jsonl"), "DATASET.label_tables",
+            str(root / "tables"), "DATASET.imgSizes", "(64, 96)", "DATASET.imgMaxSize", "128", "TRAIN.num_epoch", "1",
+            "TRAIN.epoch_iters", "4", "TRAIN.batch_size_per_gpu", "2", "TRAIN.workers", "1", "TRAIN.disp_iter", "2",
+            "VAL.checkpoint", "epoch_1.pth", "TEST.checkpoint", "epoch_1.pth", *extra]
+
+
+def _run(script, root, directory, *extra, launcher=(), flags=("--gpus", "cpu")):
+    command = [*(launcher or [sys.executable]), str(REPO / script), "--cfg", str(CONFIG), *flags,
+               *_opts(root, directory, *extra)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def trained(upp_set, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("run")
+    result = _run("train.py", upp_set, directory)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return upp_set, directory, result.stderr
+
+
+def test_training_logs_every_head_and_plots_it(trained):
+    root, directory, log = trained
+    assert "sources: scenes (" in log and "surfaces (" in log and "images: object, part, scene)" in log
+    history = json.loads((directory / "history.json").read_text())
+    heads = {k for entry in history for k in entry}
+    assert {"loss", "object_loss", "object_acc", "part_loss", "part_acc", "scene_loss", "scene_acc"} <= heads
+    plot = cv2.imread(str(directory / "training.png"))
+    assert plot.shape[1] == 3 * 560 and plot.shape[0] >= 360
+    state = {k: v.shape for k, v in torch.load(directory / "decoder_epoch_1.pth", weights_only=True).items()}
+    assert state["object_head.1.weight"][0] == len(OBJECTS) and state["material_head.1.weight"][0] == len(MATERIALS)
+    assert state["part_head.1.weight"][0] == sum(len(g.part_labels) for g in read_label_tables(root / "tables").groups)
+
+
+def test_evaluation_writes_every_task_with_names(trained):
+    root, directory, _ = trained
+    result = _run("eval_multipro.py", root, directory, flags=("--gpus", "cpu", "--procs", "2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((directory / "eval_epoch_1.json").read_text())
+    for task in ("object", "part", "material"):
+        assert 0 <= summary[task]["mean_iou"] <= 1 and 0 <= summary[task]["pixel_accuracy"] <= 1
+    assert 0 <= summary["scene"]["accuracy"] <= 1 and summary["images"] == 6
+    assert [c["name"] for c in summary["object"]["classes"]] == list(OBJECTS[1:])
+    assert all(g["object"] in ("house", "car", "table", "tree") for g in summary["part"]["groups"])
+    assert "task        mean IoU  accuracy" in result.stdout and "scene" in result.stdout
+    single = _run("eval_multipro.py", root, directory)  # one worker gives exactly what two did
+    assert single.returncode == 0
+    assert json.loads((directory / "eval_epoch_1.json").read_text())["object"] == summary["object"]
+
+
+def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_path):
+    root, directory, _ = trained
+    images = sorted((root / "images" / "validation").glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, str(REPO / "test.py"), "--imgs", str(images[0].parent), "--cfg",
+                             str(CONFIG), "--gpu", "cpu", *_opts(root, directory, "TEST.result", str(out))],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "scene: " in result.stdout
+    cfg = load_config(CONFIG, _opts(root, directory))
+    segmenter = Segmenter(cfg, precision="fp32")
+    tables = read_label_tables(root / "tables")
+    for path in images:
+        stem = out / path.stem
+        picture = cv2.imread(f"{stem}.png")
+        original = cv2.imread(str(path))
+        assert picture.shape == (original.shape[0], 4 * original.shape[1], 3)
+        obj = cv2.imread(f"{stem}_object.png", cv2.IMREAD_UNCHANGED)
+        part = cv2.imread(f"{stem}_part.png", cv2.IMREAD_UNCHANGED)
+        material = cv2.imread(f"{stem}_material.png", cv2.IMREAD_UNCHANGED)
+        assert obj.dtype == np.uint16 and part.dtype == np.uint16 and material.dtype == np.uint8
+        assert obj.shape == part.shape == material.shape == original.shape[:2]
+        pred = segmenter.predict(str(path))
+        assert np.array_equal(pred["object"], obj) and np.array_equal(pred["part"], part)
+        assert np.array_equal(pred["material"], material)
+        # a pixel's part belongs to its object's group; 0 where that object has no parts
+        allowed = {g.object_label: set(g.part_labels) for g in tables.groups}
+        for o in np.unique(obj):
+            assert set(np.unique(part[obj == o])) <= allowed.get(int(o), {0})
+        report = json.loads(Path(f"{stem}.json").read_text())
+        assert len(report["scenes"]) == 3 and report["scenes"][0]["probability"] >= report["scenes"][1]["probability"]
+        assert report["scenes"][0]["name"] == tables.scenes[int(np.argmax(pred["scene"]))]
+        assert set(report["objects"]) <= set(OBJECTS) and set(report["materials"]) <= set(MATERIALS)
+    assert PARTS[0] == "-"
+
+
+def test_torchrun_two_ranks_with_skipped_heads(upp_set, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = _run("train.py", upp_set, tmp_path / "ddp", "TRAIN.epoch_iters", "6", "TRAIN.disp_iter", "4",
+                  launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "weights identical on all 2 ranks" in result.stderr
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert "object_acc" in history[0] and "material_acc" not in history[0]  # iterations 1-4 drew the scenes
+    assert "material_acc" in history[-1] and "object_acc" not in history[-1]  # 5-6 the surfaces
+
+
+@pytest.mark.numeric
+def test_two_replicas_equal_one_model_over_the_concatenated_batch(upp_set):
+    """The engine's synchronized batch norm and gradients on a multi-task batch, in float64."""
+    cfg = load_config(CONFIG, _opts(upp_set, "unused"))
+    tables = read_label_tables(cfg.DATASET.label_tables)
+    records = [r for r in read_multitask_records(cfg.DATASET.list_train, cfg.DATASET.root_dataset, tables)
+               if r["source"] == "scenes"]
+    dataset = MultiTaskTrainDataset(records, tables, 128)
+    collate = MultiTaskCollate(tables, 32, 4)
+    batches = []
+    for keys in ([(0, 64, False), (1, 64, True)], [(2, 64, False)]):
+        batch = collate([dataset[k] for k in keys])
+        # one size for both, so that one model can run the three images together
+        batch["img_data"] = normalise_batch(batch.pop("images"), batch.pop("sizes"), "caffe")[..., :64, :64].double()
+        for key in ("seg_object", "seg_part"):
+            batch[key] = batch[key][..., :16, :16]
+        batches.append({k: v for k, v in batch.items() if k not in ("failed", "fatal", "num_samples")})
+    torch.manual_seed(0)
+    model = build_model(cfg).double().train()
+    reference = copy.deepcopy(model)
+    results = DictDataParallel(model, ["cpu", "cpu"])(batches)
+    sum(loss for loss, _ in results).backward()
+    whole = {k: (torch.cat([b[k] for b in batches]) if torch.is_tensor(batches[0][k]) else batches[0][k])
+             for k in batches[0]}
+    pred = reference.decoder(reference.encoder(whole["img_data"], return_feature_maps=True), tasks=whole["tasks"])
+    rows = lambda v, r: [g[r] for g in v] if isinstance(v, list) else v[r] if torch.is_tensor(v) else v
+    losses = [reference.loss({k: rows(v, r) for k, v in pred.items()}, {k: rows(v, r) for k, v in whole.items()})[0]
+              for r in (slice(0, 2), slice(2, 3))]
+    sum(losses).backward()
+    for (loss, _), expected in zip(results, losses):
+        torch.testing.assert_close(loss, expected, atol=1e-10, rtol=1e-10)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        if q.grad is None:
+            assert p.grad is None or not p.grad.any(), name
+        else:
+            torch.testing.assert_close(p.grad, q.grad, atol=1e-9, rtol=1e-8, msg=name)
