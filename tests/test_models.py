@@ -177,7 +177,7 @@ def test_use_softmax_without_segsize_gives_probabilities_at_decoder_resolution()
 def test_registries_list_every_architecture():
     assert set(ENCODERS) == {"mobilenetv2dilated", "resnet18", "resnet18dilated", "resnet50", "resnet50dilated",
                              "resnet101", "resnet101dilated", "resnext101", "resnext101dilated", "hrnetv2"}
-    assert set(DECODERS) == {"c1", "c1_deepsup", "ppm", "ppm_deepsup", "upernet", "upernet_lite"}
+    assert set(DECODERS) == {"c1", "c1_deepsup", "ppm", "ppm_deepsup", "upernet", "upernet_lite", "upp", "upp_lite"}
     with pytest.raises(ValueError, match="unknown encoder architecture 'resnet51'.*resnet50dilated"):
         ModelBuilder.build_encoder("resnet51", pretrained=False)
     with pytest.raises(ValueError, match="unknown decoder architecture 'ppm_deep'.*ppm_deepsup"):

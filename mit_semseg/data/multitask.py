@@ -9,7 +9,6 @@ batch of one training iteration comes from one source, so every device runs the 
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, train_loader
 from .imageio import UnreadableImage, read_image, read_label
 from .label_tables import LabelTables
-from .records import MAX_LISTED, DataError
+from .records import DataError, check_files_exist, check_record, read_json_lines
 from .transforms import label_cells, multi_scale_images, resize_image, resize_label, round_up, scaled_size
 
 MAPS = {"object": "fpath_object", "part": "fpath_part", "material": "fpath_material"}  # task: record key
@@ -32,44 +31,14 @@ TASK_ORDER = ("object", "part", "scene", "material")
 def read_multitask_records(path: str | os.PathLike, root: str | os.PathLike, tables: LabelTables,
                            check_files: bool = True) -> list[dict]:
     """Read and validate a multi-task record list; paths are resolved against `root`, `scene` defaults to -1."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"record list not found: {path}")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                where = f"{path}, line {number}"
-                records.append(_record(_parse(line, where), where, root, tables))
-    if not records:
-        raise DataError(f"{path}: the record list is empty")
+    records = [_record(record, where, root, tables) for where, record in read_json_lines(path)]
     if check_files:
-        missing = [r[k] for r in records for k in ("fpath_img", *MAPS.values()) if k in r and not os.path.isfile(r[k])]
-        if missing:
-            listed = "\n  ".join(missing[:MAX_LISTED])
-            more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
-            raise DataError(f"{path}: {len(missing)} files listed are missing:\n  {listed}{more}")
+        check_files_exist(path, (r[k] for r in records for k in ("fpath_img", *MAPS.values()) if k in r))
     return records
 
 
-def _parse(line: str, where: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where}: malformed JSON ({err.msg})") from err
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object")
-    return record
-
-
 def _record(record: dict, where: str, root, tables: LabelTables) -> dict:
-    missing = [k for k in ("fpath_img", "width", "height", "source") if k not in record]
-    if missing:
-        raise DataError(f"{where}: missing key {', '.join(repr(k) for k in missing)}")
-    for key in ("width", "height"):
-        value = record[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise DataError(f"{where}: {key} must be a positive integer, got {value!r}")
+    check_record(record, where, ("fpath_img", "width", "height", "source"))
     scene = record.setdefault("scene", -1)
     if isinstance(scene, bool) or not isinstance(scene, int) or not -1 <= scene < len(tables.scenes):
         raise DataError(f"{where}: scene must be -1 (none) or a label 0..{len(tables.scenes) - 1}, got {scene!r}")

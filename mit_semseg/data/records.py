@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 REQUIRED_KEYS = ("fpath_img", "fpath_segm", "width", "height")
 MAX_LISTED = 20
@@ -17,15 +17,12 @@ class DataError(ValueError):
     """Bad data: the message names the file (and line) at fault."""
 
 
-def read_odgt(path: str | os.PathLike, root: str | os.PathLike = "", check_files: bool = True) -> list[dict]:
-    """Read and validate a record list; paths in the result are resolved against `root`.
-
-    With `check_files`, every missing image or label is reported together in one error.
-    """
+def read_json_lines(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """(`<path>, line N`, record) for each non-empty line of a record list; bad JSON names the line."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"record list not found: {path}")
-    records = []
+    found = False
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -37,24 +34,45 @@ def read_odgt(path: str | os.PathLike, root: str | os.PathLike = "", check_files
                 raise DataError(f"{where}: malformed JSON ({err.msg})") from err
             if not isinstance(record, dict):
                 raise DataError(f"{where}: expected a JSON object")
-            missing = [k for k in REQUIRED_KEYS if k not in record]
-            if missing:
-                raise DataError(f"{where}: missing key {', '.join(repr(k) for k in missing)}")
-            for key in ("width", "height"):
-                value = record[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                    raise DataError(f"{where}: {key} must be a positive integer, got {value!r}")
-            for key in ("fpath_img", "fpath_segm"):
-                record[key] = os.path.join(os.fspath(root), record[key])
-            records.append(record)
-    if not records:
+            found = True
+            yield where, record
+    if not found:
         raise DataError(f"{path}: the record list is empty")
+
+
+def check_record(record: dict, where: str, required: Iterable[str]) -> None:
+    """The record has the `required` keys, and positive integer `width` and `height`."""
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise DataError(f"{where}: missing key {', '.join(repr(k) for k in missing)}")
+    for key in ("width", "height"):
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise DataError(f"{where}: {key} must be a positive integer, got {value!r}")
+
+
+def check_files_exist(path: str | os.PathLike, files: Iterable[str]) -> None:
+    """Every one of `files` (listed in the record list `path`) exists; the missing ones are named together."""
+    missing = [p for p in files if not os.path.isfile(p)]
+    if missing:
+        listed = "\n  ".join(missing[:MAX_LISTED])
+        more = f"\n  ... and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+        raise DataError(f"{os.fspath(path)}: {len(missing)} files listed are missing:\n  {listed}{more}")
+
+
+def read_odgt(path: str | os.PathLike, root: str | os.PathLike = "", check_files: bool = True) -> list[dict]:
+    """Read and validate a record list; paths in the result are resolved against `root`.
+
+    With `check_files`, every missing image or label is reported together in one error.
+    """
+    records = []
+    for where, record in read_json_lines(path):
+        check_record(record, where, REQUIRED_KEYS)
+        for key in ("fpath_img", "fpath_segm"):
+            record[key] = os.path.join(os.fspath(root), record[key])
+        records.append(record)
     if check_files:
-        missing_files = [p for r in records for p in (r["fpath_img"], r["fpath_segm"]) if not os.path.isfile(p)]
-        if missing_files:
-            listed = "\n  ".join(missing_files[:MAX_LISTED])
-            more = f"\n  ... and {len(missing_files) - MAX_LISTED} more" if len(missing_files) > MAX_LISTED else ""
-            raise DataError(f"{path}: {len(missing_files)} files listed are missing:\n  {listed}{more}")
+        check_files_exist(path, (p for r in records for p in (r["fpath_img"], r["fpath_segm"])))
     return records
 
 

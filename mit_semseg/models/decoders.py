@@ -108,6 +108,31 @@ class PPMDeepsup(PPM):
     deep_sup = True
 
 
+def add_pyramid_and_fpn(module: nn.Module, fc_dim: int, fpn_inplanes: Sequence[int], fpn_dim: int, scales: int,
+                        norm_layer: NormLayer) -> None:
+    """UPerNet's layers after the pooling, registered on `module` in the original's order: `ppm_conv` (1x1
+    conv-BN-ReLU per scale), `ppm_last_conv`, and the FPN's lateral `fpn_in` and output `fpn_out` convs."""
+    module.ppm_conv = nn.ModuleList(
+        nn.Sequential(nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False), norm_layer(PPM_CHANNELS),
+                      nn.ReLU(inplace=True)) for _ in range(scales))
+    module.ppm_last_conv = conv3x3_bn_relu(fc_dim + scales * PPM_CHANNELS, fpn_dim, norm_layer=norm_layer)
+    module.fpn_in = nn.ModuleList(
+        nn.Sequential(nn.Conv2d(width, fpn_dim, 1, bias=False), norm_layer(fpn_dim), nn.ReLU(inplace=True))
+        for width in fpn_inplanes[:-1])
+    module.fpn_out = nn.ModuleList(
+        nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1])
+
+
+def top_down(module: nn.Module, f: torch.Tensor, conv_out: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The FPN's pyramid [P2, P3, ..., f] from the pooled context `f` and the encoder's maps."""
+    pyramid = [f]
+    for i in reversed(range(len(conv_out) - 1)):
+        lateral = module.fpn_in[i](conv_out[i])
+        f = lateral + resize(f, lateral.shape[-2:])
+        pyramid.append(module.fpn_out[i](f))
+    return pyramid[::-1]
+
+
 class UPerNet(Decoder):
     """Unified perceptual parsing: pyramid pooling on the last map, a top-down FPN, fused at P2.
 
@@ -121,15 +146,7 @@ class UPerNet(Decoder):
         if fpn_inplanes[-1] != fc_dim:
             raise ValueError(f"UPerNet: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
         self.ppm_pooling = nn.ModuleList(nn.AdaptiveAvgPool2d(scale) for scale in pool_scales)
-        self.ppm_conv = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False), norm_layer(PPM_CHANNELS),
-                          nn.ReLU(inplace=True)) for _ in pool_scales)
-        self.ppm_last_conv = conv3x3_bn_relu(fc_dim + len(pool_scales) * PPM_CHANNELS, fpn_dim, norm_layer=norm_layer)
-        self.fpn_in = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(width, fpn_dim, 1, bias=False), norm_layer(fpn_dim), nn.ReLU(inplace=True))
-            for width in fpn_inplanes[:-1])
-        self.fpn_out = nn.ModuleList(
-            nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1])
+        add_pyramid_and_fpn(self, fc_dim, fpn_inplanes, fpn_dim, len(pool_scales), norm_layer)
         self.conv_last = nn.Sequential(conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer),
                                        nn.Conv2d(fpn_dim, num_class, 1))
 
@@ -137,12 +154,6 @@ class UPerNet(Decoder):
         conv5 = conv_out[-1]
         size = conv5.shape[-2:]
         pooled = [conv(resize(pool(conv5), size)) for pool, conv in zip(self.ppm_pooling, self.ppm_conv)]
-        f = self.ppm_last_conv(torch.cat([conv5] + pooled, 1))
-        pyramid = [f]
-        for i in reversed(range(len(conv_out) - 1)):
-            lateral = self.fpn_in[i](conv_out[i])
-            f = lateral + resize(f, lateral.shape[-2:])
-            pyramid.append(self.fpn_out[i](f))
-        pyramid.reverse()
+        pyramid = top_down(self, self.ppm_last_conv(torch.cat([conv5] + pooled, 1)), conv_out)
         top = pyramid[0].shape[-2:]
         return self.conv_last(torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data.label_tables import LabelTables
 from ..nn import PrRoIPool2D, SynchronizedBatchNorm2d
-from .decoders import PPM_CHANNELS, PPM_SCALES, resize
+from .decoders import PPM_SCALES, add_pyramid_and_fpn, resize, top_down
 from .layers import NormLayer, conv3x3_bn_relu
 
 TASKS = ("object", "part", "scene", "material")
@@ -42,15 +42,7 @@ class UPPDecoder(nn.Module):
         self.part_group_sizes = tables.part_group_sizes
         classes = tables.num_classes
         self.ppm_pooling = nn.ModuleList(PrRoIPool2D(scale, scale, 1.0) for scale in pool_scales)
-        self.ppm_conv = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False), norm_layer(PPM_CHANNELS),
-                          nn.ReLU(inplace=True)) for _ in pool_scales)
-        self.ppm_last_conv = conv3x3_bn_relu(fc_dim + len(pool_scales) * PPM_CHANNELS, fpn_dim, norm_layer=norm_layer)
-        self.fpn_in = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(width, fpn_dim, 1, bias=False), norm_layer(fpn_dim), nn.ReLU(inplace=True))
-            for width in fpn_inplanes[:-1])
-        self.fpn_out = nn.ModuleList(
-            nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1])
+        add_pyramid_and_fpn(self, fc_dim, fpn_inplanes, fpn_dim, len(pool_scales), norm_layer)
         self.conv_fusion = conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer)
         self.scene_head = nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer),
                                         nn.AdaptiveAvgPool2d(1), nn.Conv2d(fpn_dim, classes["scene"], 1))
@@ -75,12 +67,7 @@ class UPPDecoder(nn.Module):
             out["scene"] = self.scene_head(f).flatten(1)
         if not tasks & {"object", "part", "material"}:
             return out
-        pyramid = [f]
-        for i in reversed(range(len(conv_out) - 1)):
-            lateral = self.fpn_in[i](conv_out[i])
-            f = lateral + resize(f, lateral.shape[-2:])
-            pyramid.append(self.fpn_out[i](f))
-        pyramid.reverse()
+        pyramid = top_down(self, f, conv_out)
         if "material" in tasks:
             out["material"] = self.material_head(pyramid[0])
         if tasks & {"object", "part"}:
