@@ -141,6 +141,8 @@ class SegmentationEvaluation:
 
 
 class SegmentationMetrics:
+    """The confusion matrix of all images, summarised with the class names."""
+
     def __init__(self, num_class: int, names: list[str]) -> None:
         self.matrix, self.names = ConfusionMatrix(num_class), names
 
@@ -153,7 +155,7 @@ class SegmentationMetrics:
 
 def evaluation_for(cfg):
     """SegmentationEvaluation, or UnifiedEvaluation for a Unified Perceptual Parsing model."""
-    from .unified_evaluation import UnifiedEvaluation
+    from .unified_evaluation import UnifiedEvaluation  # here: that module builds on this one
     return UnifiedEvaluation(cfg) if is_multitask(cfg.MODEL.arch_decoder) else SegmentationEvaluation(cfg)
 
 

@@ -224,8 +224,10 @@ def test_missing_checkpoint_is_named(evalset):
 def test_ctrl_c_ends_every_worker_cleanly(evalset, tmp_path, procs):
     many = tmp_path / "many.odgt"
     many.write_text((evalset / "validation.odgt").read_text() * 40)
+    # Ctrl-C as at a terminal, even when this suite runs as a background job (which starts with SIGINT ignored)
     process = subprocess.Popen(_eval_command(evalset, "DATASET.list_val", str(many), procs=procs),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(5)
     assert process.poll() is None, "the evaluation ended before it could be interrupted"
     process.send_signal(signal.SIGINT)

@@ -79,3 +79,18 @@ def test_bad_tables_are_named(tmp_path, file, text, message):
     with pytest.raises(DataError, match=message) as err:
         read_label_tables(folder)
     assert file in str(err.value)
+
+
+def test_upp_configs_are_validated(tmp_path):
+    from mit_semseg.config import ConfigError, load_config
+    from conftest import REPO
+    preset = REPO / "config" / "broden-resnet50-upp.yaml"
+    cfg = load_config(preset)
+    assert cfg.MODEL.arch_decoder == "upp" and cfg.MODEL.input_normalisation == "caffe" and cfg.TRAIN.num_epoch == 40
+    assert (cfg.TRAIN.loss_weight_part, cfg.TRAIN.loss_weight_scene) == (0.5, 0.25)
+    with pytest.raises(ConfigError, match="DATASET.label_tables: label table not found: .*object.csv"):
+        load_config(preset, ["DATASET.label_tables", str(tmp_path)])
+    with pytest.raises(ConfigError, match="TEST.mode slide: a UPP decoder"):
+        load_config(preset, ["TEST.mode", "slide"])
+    with pytest.raises(ConfigError, match="MODEL.input_normalisation: unknown 'bgr'; valid: imagenet, caffe"):
+        load_config(preset, ["MODEL.input_normalisation", "bgr"])

@@ -83,6 +83,9 @@ def validate(cfg: CfgNode) -> None:
             read_label_tables(cfg.DATASET.label_tables)
         except DataError as err:
             raise ConfigError(f"DATASET.label_tables: {err}") from err
+        if cfg.TEST.mode != "whole":
+            raise ConfigError(f"TEST.mode {cfg.TEST.mode}: a UPP decoder ({cfg.MODEL.arch_decoder}) predicts whole "
+                              "images only; use TEST.mode whole")
     if cfg.MODEL.input_normalisation not in NORMALISATIONS:
         raise ConfigError(f"MODEL.input_normalisation: unknown '{cfg.MODEL.input_normalisation}'; valid: "
                           f"{', '.join(NORMALISATIONS)}")
