@@ -20,6 +20,8 @@ from mit_semseg.data.transforms import normalise_batch
 from mit_semseg.parallel import DictDataParallel
 from mit_semseg.training.loop import build_model
 
+from test_training import _assert_same, _weights
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "synthetic-resnet18-upp_lite.yaml"
 
@@ -165,3 +167,24 @@ def test_two_replicas_equal_one_model_over_the_concatenated_batch(upp_set):
             assert p.grad is None or not p.grad.any(), name
         else:
             torch.testing.assert_close(p.grad, q.grad, atol=1e-9, rtol=1e-8, msg=name)
+
+
+def test_two_epochs_equal_one_plus_a_resumed_one(upp_set, tmp_path):
+    straight = _run("train.py", upp_set, tmp_path / "straight", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = _run("train.py", upp_set, tmp_path / "resumed", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3",
+                 flags=("--gpus", "cpu", "--stop-after-epoch", "1"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = _run("train.py", upp_set, tmp_path / "resumed", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3",
+                  flags=("--gpus", "cpu", "--resume"))
+    assert second.returncode == 0, second.stderr[-3000:]
+    _assert_same(_weights(tmp_path / "straight", 2), _weights(tmp_path / "resumed", 2))
+
+
+def test_bf16_training_runs_every_head(upp_set, tmp_path):
+    result = _run("train.py", upp_set, tmp_path / "bf16", "TRAIN.amp", "bf16", "TRAIN.epoch_iters", "2",
+                  "DATASET.imgSizes", "(64,)")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "precision bf16" in result.stderr
+    history = json.loads((tmp_path / "bf16" / "history.json").read_text())
+    assert all(np.isfinite(v) for entry in history for k, v in entry.items() if k.endswith("loss"))
