@@ -78,7 +78,8 @@ def test_a_label_out_of_range_is_named(tables, tmp_path):
     record = {"fpath_img": str(tmp_path / "a.jpg"), "fpath_material": str(tmp_path / "m.png"), "scene": -1,
               "source": "s", "width": 8, "height": 8}
     sample = MultiTaskTrainDataset([record], tables, 100)[(0, 8, False)]
-    assert str(tmp_path / "m.png") in sample.fatal and "value 3" in sample.fatal
+    assert sample.fatal == (f"label {tmp_path / 'm.png'} has value 3, above the last label of material.csv in "
+                            f"{tables.folder} (2)")
 
 
 def test_every_iteration_draws_one_source_for_all_devices_in_proportion():

@@ -43,11 +43,12 @@ def read_image(path: str) -> np.ndarray:
     raise DataError(f"image {path}: unsupported number of channels ({channels})")
 
 
-def read_label(path: str, num_class: int | None, size: tuple[int, int] | None = None) -> np.ndarray:
+def read_label(path: str, num_class: int | None, size: tuple[int, int] | None = None,
+               limit: str = "DATASET.num_class") -> np.ndarray:
     """An H x W uint8 or uint16 map of class indices, 0 = unlabelled, 1..num_class the classes.
 
     `size` is the (height, width) the label must have, its image's; `num_class` None skips the
-    check of the values.
+    check of the values; `limit` names where `num_class` comes from, for the error.
     """
     try:
         label = _decode(path)
@@ -63,5 +64,5 @@ def read_label(path: str, num_class: int | None, size: tuple[int, int] | None = 
         raise DataError(f"label {path} is {label.shape[1]}x{label.shape[0]} but its image is {size[1]}x{size[0]}")
     top = int(label.max()) if label.size else 0
     if num_class is not None and top > num_class:
-        raise DataError(f"label {path} has value {top}, above DATASET.num_class ({num_class})")
+        raise DataError(f"label {path} has value {top}, above {limit} ({num_class})")
     return label

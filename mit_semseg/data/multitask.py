@@ -77,7 +77,8 @@ class MultiTaskSample:
 def read_maps(record: dict, tables: LabelTables, size: tuple[int, int]) -> dict[str, np.ndarray]:
     """The record's label maps, checked against the tables' label ranges and the image's size."""
     top = {"object": len(tables.objects) - 1, "part": len(tables.parts) - 1, "material": len(tables.materials) - 1}
-    return {task: read_label(record[key], top[task], size=size) for task, key in MAPS.items() if key in record}
+    return {task: read_label(record[key], top[task], size, f"the last label of {task}.csv in {tables.folder}")
+            for task, key in MAPS.items() if key in record}
 
 
 class MultiTaskTrainDataset(Dataset):
