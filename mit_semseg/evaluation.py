@@ -281,14 +281,14 @@ def _stop(workers, stop: threading.Event) -> None:
             process.join()
 
 
-def report(summary: dict, directory: str, task=None) -> str:
-    """Write DIR/eval_<checkpoint>.json and print the summary (`task`'s; by default a segmentation one)."""
+def report(summary: dict, directory: str, task) -> str:
+    """Write DIR/eval_<checkpoint>.json and print the summary as `task` (an `evaluation_for` result) does."""
     name = os.path.splitext(summary["checkpoint"])[0]
     path = os.path.join(directory, f"eval_{name}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)
     os.replace(path + ".tmp", path)
-    (task or SegmentationEvaluation).print_summary(summary, path)
+    task.print_summary(summary, path)
     return path
 
 

@@ -87,19 +87,26 @@ def _source_rows(out_size: int, in_size: int, device) -> tuple[torch.Tensor, tor
     return i0, i1, (src - i0).clamp(0, 1).float()
 
 
-@torch.inference_mode()
-def scale_logits(model: SegmentationModule, img_data: list[torch.Tensor], flip: bool = False) -> list[torch.Tensor]:
-    """The decoder's logits (C x h x w) for each scale, and for each mirrored scale with `flip`."""
+def _each_scale(model: nn.Module, img_data: list[torch.Tensor], flip: bool, heads) -> list[dict[str, torch.Tensor]]:
+    """`heads(feature maps)`, a dict of N x ... tensors, per image for each scale, and for each mirrored scale
+    with `flip` (its maps, C x h x w, mirrored back)."""
     device = next(model.parameters()).device
     out = []
     for image in img_data:
         image = image.to(device).contiguous(memory_format=torch.channels_last)
         batch = torch.cat([image, image.flip(-1)]) if flip else image
-        logits = model.decoder.main_logits(model.encoder(batch, return_feature_maps=True)).float()
-        out.append(logits[0])
+        outputs = {k: v.float() for k, v in heads(model.encoder(batch, return_feature_maps=True)).items()}
+        out.append({k: v[0] for k, v in outputs.items()})
         if flip:
-            out.append(logits[1].flip(-1))
+            out.append({k: v[1].flip(-1) if v.dim() == 4 else v[1] for k, v in outputs.items()})
     return out
+
+
+@torch.inference_mode()
+def scale_logits(model: SegmentationModule, img_data: list[torch.Tensor], flip: bool = False) -> list[torch.Tensor]:
+    """The decoder's logits (C x h x w) for each scale, and for each mirrored scale with `flip`."""
+    return [x["logits"] for x in _each_scale(model, img_data, flip,
+                                             lambda features: {"logits": model.decoder.main_logits(features)})]
 
 
 @torch.inference_mode()
@@ -169,16 +176,7 @@ def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple
 def multitask_scale_logits(model: UnifiedParsingModule, img_data: list[torch.Tensor],
                            flip: bool = False) -> list[dict[str, torch.Tensor]]:
     """The UPP decoder's logits (scene: S; others C x h x w) for each scale, and each mirrored scale with `flip`."""
-    device = next(model.parameters()).device
-    out = []
-    for image in img_data:
-        image = image.to(device).contiguous(memory_format=torch.channels_last)
-        batch = torch.cat([image, image.flip(-1)]) if flip else image
-        logits = {k: v.float() for k, v in model.decoder.logits(model.encoder(batch, return_feature_maps=True)).items()}
-        out.append({k: v[0] for k, v in logits.items()})
-        if flip:
-            out.append({k: v[1] if k == "scene" else v[1].flip(-1) for k, v in logits.items()})
-    return out
+    return _each_scale(model, img_data, flip, model.decoder.logits)
 
 
 @torch.inference_mode()

@@ -116,23 +116,33 @@ class TrainCollate:
         self.padding, self.rate = padding_constant, segm_downsampling_rate
 
     def __call__(self, samples: list[TrainSample]) -> dict:
-        good = [s for s in samples if s.image is not None]
-        batch: dict = {"failed": [s.error for s in samples if s.error],
-                       "fatal": next((s.fatal for s in samples if s.fatal), ""), "num_samples": len(samples)}
+        batch, good = padded_images(samples, self.padding)
         if not good:
             return batch
-        height = round_up(max(s.image.shape[0] for s in good), self.padding)
-        width = round_up(max(s.image.shape[1] for s in good), self.padding)
-        images = np.zeros((len(good), height, width, 3), dtype=np.uint8)
+        _, height, width, _ = batch["images"].shape
         labels = np.full((len(good), height // self.rate, width // self.rate), -1, dtype=np.int64)
         for i, s in enumerate(good):
-            h, w = s.image.shape[:2]
-            images[i, :h, :w] = s.image
             cells = label_cells(s.label, self.rate).astype(np.int64) - 1
             labels[i, :cells.shape[0], :cells.shape[1]] = cells
-        batch.update(images=torch.from_numpy(images), sizes=torch.tensor([s.image.shape[:2] for s in good]),
-                     seg_label=torch.from_numpy(labels))
+        batch["seg_label"] = torch.from_numpy(labels)
         return batch
+
+
+def padded_images(samples: list, padding: int) -> tuple[dict, list]:
+    """The start of a training batch from samples with `image`, `error` and `fatal`: the bookkeeping (`failed`,
+    `fatal`, `num_samples`) and, when any sample was read, its `images` (uint8, padded to a multiple of
+    `padding`) and `sizes`. Also returns the samples that were read."""
+    good = [s for s in samples if s.image is not None]
+    batch: dict = {"failed": [s.error for s in samples if s.error],
+                   "fatal": next((s.fatal for s in samples if s.fatal), ""), "num_samples": len(samples)}
+    if good:
+        height = round_up(max(s.image.shape[0] for s in good), padding)
+        width = round_up(max(s.image.shape[1] for s in good), padding)
+        images = np.zeros((len(good), height, width, 3), dtype=np.uint8)
+        for i, s in enumerate(good):
+            images[i, :s.image.shape[0], :s.image.shape[1]] = s.image
+        batch.update(images=torch.from_numpy(images), sizes=torch.tensor([s.image.shape[:2] for s in good]))
+    return batch, good
 
 
 class TrainLoader:

@@ -44,12 +44,17 @@ class LabelTables:
     def part_group_sizes(self) -> list[int]:
         return [len(g.part_labels) for g in self.groups]
 
-    def part_labels(self, objects: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """Table labels of part `indices` within the groups of `objects` (0 where an object has no parts)."""
+    @functools.cached_property
+    def _part_lookup(self) -> np.ndarray:
+        """[object, index in its group] -> part label; 0 for objects without parts."""
         lookup = np.zeros((len(self.objects), max(self.part_group_sizes, default=1)), np.int64)
         for group in self.groups:
             lookup[group.object_label, :len(group.part_labels)] = group.part_labels
-        return lookup[objects, indices]
+        return lookup
+
+    def part_labels(self, objects: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Table labels of part `indices` within the groups of `objects` (0 where an object has no parts)."""
+        return self._part_lookup[objects, indices]
 
     @property
     def num_classes(self) -> dict[str, int]:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, train_loader
+from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, padded_images, train_loader
 from .imageio import UnreadableImage, read_image, read_label
 from .label_tables import LabelTables
 from .records import DataError, check_files_exist, check_record, read_json_lines
-from .transforms import label_cells, multi_scale_images, resize_image, resize_label, round_up, scaled_size
+from .transforms import label_cells, multi_scale_images, resize_image, resize_label, scaled_size
 
 MAPS = {"object": "fpath_object", "part": "fpath_part", "material": "fpath_material"}  # task: record key
 TASK_ORDER = ("object", "part", "scene", "material")
@@ -146,29 +146,22 @@ class MultiTaskCollate:
         self.padding, self.rate, self.parts = padding_constant, segm_downsampling_rate, PartTargets(tables)
 
     def __call__(self, samples: list[MultiTaskSample]) -> dict:
-        good = [s for s in samples if s.image is not None]
-        batch: dict = {"failed": [s.error for s in samples if s.error],
-                       "fatal": next((s.fatal for s in samples if s.fatal), ""), "num_samples": len(samples)}
+        batch, good = padded_images(samples, self.padding)
         if not good:
             return batch
         tasks = good[0].tasks
-        height = round_up(max(s.image.shape[0] for s in good), self.padding)
-        width = round_up(max(s.image.shape[1] for s in good), self.padding)
-        images = np.zeros((len(good), height, width, 3), dtype=np.uint8)
+        _, height, width, _ = batch["images"].shape
         shape = (len(good), height // self.rate, width // self.rate)
         maps = {task: np.zeros(shape, np.int64) for task in ("object", "part", "material") if task in tasks}
         valid = np.zeros((len(good), self.parts.num_groups), bool)
         for i, s in enumerate(good):
-            h, w = s.image.shape[:2]
-            images[i, :h, :w] = s.image
             cells = {task: label_cells(m, self.rate).astype(np.int64) for task, m in s.maps.items()}
             if "part" in tasks and "object" in cells:
                 cells["part"], valid[i] = self.parts(cells["object"], cells.get("part", np.zeros_like(cells["object"])))
             for task, target in maps.items():
                 if task in cells:
                     target[i, :cells[task].shape[0], :cells[task].shape[1]] = cells[task]
-        batch.update(images=torch.from_numpy(images), sizes=torch.tensor([s.image.shape[:2] for s in good]),
-                     tasks=tasks, **{f"seg_{task}": torch.from_numpy(m) for task, m in maps.items()})
+        batch.update(tasks=tasks, **{f"seg_{task}": torch.from_numpy(m) for task, m in maps.items()})
         if "part" in tasks:
             batch["valid_part"] = torch.from_numpy(valid)
         if "scene" in tasks:
