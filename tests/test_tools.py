@@ -158,3 +158,17 @@ def test_download_script_offline_fails_within_seconds(tmp_path):
                                      PYTHON=sys.executable))
     assert result.returncode != 0 and time.monotonic() - started < 20
     assert "download of http://127.0.0.1" in result.stderr and "failed" in result.stderr
+
+
+def test_a_wheel_holds_every_module_and_table():
+    """setuptools packs only folders with __init__.py and the package-data globs: every module and table is in one."""
+    import tomllib
+
+    from setuptools import find_packages
+    packages = set(find_packages(str(REPO), include=["mit_semseg*"]))
+    folders = {str(p.parent.relative_to(REPO)).replace(os.sep, ".") for p in (REPO / "mit_semseg").rglob("*.py")}
+    assert folders <= packages, folders - packages
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mit_semseg"]
+    shipped = {p for g in globs for p in (REPO / "mit_semseg").glob(g)}
+    tables = {p for p in (REPO / "mit_semseg" / "data" / "tables").rglob("*") if p.is_file()}
+    assert tables and tables <= shipped, tables - shipped

@@ -63,7 +63,8 @@ class LabelTables:
                 "material": len(self.materials)}
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a CSV table whose header must be exactly `columns`."""
     if not path.is_file():
         raise DataError(f"label table not found: {path}")
     with open(path, newline="", encoding="utf-8") as f:
@@ -75,7 +76,7 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
 
 
 def _names(path: Path) -> tuple[str, ...]:
-    rows = _read_csv(path, ("label", "name"))
+    rows = read_csv_rows(path, ("label", "name"))
     try:
         labels = [int(row["label"]) for row in rows]
     except ValueError as err:
@@ -87,7 +88,7 @@ def _names(path: Path) -> tuple[str, ...]:
 
 def _groups(path: Path, objects: tuple[str, ...], parts: tuple[str, ...]) -> tuple[PartGroup, ...]:
     groups = []
-    for line, row in enumerate(_read_csv(path, ("object_label", "object_name", "part_labels", "part_names")), 2):
+    for line, row in enumerate(read_csv_rows(path, ("object_label", "object_name", "part_labels", "part_names")), 2):
         where = f"{path}, line {line}"
         try:
             obj, labels = int(row["object_label"]), tuple(int(v) for v in row["part_labels"].split(";"))

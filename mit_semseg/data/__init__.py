@@ -1,0 +1,1 @@
+"""Datasets, record lists, label tables and the data pipeline."""

@@ -1,0 +1,329 @@
+"""Prepare Broden+ from the raw source datasets into the multi-task layout, once, on disk.
+
+Each image of the original's split lists is read in its source's format, its labels mapped
+through label_assignment.csv, image and labels shrunk to the size limit (labels by nearest
+neighbour, at pixel centres) and written as `<dataset>/<name>.jpg` with `_object.png`,
+`_part.png` (16-bit) and `_material.png` (8-bit). The record lists are `training.jsonl` and
+`validation.jsonl` (sources `ade20k_pascal` and `os`, as the original trains them) and
+`textures.jsonl` (DTD, image-level textures only). Every file is written under a temporary name
+and renamed when whole; a journal lets a second run skip the images already done.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ..imageio import read_image
+from ..label_tables import read_label_tables
+from ..records import DataError
+from . import ade20k_full, dtd, opensurfaces, pascal
+from .raw import MissingSource, RawItem
+from .tables import SPLITS, read_assignment, read_split_lists, read_texture_names
+
+SOURCES = {"ade20k": ade20k_full, "pascal": pascal, "os": opensurfaces, "dtd": dtd}
+NEEDS_SCIPY = ("ade20k", "pascal")
+TRAINING_SOURCE = {"ade20k": "ade20k_pascal", "pascal": "ade20k_pascal", "os": "os", "dtd": "dtd"}
+MAP_SUFFIX = {"object": "_object.png", "part": "_part.png", "material": "_material.png"}
+LISTS = {"training": "training.jsonl", "validation": "validation.jsonl", "textures": "textures.jsonl"}
+JOURNAL, SETTINGS, SUMMARY = ".journal.jsonl", "prepare.json", "summary.json"
+JPEG_QUALITY = 95
+MAX_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Settings:
+    limit: int = 512      # the largest size allowed for the chosen side
+    side: str = "short"   # short: the shorter side (the original's split lists); long: both sides
+
+
+@dataclass(frozen=True)
+class Job:
+    item: RawItem
+    split: str                               # training, validation or textures
+    listed: tuple[int, int] | None = None    # (width, height) in the original's split list
+
+
+@dataclass
+class Outcome:
+    key: str
+    split: str
+    dataset: str
+    record: dict | None = None
+    labels: dict[str, list[int]] = field(default_factory=dict)  # task -> labels present
+    problem: str = ""
+    note: str = ""
+
+
+def target_size(width: int, height: int, settings: Settings) -> tuple[int, int]:
+    """(width, height) shrunk, aspect kept, so the chosen side is at most the limit; never enlarged."""
+    side = min(width, height) if settings.side == "short" else max(width, height)
+    if side <= settings.limit:
+        return width, height
+    scale = settings.limit / side
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def shrink_label(label: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest neighbour at pixel centres: output pixel i takes source pixel floor((i + 1/2) * H / h), exactly."""
+    rows = (2 * np.arange(height) + 1) * label.shape[0] // (2 * height)
+    cols = (2 * np.arange(width) + 1) * label.shape[1] // (2 * width)
+    return label[rows[:, None], cols]
+
+
+def _encode(extension: str, array: np.ndarray, params: tuple[int, ...] = ()) -> bytes:
+    ok, data = cv2.imencode(extension, array, list(params))
+    if not ok:
+        raise DataError(f"cannot encode a {array.shape} {array.dtype} array as {extension}")
+    return data.tobytes()
+
+
+def _write_all(files: dict[str, bytes]) -> None:
+    """Write every file under a temporary name, then rename them all: no half-written file is left."""
+    for path, data in files.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(f"{path}.tmp", "wb") as f:
+            f.write(data)
+    for path in files:
+        os.replace(f"{path}.tmp", path)
+
+
+class Preparer:
+    """Prepares one image: read, label, shrink, write; what went wrong is named in the outcome."""
+
+    def __init__(self, out: str, settings: Settings) -> None:
+        self.out, self.settings = out, settings
+        self.assignment = read_assignment()
+        self.textures = {name: i for i, name in enumerate(read_texture_names())}
+
+    def __call__(self, job: Job) -> Outcome:
+        item = job.item
+        outcome = Outcome(item.key, job.split, item.dataset)
+        try:
+            outcome.record, outcome.labels, outcome.note = self._prepare(job)
+        except (DataError, cv2.error) as err:
+            outcome.problem = str(err) if isinstance(err, DataError) else f"{item.image}: {err}"
+        return outcome
+
+    def _prepare(self, job: Job) -> tuple[dict, dict[str, list[int]], str]:
+        item = job.item
+        image = read_image(item.image)
+        maps, scene = SOURCES[item.dataset].read_labels(item, image, self.assignment)
+        textures = [self._texture(name, item) for name in item.textures]
+        height, width = image.shape[:2]
+        size, note = target_size(width, height, self.settings), ""
+        if job.listed and self.settings.side == "short" and size != job.listed:
+            if max(abs(a - b) for a, b in zip(size, job.listed)) <= 1:
+                size = job.listed  # the original rounded the other way: keep its size
+            else:
+                note = (f"{item.image}: {width}x{height}, prepared at {size[0]}x{size[1]}, but the split list has "
+                        f"{job.listed[0]}x{job.listed[1]}")
+        record = {"fpath_img": f"{item.stem}.jpg", "width": size[0], "height": size[1],
+                  "source": TRAINING_SOURCE[item.dataset], "dataset": item.dataset, "file_index": item.file_index}
+        files = {os.path.join(self.out, record["fpath_img"]): self._image_bytes(item.image, image, size)}
+        labels = {}
+        for task, label in maps.items():
+            label = shrink_label(label, *size)
+            if task == "material":
+                label = label.astype(np.uint8)
+            record[f"fpath_{task}"] = f"{item.stem}{MAP_SUFFIX[task]}"
+            files[os.path.join(self.out, record[f"fpath_{task}"])] = _encode(".png", label)
+            labels[task] = [int(v) for v in np.unique(label) if v]
+        if item.dataset in ("ade20k", "pascal"):
+            record["scene"] = scene
+            labels["scene"] = [scene] if scene >= 0 else []
+        if item.dataset == "dtd":
+            record.update(texture=textures, split=item.split)
+            labels["texture"] = textures
+        _write_all(files)
+        return record, labels, note
+
+    def _texture(self, name: str, item: RawItem) -> int:
+        if name not in self.textures:
+            raise DataError(f"{item.image}: unknown texture {name!r} (not in texture.csv)")
+        return self.textures[name]
+
+    @staticmethod
+    def _image_bytes(path: str, image: np.ndarray, size: tuple[int, int]) -> bytes:
+        """The raw JPEG itself when its size stays, else the shrunk image as JPEG."""
+        if size == (image.shape[1], image.shape[0]) and path.lower().endswith((".jpg", ".jpeg")):
+            with open(path, "rb") as f:
+                return f.read()
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return _encode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), (cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY))
+
+
+_worker: Preparer | None = None
+
+
+def _start_worker(out: str, settings: Settings) -> None:
+    global _worker
+    cv2.setNumThreads(1)
+    _worker = Preparer(out, settings)
+
+
+def _run_in_worker(job: Job) -> Outcome:
+    return _worker(job)
+
+
+def _scipy_missing() -> str:
+    try:
+        import scipy.io  # noqa: F401
+    except ImportError:
+        return "reading its .mat files needs scipy: pip install 'mit_semseg[broden]'"
+    return ""
+
+
+def collect_jobs(raw: Path, splits: Path) -> tuple[list[Job], list[str]]:
+    """The images to prepare, in list order, and the problems that leave out whole sources or entries."""
+    problems, found = [], {}
+    no_scipy = _scipy_missing()
+    for name, reader in SOURCES.items():
+        if name in NEEDS_SCIPY and no_scipy:
+            problems.append(f"{name}: left out: {no_scipy}")
+            continue
+        try:
+            found[name] = reader.items(raw)
+        except (MissingSource, DataError) as err:
+            problems.append(f"{name}: left out: {err}")
+    jobs, beyond = [], defaultdict(list)
+    for entry in read_split_lists(splits):
+        if entry.dataset not in found:
+            continue
+        items = found[entry.dataset]
+        if 0 <= entry.file_index < len(items):
+            jobs.append(Job(items[entry.file_index], entry.split, (entry.width, entry.height)))
+        else:
+            beyond[entry.dataset].append(entry.file_index)
+    for name, indices in beyond.items():
+        problems.append(f"{name}: {len(indices)} split-list entries (file_index {min(indices)}..{max(indices)}) "
+                        f"are beyond the {len(found[name])} images of the raw dataset")
+    jobs += [Job(item, "textures") for item in found.get("dtd", [])]
+    return jobs, problems
+
+
+def _check_settings(out: Path, settings: Settings) -> None:
+    path = out / SETTINGS
+    wanted = {"limit": settings.limit, "side": settings.side}
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != wanted:
+            raise DataError(f"{out} was prepared with {before}, not {wanted}: use another folder or remove it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(wanted) + "\n")
+
+
+def _read_journal(out: Path) -> dict[str, Outcome]:
+    """The outcomes of images finished by earlier runs whose files are all still there."""
+    done = {}
+    path = out / JOURNAL
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            outcome = Outcome(**json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue  # a line cut short by an interrupted run: that image is done again
+        files = [v for k, v in outcome.record.items() if k.startswith("fpath_")]
+        if all((out / f).is_file() for f in files):
+            done[outcome.key] = outcome
+    return done
+
+
+def _run(jobs: list[Job], out: Path, settings: Settings, workers: int):
+    """Outcomes of `jobs`, in completion order, over `workers` processes."""
+    if workers <= 1:
+        preparer = Preparer(str(out), settings)
+        yield from map(preparer, jobs)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (str(out), settings)) as pool:
+        yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=4)
+
+
+def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings = Settings(),
+            splits: str | os.PathLike = SPLITS, workers: int | None = None, progress: bool = True) -> dict:
+    """Prepare every image the split lists (and DTD) name; returns the summary also written to summary.json."""
+    raw, out = Path(raw), Path(out)
+    if not raw.is_dir():
+        raise DataError(f"raw folder not found: {raw}")
+    _check_settings(out, settings)
+    for name in SOURCES:  # files a killed run left half written
+        for leftover in (out / name).rglob("*.tmp"):
+            leftover.unlink()
+    jobs, problems = collect_jobs(raw, Path(splits))
+    done = _read_journal(out)
+    outcomes = dict(done)
+    pending = [job for job in jobs if job.item.key not in done]
+    workers = min(workers or os.cpu_count() or 1, max(1, len(pending)))
+    with open(out / JOURNAL, "a", encoding="utf-8") as journal, \
+            tqdm(total=len(pending), unit="img", disable=not progress, desc="preparing Broden+") as bar:
+        for outcome in _run(pending, out, settings, workers):
+            outcomes[outcome.key] = outcome
+            if outcome.record is not None:
+                journal.write(json.dumps(outcome.__dict__) + "\n")
+                journal.flush()
+            bar.update()
+    summary = summarise(jobs, outcomes, problems, len(pending), settings)
+    for split, name in LISTS.items():
+        records = [outcomes[j.item.key].record for j in jobs if j.split == split and outcomes[j.item.key].record]
+        if records:
+            _write_lines(out / name, records)
+    _write_lines(out / SUMMARY, [summary])
+    return summary
+
+
+def _write_lines(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str], ran: int,
+              settings: Settings) -> dict:
+    """Images per dataset and split, labels present per task, and every problem."""
+    problems, notes = list(problems), []
+    images: dict[str, Counter] = defaultdict(Counter)
+    labels: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for job in jobs:
+        o = outcomes[job.item.key]
+        images[f"{o.dataset} {job.split}"]["prepared" if o.record else "skipped"] += 1
+        if o.record:
+            for task, present in o.labels.items():
+                labels[job.split][task].update(present)
+        problems += [o.problem] if o.problem else []
+        notes += [o.note] if o.note else []
+    return {"settings": settings.__dict__, "prepared_now": ran, "images": {k: dict(v) for k, v in images.items()},
+            "labels": {split: {task: {str(k): v for k, v in sorted(c.items())} for task, c in tasks.items()}
+                       for split, tasks in labels.items()},
+            "problems": problems, "notes": notes}
+
+
+def format_summary(summary: dict, out: str | os.PathLike) -> str:
+    tables = read_label_tables()
+    sizes = {"object": len(tables.objects) - 1, "part": len(tables.parts) - 1, "scene": len(tables.scenes),
+             "material": len(tables.materials) - 1, "texture": len(read_texture_names())}
+    s = summary["settings"]
+    lines = [f"Broden+ in {out} ({s['side']} side at most {s['limit']} px; {summary['prepared_now']} images "
+             "prepared by this run)", f"  {'dataset split':<22}{'images':>8}{'skipped':>9}"]
+    for name, count in sorted(summary["images"].items()):
+        lines.append(f"  {name:<22}{count.get('prepared', 0):>8}{count.get('skipped', 0):>9}")
+    for split, tasks in summary["labels"].items():
+        present = ", ".join(f"{task} {len(c)}/{sizes[task]}" for task, c in tasks.items())
+        lines.append(f"  labels present in {split}: {present}")
+    for title, entries in (("problems (left out)", summary["problems"]),
+                           ("notes (prepared anyway)", summary["notes"])):
+        if entries:
+            lines.append(f"{len(entries)} {title}:")
+            lines += [f"  {p}" for p in entries[:MAX_SHOWN]]
+            if len(entries) > MAX_SHOWN:
+                lines.append(f"  ... and {len(entries) - MAX_SHOWN} more in {Path(out) / SUMMARY}")
+    return "\n".join(lines)
