@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from broden_raw import write_ade20k, write_dtd, write_opensurfaces, write_pascal, write_split_lists  # noqa: E402
 from common import machine, print_machine, write_results  # noqa: E402
 
-from mit_semseg.data.broden.prepare import Job, Preparer, Settings, prepare  # noqa: E402
+from mit_semseg.data.broden.prepare import Preparer, Settings, prepare  # noqa: E402
 from mit_semseg.data.broden.tables import read_split_lists  # noqa: E402
 from mit_semseg.data.broden import ade20k_full, opensurfaces, pascal  # noqa: E402
 from mit_semseg.data.imageio import read_image  # noqa: E402

@@ -24,6 +24,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     nowhere = closed_port_url("/")
     monkeypatch.setenv("MIT_SEMSEG_PRETRAINED_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_MODEL_URL", nowhere)
+    monkeypatch.setenv("MIT_SEMSEG_BRODEN_MIRROR", nowhere)
 
 
 def write_small_tables(folder: Path) -> Path:

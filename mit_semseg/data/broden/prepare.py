@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +263,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
     outcomes = dict(done)
     pending = [job for job in jobs if job.item.key not in done]
     workers = min(workers or os.cpu_count() or 1, max(1, len(pending)))
+    prepared_now = 0
     with open(out / JOURNAL, "a", encoding="utf-8") as journal, \
             tqdm(total=len(pending), unit="img", disable=not progress, desc="preparing Broden+") as bar:
         for outcome in _run(pending, out, settings, workers):
@@ -271,12 +271,15 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
             if outcome.record is not None:
                 journal.write(json.dumps(outcome.__dict__) + "\n")
                 journal.flush()
+                prepared_now += 1
             bar.update()
-    summary = summarise(jobs, outcomes, problems, len(pending), settings)
+    summary = summarise(jobs, outcomes, problems, prepared_now, settings)
     for split, name in LISTS.items():
         records = [outcomes[j.item.key].record for j in jobs if j.split == split and outcomes[j.item.key].record]
         if records:
             _write_lines(out / name, records)
+        elif (out / name).exists():
+            (out / name).unlink()  # an earlier run's list would name what this run left out
     _write_lines(out / SUMMARY, [summary])
     return summary
 
@@ -287,7 +290,7 @@ def _write_lines(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str], ran: int,
+def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str], prepared_now: int,
               settings: Settings) -> dict:
     """Images per dataset and split, labels present per task, and every problem."""
     problems, notes = list(problems), []
@@ -301,7 +304,7 @@ def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str]
                 labels[job.split][task].update(present)
         problems += [o.problem] if o.problem else []
         notes += [o.note] if o.note else []
-    return {"settings": settings.__dict__, "prepared_now": ran, "images": {k: dict(v) for k, v in images.items()},
+    return {"settings": settings.__dict__, "prepared_now": prepared_now, "images": {k: dict(v) for k, v in images.items()},
             "labels": {split: {task: {str(k): v for k, v in sorted(c.items())} for task, c in tasks.items()}
                        for split, tasks in labels.items()},
             "problems": problems, "notes": notes}
