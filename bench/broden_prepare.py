@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from broden_raw import write_ade20k, write_dtd, write_opensurfaces, write_pascal, write_split_lists  # noqa: E402
 from common import machine, print_machine, write_results  # noqa: E402
 
-from mit_semseg.data.broden.prepare import Preparer, Settings, prepare  # noqa: E402
+from mit_semseg.data.broden.prepare import Preparer, Settings, prepare, target_size  # noqa: E402
 from mit_semseg.data.broden.tables import read_split_lists  # noqa: E402
 from mit_semseg.data.broden import ade20k_full, opensurfaces, pascal  # noqa: E402
 from mit_semseg.data.imageio import read_image  # noqa: E402
@@ -76,10 +76,15 @@ def write_tree(root: Path, n: int) -> None:
     (h, w) = SIZES["dtd"]
     write_dtd(root / "raw", [{"name": f"banded/banded_{i:04d}.jpg", "image": _photo(rng, h, w),
                               "textures": ["banded"], "split": "train"} for i in range(n)])
-    entries = lambda dataset: [{"dataset": dataset, "file_index": i, "width": 1, "height": 1} for i in range(n)]
-    write_split_lists(root / "splits", {"broden_ade20k_pascal_train.jsonl.gz": entries("ade20k") + entries("pascal"),
-                                        "broden_ade20k_pascal_val.jsonl.gz": [], "broden_os_train.jsonl.gz": entries("os"),
-                                        "broden_os_val.jsonl.gz": []})
+    def entries(dataset: str, indices: range) -> list[dict]:
+        width, height = target_size(SIZES[dataset][1], SIZES[dataset][0], Settings())
+        return [{"dataset": dataset, "file_index": i, "width": width, "height": height} for i in indices]
+
+    train, val = range(n - n // 5), range(n - n // 5, n)  # a fifth for validation
+    write_split_lists(root / "splits", {
+        "broden_ade20k_pascal_train.jsonl.gz": entries("ade20k", train) + entries("pascal", train),
+        "broden_ade20k_pascal_val.jsonl.gz": entries("ade20k", val) + entries("pascal", val),
+        "broden_os_train.jsonl.gz": entries("os", train), "broden_os_val.jsonl.gz": entries("os", val)})
 
 
 def time_prepare(root: Path, workers: int) -> float:
@@ -88,14 +93,15 @@ def time_prepare(root: Path, workers: int) -> float:
     started = time.perf_counter()
     summary = prepare(root / "raw", out, Settings(), root / "splits", workers, progress=False)
     seconds = time.perf_counter() - started
-    assert not summary["problems"], summary["problems"][:3]
+    assert not summary["problems"] and not summary["notes"], (summary["problems"] + summary["notes"])[:3]
     return seconds
 
 
 def sample_read_ms(root: Path) -> tuple[float, float]:
     """Median ms to read one ADE20K/Pascal/OS training sample: prepared files vs decoding the raw ones."""
     tables = read_label_tables()
-    records = read_multitask_records(root / "out1" / "training.jsonl", root / "out1", tables)
+    records = [r for split in ("training", "validation")
+               for r in read_multitask_records(root / "out1" / f"{split}.jsonl", root / "out1", tables)]
     prepared = []
     for r in records:
         started = time.perf_counter()
