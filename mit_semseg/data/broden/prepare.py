@@ -10,6 +10,7 @@ and renamed when whole; a journal lets a second run skip the images already done
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -174,9 +175,7 @@ def _run_in_worker(job: Job) -> Outcome:
 
 
 def _scipy_missing() -> str:
-    try:
-        import scipy.io  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("scipy") is None:
         return "reading its .mat files needs scipy: pip install 'mit_semseg[broden]'"
     return ""
 
