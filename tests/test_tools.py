@@ -113,7 +113,7 @@ def test_truncated_download_keeps_the_part_for_resuming(tmp_path):
 
 def test_corrupted_download_is_removed(tmp_path):
     dest = tmp_path / "w.pth"
-    with serve({"/w.pth": PAYLOAD[:-1] + b"\x00"}) as (url, _):
+    with serve({"/w.pth": PAYLOAD[:-1] + bytes([PAYLOAD[-1] ^ 0xFF])}) as (url, _):
         with pytest.raises(DownloadError, match="is corrupt: SHA-256"):
             download(url + "/w.pth", str(dest), sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
     assert not dest.exists() and not (tmp_path / "w.pth.part").exists()
