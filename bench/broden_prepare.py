@@ -29,8 +29,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from broden_raw import write_ade20k, write_dtd, write_opensurfaces, write_pascal, write_split_lists  # noqa: E402
 from common import machine, print_machine, write_results  # noqa: E402
 
-from mit_semseg.data.broden.prepare import Preparer, Settings, prepare, target_size  # noqa: E402
-from mit_semseg.data.broden.tables import read_split_lists  # noqa: E402
+from mit_semseg.data.broden.prepare import Settings, prepare, target_size  # noqa: E402
+from mit_semseg.data.broden.tables import read_assignment, read_split_lists  # noqa: E402
 from mit_semseg.data.broden import ade20k_full, opensurfaces, pascal  # noqa: E402
 from mit_semseg.data.imageio import read_image  # noqa: E402
 from mit_semseg.data.label_tables import read_label_tables  # noqa: E402
@@ -107,13 +107,13 @@ def sample_read_ms(root: Path) -> tuple[float, float]:
         started = time.perf_counter()
         read_maps(r, tables, read_image(r["fpath_img"]).shape[:2])
         prepared.append(time.perf_counter() - started)
-    preparer, raw = Preparer(str(root / "unused"), Settings()), []
+    assignment, raw = read_assignment(), []
     readers = {"ade20k": ade20k_full, "pascal": pascal, "os": opensurfaces}
     for name, reader in readers.items():
         for item in reader.items(root / "raw"):
             started = time.perf_counter()
             image = read_image(item.image)
-            reader.read_labels(item, image, preparer.assignment)
+            reader.read_labels(item, image, assignment)
             raw.append(time.perf_counter() - started)
     return 1000 * statistics.median(prepared), 1000 * statistics.median(raw)
 

@@ -75,7 +75,8 @@ def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict]:
         return list(reader)
 
 
-def _names(path: Path) -> tuple[str, ...]:
+def read_names(path: Path) -> tuple[str, ...]:
+    """The names of a `label,name` table whose labels run 0..n-1 in order."""
     rows = read_csv_rows(path, ("label", "name"))
     try:
         labels = [int(row["label"]) for row in rows]
@@ -111,8 +112,8 @@ def _groups(path: Path, objects: tuple[str, ...], parts: tuple[str, ...]) -> tup
 @functools.lru_cache(maxsize=None)
 def _read(folder: str) -> LabelTables:
     root = Path(folder)
-    objects, parts = _names(root / "object.csv"), _names(root / "part.csv")
-    return LabelTables(folder, objects, parts, _names(root / "scene.csv"), _names(root / "material.csv"),
+    objects, parts = read_names(root / "object.csv"), read_names(root / "part.csv")
+    return LabelTables(folder, objects, parts, read_names(root / "scene.csv"), read_names(root / "material.csv"),
                        _groups(root / "object_part_hierarchy.csv", objects, parts))
 
 

@@ -76,11 +76,16 @@ def read_odgt(path: str | os.PathLike, root: str | os.PathLike = "", check_files
     return records
 
 
-def write_odgt(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    """Write records, one JSON object per line, atomically."""
+def write_json_lines(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Write one JSON object per line, atomically (a temporary file renamed when whole)."""
     path = os.fspath(path)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps({k: record[k] for k in REQUIRED_KEYS}) + "\n")
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
     os.replace(tmp, path)
+
+
+def write_odgt(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Write records in the `.odgt` format (the required keys only), atomically."""
+    write_json_lines(path, ({k: record[k] for k in REQUIRED_KEYS} for record in records))

@@ -11,11 +11,12 @@ fabric textures. The set's label tables are written beside the record lists (`ta
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import cv2
 import numpy as np
+
+from .records import write_json_lines
 
 OBJECTS = ("-", "sky", "grass", "road", "wall", "floor", "house", "car", "table", "tree")
 PARTS = ("-", "roof", "door", "window", "wheel", "leg", "top", "trunk", "crown")
@@ -173,7 +174,7 @@ def generate(out: str, num_train: int = 240, num_val: int = 60, seed: int = 0, m
     write_tables(os.path.join(out, "tables"))
     for split, count in (("training", num_train), ("validation", num_val)):
         rng = np.random.default_rng([seed, SPLITS[split]])
-        lines = []
+        records = []
         for i in range(count):
             height, width = _size(rng, min_side, max_side)
             name = f"{split}/syn_upp_{i:05d}"
@@ -193,9 +194,8 @@ def generate(out: str, num_train: int = 240, num_val: int = 60, seed: int = 0, m
                               fpath_part=f"labels/{name}_part.png", scene=scene)
             picture = cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
             cv2.imwrite(os.path.join(out, "images", f"{name}.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            lines.append(json.dumps(record))
-        with open(os.path.join(out, f"{split}.jsonl"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+            records.append(record)
+        write_json_lines(os.path.join(out, f"{split}.jsonl"), records)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..imageio import read_image
 from ..label_tables import read_label_tables
-from ..records import DataError
+from ..records import DataError, write_json_lines
 from . import ade20k_full, dtd, opensurfaces, pascal
 from .raw import MissingSource, RawItem
 from .tables import SPLITS, read_assignment, read_split_lists, read_texture_names
@@ -276,17 +276,11 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
     for split, name in LISTS.items():
         records = [outcomes[j.item.key].record for j in jobs if j.split == split and outcomes[j.item.key].record]
         if records:
-            _write_lines(out / name, records)
+            write_json_lines(out / name, records)
         elif (out / name).exists():
             (out / name).unlink()  # an earlier run's list would name what this run left out
-    _write_lines(out / SUMMARY, [summary])
+    write_json_lines(out / SUMMARY, [summary])
     return summary
-
-
-def _write_lines(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str], prepared_now: int,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..label_tables import BRODEN_TABLES, read_csv_rows
+from ..label_tables import BRODEN_TABLES, read_csv_rows, read_names
 from ..records import DataError
 
 ASSIGNMENT = BRODEN_TABLES / "label_assignment.csv"
@@ -48,14 +48,12 @@ class RawLabels:
         return table
 
 
-def _rows(path: Path, columns: tuple[str, ...]) -> list[tuple[str, dict]]:
-    return [(f"{path}, line {n}", row) for n, row in enumerate(read_csv_rows(path, columns), start=2)]
-
-
 def read_assignment(path: Path = ASSIGNMENT) -> dict[tuple[str, str], RawLabels]:
     """(dataset, category) -> its raw labels, from a `label_assignment.csv`."""
     found: dict[tuple[str, str], RawLabels] = {}
-    for where, row in _rows(path, ("dataset", "category", "raw_label", "raw_name", "broden_label", "broden_name")):
+    columns = ("dataset", "category", "raw_label", "raw_name", "broden_label", "broden_name")
+    for line, row in enumerate(read_csv_rows(path, columns), start=2):
+        where = f"{path}, line {line}"
         try:
             raw, label = int(row["raw_label"]), int(row["broden_label"])
         except ValueError as err:
@@ -70,10 +68,7 @@ def read_assignment(path: Path = ASSIGNMENT) -> dict[tuple[str, str], RawLabels]
 
 def read_texture_names(path: Path = TEXTURES) -> tuple[str, ...]:
     """The DTD texture names, label 0.. in order."""
-    rows = _rows(path, ("label", "name"))
-    if [row["label"] for _, row in rows] != [str(i) for i in range(len(rows))]:
-        raise DataError(f"{path}: labels must run 0..{len(rows) - 1} in order")
-    return tuple(row["name"] for _, row in rows)
+    return read_names(path)
 
 
 @dataclass(frozen=True)
