@@ -14,10 +14,15 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,bench,broden]'
 	touch $(STAMP)
 
-# The whole suite, then the numeric comparisons again with the kernels of AVX2-only and of baseline x86
-# CPUs, which torch picks on many users' machines (ATEN_CPU_CAPABILITY caps what this CPU offers).
+# The whole suite; the end-to-end tests again as on the other kind of CPU (TEST.precision auto is bf16 where
+# bfloat16 is native, fp32 elsewhere: MIT_SEMSEG_CPU_FEATURES pretends the features this CPU lacks or has);
+# then the numeric comparisons with the kernels of AVX2-only and of baseline x86 CPUs, which torch picks on
+# many users' machines (ATEN_CPU_CAPABILITY caps what this CPU offers).
+OTHER_CPU = $(shell $(PY) -c 'from mit_semseg.precision import cpu_has_native_bf16 as n; print("avx2" if n() else "avx2,avx512f,avx512_bf16")')
+
 test: install
 	$(PY) -m pytest -q
+	MIT_SEMSEG_CPU_FEATURES=$(OTHER_CPU) $(PY) -m pytest -q -m end_to_end
 	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m numeric
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m numeric
 

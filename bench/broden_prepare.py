@@ -26,11 +26,12 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from broden_raw import write_ade20k, write_dtd, write_opensurfaces, write_pascal, write_split_lists  # noqa: E402
+from broden_raw import (write_ade20k, write_dtd, write_opensurfaces_downloaded, write_pascal,  # noqa: E402
+                        write_split_lists)
 from common import machine, print_machine, write_results  # noqa: E402
 
 from mit_semseg.data.broden.prepare import Settings, prepare, target_size  # noqa: E402
-from mit_semseg.data.broden.tables import read_assignment, read_split_lists  # noqa: E402
+from mit_semseg.data.broden.tables import Assigner, read_assignment, read_split_lists  # noqa: E402
 from mit_semseg.data.broden import ade20k_full, opensurfaces, pascal  # noqa: E402
 from mit_semseg.data.imageio import read_image  # noqa: E402
 from mit_semseg.data.label_tables import read_label_tables  # noqa: E402
@@ -57,11 +58,10 @@ def _photo(rng, h, w):
 
 def write_tree(root: Path, n: int) -> None:
     rng = np.random.default_rng(0)
-    (h, w), ade = SIZES["ade20k"], []
+    (h, w), ade = SIZES["ade20k"], {}
     for i in range(n):
-        ade.append({"name": f"ADE_train_{i + 1:08d}.jpg", "folder": "ADE20K_2016_07_26/images/training/s/street",
-                    "scene": "street", "image": _photo(rng, h, w), "objects": _blocks(rng, h, w, [2420, 312, 1831, 401]),
-                    "parts": _blocks(rng, h, w, [0, 774, 1433])})
+        ade[i] = {"folder": "ADE20K_2016_07_26/images/training/s/street", "image": _photo(rng, h, w),
+                  "objects": _blocks(rng, h, w, [2420, 312, 1831, 401]), "parts": _blocks(rng, h, w, [0, 774, 1433])}
     write_ade20k(root / "raw", ade)
     (h, w) = SIZES["pascal"]
     person = np.zeros((h, w), bool)
@@ -70,9 +70,10 @@ def write_tree(root: Path, n: int) -> None:
                                  "context": _blocks(rng, h, w, [284, 59, 360, 0]),
                                  "objects": [{"class": "person", "parts": [("head", person), ("lfoot", ~person)]}]}
                                 for i in range(n)])
-    (h, w) = SIZES["os"]
-    write_opensurfaces(root / "raw", [{"photo_id": i, "image": _photo(rng, h, w),
-                                       "substance": _blocks(rng, h, w, [43, 3, 29, 0])} for i in range(n)])
+    (h, w) = SIZES["os"]  # labels are rendered 1024 high, whatever the photo's size
+    write_opensurfaces_downloaded(root / "raw", [{"photo_id": i, "image": _photo(rng, h, w),
+                                                  "substance": _blocks(rng, 1024, 1024 * w // h, [43, 3, 29, 0])}
+                                                 for i in range(n)])
     (h, w) = SIZES["dtd"]
     write_dtd(root / "raw", [{"name": f"banded/banded_{i:04d}.jpg", "image": _photo(rng, h, w),
                               "textures": ["banded"], "split": "train"} for i in range(n)])
@@ -97,7 +98,7 @@ def time_prepare(root: Path, workers: int) -> float:
     return seconds
 
 
-def sample_read_ms(root: Path) -> tuple[float, float]:
+def sample_read_ms(root: Path, n: int) -> tuple[float, float]:
     """Median ms to read one ADE20K/Pascal/OS training sample: prepared files vs decoding the raw ones."""
     tables = read_label_tables()
     records = [r for split in ("training", "validation")
@@ -107,13 +108,16 @@ def sample_read_ms(root: Path) -> tuple[float, float]:
         started = time.perf_counter()
         read_maps(r, tables, read_image(r["fpath_img"]).shape[:2])
         prepared.append(time.perf_counter() - started)
-    assignment, raw = read_assignment(), []
+    raw, sources = [], {"ade20k": ade20k_full.read(root / "raw"), "pascal": pascal.read(root / "raw"),
+                        "os": opensurfaces.read(root / "raw")}
+    assigner = Assigner(read_assignment(), {(name, category): words for name, source in sources.items()
+                                            for category, words in source.vocabularies.items()})
     readers = {"ade20k": ade20k_full, "pascal": pascal, "os": opensurfaces}
-    for name, reader in readers.items():
-        for item in reader.items(root / "raw"):
+    for name, source in sources.items():
+        for item in source.items[:n]:  # the ADE20K index lists 22,210 images; the tree holds n
             started = time.perf_counter()
             image = read_image(item.image)
-            reader.read_labels(item, image, assignment)
+            readers[name].read_labels(item, image, assigner)
             raw.append(time.perf_counter() - started)
     return 1000 * statistics.median(prepared), 1000 * statistics.median(raw)
 
@@ -131,7 +135,7 @@ def main() -> None:
         write_tree(root, args.images)
         total = 4 * args.images
         one, many = time_prepare(root, 1), time_prepare(root, args.workers)
-        prepared_ms, raw_ms = sample_read_ms(root)
+        prepared_ms, raw_ms = sample_read_ms(root, args.images)
         prepared_bytes = sum(p.stat().st_size for p in (root / "out1").rglob("*") if p.is_file())
     rows = {"images": total, "one_process_s": one, "workers": args.workers, "workers_s": many,
             "images_per_s_one": total / one, "images_per_s_workers": total / many,

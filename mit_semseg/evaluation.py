@@ -220,10 +220,13 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     metrics = task.metrics()
     progress = {s.worker: s.start for s in shards}
     done: set[int] = set()
-    started = time.perf_counter()
+    started = checked = time.perf_counter()
     try:
         with tqdm(total=len(records), desc="evaluating", dynamic_ncols=True) as bar:
             while len(done) < len(workers):
+                if time.perf_counter() - checked > POLL_SECONDS:  # while others keep the queue busy too
+                    _check_alive(workers, shards, done, progress, records, crashed_only=True)
+                    checked = time.perf_counter()
                 try:
                     message = results.get(timeout=POLL_SECONDS)
                 except queue_module.Empty:
@@ -251,9 +254,13 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     return summary
 
 
-def _check_alive(workers, shards, done, progress, records) -> None:
+def _check_alive(workers, shards, done, progress, records, crashed_only: bool = False) -> None:
+    """A worker that ended without saying it was done stops the run; with `crashed_only`, only one that ended
+    with a signal or an error code (one that exited cleanly may have its last messages still in the queue)."""
     for worker, handle in enumerate(workers):
         if worker in done or handle.is_alive():
+            continue
+        if crashed_only and not getattr(handle, "exitcode", None):
             continue
         shard = shards[worker]
         image = records[progress[worker]]["fpath_img"] if progress[worker] < shard.stop else "(after its last image)"

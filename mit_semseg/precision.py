@@ -2,12 +2,15 @@
 
 On CPUs without `avx512_bf16` or AMX (most AVX2 machines) bfloat16 is emulated and runs about
 8x slower than float32, so `auto` picks it only on CPUs with native support and on GPUs that have
-it (compute capability 8.0 and newer).
+it (compute capability 8.0 and newer). $MIT_SEMSEG_CPU_FEATURES (comma-separated flags, such as
+`avx2` or `avx2,avx512_bf16`) pretends the CPU has exactly those features: to see or test what
+`auto` does on another CPU.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 from contextlib import nullcontext
 
@@ -19,11 +22,21 @@ INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
 # /proc/cpuinfo flag: torch.cpu.get_capabilities() key
 CPU_FEATURES = {"avx2": "avx2", "avx512f": "avx512_f", "avx512_bf16": "avx512_bf16", "amx_bf16": "amx_bf16"}
 NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16")  # the last: aarch64's flag
+PRETEND_FEATURES = "MIT_SEMSEG_CPU_FEATURES"
+
+
+def cpu_description() -> dict:
+    """The CPU's name, the SIMD features that matter here (or those $MIT_SEMSEG_CPU_FEATURES pretends), and the
+    kernels torch runs."""
+    found = _detected_cpu()
+    pretended = os.environ.get(PRETEND_FEATURES)
+    if pretended is None:
+        return found
+    return {**found, "features": [f.strip() for f in pretended.split(",") if f.strip()], "pretended": True}
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_description() -> dict:
-    """The CPU's name, the SIMD features torch sees that matter here, and the kernels torch runs."""
+def _detected_cpu() -> dict:
     try:
         capabilities = torch.cpu.get_capabilities()
     except (AttributeError, RuntimeError):
@@ -46,7 +59,16 @@ def describe_cpu() -> str:
     """One line: the CPU, its relevant features and torch's kernels, for logs and bench headers."""
     d = cpu_description()
     native = "native bf16" if cpu_has_native_bf16() else "bf16 emulated"
-    return f"{d['cpu']} ({', '.join(d['features']) or 'no AVX2'}; {native}; torch kernels {d['kernels']})"
+    features = ", ".join(d["features"]) or "no AVX2"
+    if d.get("pretended"):
+        features = f"pretending {features or 'none'} (${PRETEND_FEATURES})"
+    return f"{d['cpu']} ({features}; {native}; torch kernels {d['kernels']})"
+
+
+def describe_device(device: torch.device | str) -> str:
+    """The CPU line of `describe_cpu`, or the GPU's name."""
+    device = torch.device(device)
+    return describe_cpu() if device.type == "cpu" else f"{torch.cuda.get_device_name(device)} ({device})"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -66,7 +88,7 @@ def native_bf16(device: torch.device | str) -> bool:
 def warn_if_emulated(device: torch.device | str, what: str) -> None:
     """A warning, naming the CPU, when bfloat16 is asked for where it is emulated."""
     if not native_bf16(device):
-        where = describe_cpu() if torch.device(device).type == "cpu" else str(device)
+        where = describe_device(device)
         log.warning("%s: bf16 was asked for, but %s has no native bfloat16 (avx512_bf16 or AMX): it is emulated "
                     "there and runs several times slower than fp32; use auto or fp32", what, where)
 

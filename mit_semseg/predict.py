@@ -19,6 +19,7 @@ from .data.label_tables import LabelTables
 from .data.records import DataError
 from .hub import DownloadError
 from .models import CheckpointError
+from .precision import describe_device
 from .segmenter import Segmenter
 from .unified_evaluation import prediction_panels
 
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test.py: error: {err}", file=sys.stderr)
         return 1
     result_dir = segmenter.cfg.TEST.result
+    why = f" (TEST.precision auto on {describe_device(segmenter.device)})" if segmenter.asked == "auto" else ""
+    print(f"segmenting {len(paths)} images on {device}, precision {segmenter.precision}{why}", file=sys.stderr)
     failures = []
     for path in tqdm(paths, desc="segmenting", dynamic_ncols=True):
         try:

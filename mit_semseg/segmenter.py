@@ -32,7 +32,8 @@ class Segmenter:
                  precision: str | None = None) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.model = load_model(cfg, checkpoint or cfg.TEST.checkpoint, self.device)
-        self.dtype = inference_dtype(precision or cfg.TEST.precision, self.device, "Segmenter")
+        self.asked = precision or cfg.TEST.precision
+        self.dtype = inference_dtype(self.asked, self.device, "Segmenter")
         self.multitask = is_multitask(cfg.MODEL.arch_decoder)
         self.tables = read_label_tables(cfg.DATASET.label_tables) if self.multitask else None
         self.class_names = list(self.tables.objects) if self.multitask else class_names(cfg)
@@ -64,6 +65,11 @@ class Segmenter:
             images = multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant,
                                         self.cfg.MODEL.input_normalisation)
             return scale_logits(self.model, images), image.shape[:2]
+
+    @property
+    def precision(self) -> str:
+        """What it computes in: `bf16` or `fp32` (what `auto` resolved to)."""
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     def predict(self, image, probabilities: bool = False):
         """H x W int64 class ids for an RGB uint8 array or an image path; with `probabilities`, also C x H x W.

@@ -1,6 +1,8 @@
 """Writes small raw Broden+ source trees in each dataset's own format, for tests and the prepare bench.
 
-Images are given as arrays; labels as raw label maps in each source's own label space.
+Images are given as arrays; labels as raw label maps in each source's own label space. The ADE20K
+index has the real release's 22,210 entries in the real order (the ADE challenge's scene list) and
+3,688 object names; OpenSurfaces is its release's Django JSON dumps.
 """
 from __future__ import annotations
 
@@ -12,6 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy.io import savemat
+
+from mit_semseg.data.broden.ade20k_full import read_scene_list
+from mit_semseg.data.broden.tables import read_substance_colors
+
+ADE_OBJECT_NAMES = 3688
 
 
 def _jpeg(path: Path, image: np.ndarray) -> None:
@@ -31,19 +38,27 @@ def ade_encode(classes: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def write_ade20k(raw: Path, images: list[dict]) -> None:
-    """images: name, folder (as in the index), scene, image, objects (raw classes), parts (raw classes or None)."""
+def write_ade20k(raw: Path, images: dict[int, dict], renamed: dict[int, str] | None = None) -> None:
+    """images: index entry (0-based, the release's order) -> folder (as in the index), image, objects (raw
+    classes), parts (raw classes or None). The index's own `scene` field holds names unlike the scene list's,
+    as the real one does. `renamed`: entries whose file name differs from the scene list's."""
     root = raw / "ade20k"
-    for im in images:
+    names = [f"{name}.jpg" for name, _ in read_scene_list()]
+    names = [(renamed or {}).get(i, name) for i, name in enumerate(names)]
+    folders = ["ADE20K_2016_07_26/images/training/u/unused"] * len(names)
+    for i, im in images.items():
+        folders[i] = im["folder"]
         folder = root.joinpath(*Path(im["folder"]).parts[1:])  # the index's folder starts with ADE20K_2016_07_26
-        _jpeg(folder / im["name"], im["image"])
-        stem = folder / im["name"].rsplit(".", 1)[0]
+        _jpeg(folder / names[i], im["image"])
+        stem = folder / names[i].rsplit(".", 1)[0]
         _png_rgb(Path(f"{stem}_seg.png"), ade_encode(im["objects"]))
         if im.get("parts") is not None:
             _png_rgb(Path(f"{stem}_parts_1.png"), ade_encode(im["parts"]))
-    index = {key: np.array([im[field] for im in images], dtype=object)
-             for key, field in (("filename", "name"), ("folder", "folder"), ("scene", "scene"))}
-    index["objectnames"] = np.array(["-", "abacus"], dtype=object)
+    index = {"filename": np.array(names, dtype=object), "folder": np.array(folders, dtype=object),
+             "scene": np.array(["~not labeled", "forest/broadleaf", "bakery/shop"] * (len(names) // 3 + 1),
+                               dtype=object)[:len(names)],
+             "objectnames": np.array([f"object {k}" for k in range(1, ADE_OBJECT_NAMES + 1)], dtype=object)}
+    root.mkdir(parents=True, exist_ok=True)
     savemat(str(root / "index_ade20k.mat"), {"index": index})
 
 
@@ -56,8 +71,8 @@ def _struct_array(rows: list[dict], fields: tuple[str, ...]) -> np.ndarray:
 
 
 def write_pascal(raw: Path, images: list[dict]) -> None:
-    """images: id, image, context (raw Pascal-Context labels), objects (list of {class, parts: [(name, mask)]})
-    or None for no Pascal-Part file."""
+    """images: id, image, context (raw Pascal-Context labels), objects (list of {class, parts: [(name, mask)]},
+    possibly empty) or None for no Pascal-Part file."""
     voc = raw / "voc2010"
     for im in images:
         _jpeg(voc / "JPEGImages" / f"{im['id']}.jpg", im["image"])
@@ -80,13 +95,37 @@ def write_pascal(raw: Path, images: list[dict]) -> None:
     listing.write_text("".join(f"{im['id']}\n" for im in images))
 
 
-def write_opensurfaces(raw: Path, photos: list[dict]) -> None:
-    """photos: photo_id, image, substance (red values of the label image)."""
+def write_opensurfaces_release(raw: Path, photos: list[dict], shapes: list[dict], failed_substances=()) -> Path:
+    """OpenSurfaces' release dumps: photos (pk and fields of photos.photo.json), shapes (likewise), the real
+    substances (opensurfaces_substance_colors.csv) plus `failed_substances` (pk, name) marked failed."""
+    root = raw / "opensurfaces"
+    root.mkdir(parents=True, exist_ok=True)
+    substances = [(pk, name, False) for pk, (_, name) in read_substance_colors().items()]
+    substances += [(pk, name, True) for pk, name in failed_substances]
+    dumps = {
+        "photos.photo.json": photos, "shapes.materialshape.json": shapes,
+        "photos.photoscenecategory.json": [{"pk": 1, "name": "kitchen", "description": ""},
+                                           {"pk": 2, "name": "bathroom", "description": ""}],
+        "shapes.shapesubstance.json": [{"pk": pk, "name": name, "fail": fail, "parent": None}
+                                       for pk, name, fail in substances],
+        "shapes.shapename.json": [{"pk": 1, "name": "Wall", "fail": False}, {"pk": 2, "name": "Floor", "fail": False}],
+        "licenses.license.json": [{"pk": 1, "name": "Attribution License", "creative_commons": True}],
+    }
+    for name, rows in dumps.items():
+        entries = [{"pk": row["pk"], "model": name.rsplit(".", 1)[0],
+                    "fields": {k: v for k, v in row.items() if k != "pk"}} for row in rows]
+        (root / name).write_text(json.dumps(entries))
+    return root
+
+
+def write_opensurfaces_downloaded(raw: Path, photos: list[dict]) -> None:
+    """OpenSurfaces as the download leaves it: photos: photo_id, image, substance (red values of the label image,
+    at the label's own size)."""
     root = raw / "opensurfaces"
     for p in photos:
         _jpeg(root / "photos" / f"{p['photo_id']}.jpg", p["image"])
         rgb = np.zeros((*p["substance"].shape, 3), np.uint8)
-        rgb[..., 0], rgb[..., 1], rgb[..., 2] = p["substance"], 3, 200  # G, B: OpenSurfaces' name and scene
+        rgb[..., 0], rgb[..., 1], rgb[..., 2] = p["substance"], 3, 1  # G, B: OpenSurfaces' name and scene
         _png_rgb(root / "photos-labels" / f"{p['photo_id']}.png", rgb)
     with open(root / "photos.csv", "w", newline="") as f:
         writer = csv.writer(f)

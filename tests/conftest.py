@@ -12,8 +12,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def pytest_report_header(config):
+    from mit_semseg.precision import describe_cpu
     requested = os.environ.get("ATEN_CPU_CAPABILITY", "(not set)")
-    return f"torch CPU kernels: {torch.backends.cpu.get_cpu_capability()}, ATEN_CPU_CAPABILITY={requested}"
+    return f"CPU: {describe_cpu()}; ATEN_CPU_CAPABILITY={requested}"
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +26,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MIT_SEMSEG_PRETRAINED_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_MODEL_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_BRODEN_MIRROR", nowhere)
+    monkeypatch.setenv("MIT_SEMSEG_OPENSURFACES_MIRROR", nowhere)
 
 
 def write_small_tables(folder: Path) -> Path:

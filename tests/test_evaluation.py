@@ -197,7 +197,7 @@ def _children(pid):
 
 def test_a_killed_worker_ends_the_run(evalset, tmp_path):
     many = tmp_path / "many.odgt"
-    many.write_text((evalset / "validation.odgt").read_text() * 30)
+    many.write_text((evalset / "validation.odgt").read_text() * 600)  # far more than any CPU does in a few seconds
     process = subprocess.Popen(_eval_command(evalset, "DATASET.list_val", str(many), procs=2),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -223,7 +223,7 @@ def test_missing_checkpoint_is_named(evalset):
 @pytest.mark.parametrize("procs", [1, 2])
 def test_ctrl_c_ends_every_worker_cleanly(evalset, tmp_path, procs):
     many = tmp_path / "many.odgt"
-    many.write_text((evalset / "validation.odgt").read_text() * 40)
+    many.write_text((evalset / "validation.odgt").read_text() * 600)  # far more than any CPU does in 5 seconds
     # Ctrl-C as at a terminal, even when this suite runs as a background job (which starts with SIGINT ignored)
     process = subprocess.Popen(_eval_command(evalset, "DATASET.list_val", str(many), procs=procs),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -19,6 +19,9 @@ from mit_semseg.training.loop import Runtime, train
 
 from httpserver import closed_port_url, serve
 
+# test.py and Segmenter at TEST.precision auto, which follows the CPU: `make test` runs these again pretending
+# the other kind of CPU (MIT_SEMSEG_CPU_FEATURES)
+pytestmark = pytest.mark.end_to_end
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
 
@@ -32,7 +35,8 @@ def trained(tmp_path_factory):
             "DATASET.list_train", str(root / "data" / "training.odgt"), "DATASET.num_class", str(NUM_CLASS),
             "DATASET.class_info", str(root / "data" / "class_info.csv"), "DATASET.imgSizes", "(64, 96)",
             "DATASET.imgMaxSize", "160", "MODEL.pretrained", "False", "MODEL.bn_momentum", "0.1",
-            "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "3", "TRAIN.workers", "0", "TEST.checkpoint", "epoch_1.pth"]
+            "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "3", "TRAIN.workers", "0", "TEST.checkpoint", "epoch_1.pth",
+            "TEST.precision", "fp32"]  # outputs are compared: one precision whatever the CPU
     train(load_config(CONFIG, opts), Runtime([torch.device("cpu")]))
     images = root / "photos"
     (images / "more").mkdir(parents=True)
@@ -72,6 +76,24 @@ def test_folder_with_a_corrupt_file(trained, tmp_path):
     assert shares and all(s > 0.1 for s in shares)
     printed = {line.split(":")[0].strip() for line in result.stdout.splitlines() if line.startswith("  ")}
     assert printed and printed <= set(CLASSES)
+
+
+@pytest.mark.parametrize("features, chosen", [("avx2", "fp32"), ("avx2,avx512f,avx512_bf16", "bf16")])
+def test_auto_precision_follows_the_cpu(trained, tmp_path, monkeypatch, features, chosen):
+    """TEST.precision auto, on a CPU pretending to have (or lack) native bfloat16: test.py and Segmenter agree."""
+    root, opts = trained
+    monkeypatch.setenv("MIT_SEMSEG_CPU_FEATURES", features)
+    auto = opts + ["TEST.precision", "auto"]
+    result = subprocess.run([sys.executable, str(REPO / "test.py"), "--imgs", str(root / "photos" / "a.jpg"),
+                             "--cfg", str(CONFIG), "--gpu", "cpu", *auto, "TEST.result", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert f"segmenting 1 images on cpu, precision {chosen} (TEST.precision auto on " in result.stderr
+    assert "pretending" in result.stderr
+    segmenter = Segmenter.from_config(CONFIG, opts=auto)
+    assert segmenter.precision == chosen
+    label = cv2.imread(str(tmp_path / "a_label.png"), cv2.IMREAD_UNCHANGED).astype(np.int64) - 1
+    assert (segmenter.predict(str(root / "photos" / "a.jpg")) == label).mean() > 0.99
 
 
 def test_single_image_and_glob(trained, tmp_path):

@@ -51,3 +51,17 @@ def test_this_machine_is_described():
     line = precision.describe_cpu()
     assert ("native bf16" in line) == precision.cpu_has_native_bf16()
     assert torch.backends.cpu.get_cpu_capability() in line
+
+
+@pytest.mark.parametrize("pretended, expected", [("avx2", None), ("avx2,avx512f", None), ("", None),
+                                                 ("avx2,avx512f,avx512_bf16", torch.bfloat16),
+                                                 ("avx2, amx_bf16", torch.bfloat16)])
+def test_pretended_cpu_features_decide_auto(monkeypatch, pretended, expected):
+    """$MIT_SEMSEG_CPU_FEATURES replaces what the CPU reports, so both outcomes of auto run on any machine."""
+    monkeypatch.setenv("MIT_SEMSEG_CPU_FEATURES", pretended)
+    assert precision.inference_dtype("auto", "cpu") is expected
+    assert precision.training_amp("auto", "cpu") == ("bf16" if expected else "none")
+    line = precision.describe_cpu()
+    assert "$MIT_SEMSEG_CPU_FEATURES" in line and ("native bf16" in line) == (expected is not None)
+    monkeypatch.delenv("MIT_SEMSEG_CPU_FEATURES")
+    assert "$MIT_SEMSEG_CPU_FEATURES" not in precision.describe_cpu()

@@ -22,6 +22,9 @@ from mit_semseg.training.loop import build_model
 
 from test_training import _assert_same, _weights
 
+# test.py and Segmenter at TEST.precision auto, which follows the CPU: `make test` runs these again pretending
+# the other kind of CPU (MIT_SEMSEG_CPU_FEATURES)
+pytestmark = pytest.mark.end_to_end
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "synthetic-resnet18-upp_lite.yaml"
 
@@ -38,7 +41,7 @@ def _opts(root, directory, *extra):
             str(root / "training.jsonl"), "DATASET.list_val", str(root / "validation.jsonl"), "DATASET.label_tables",
             str(root / "tables"), "DATASET.imgSizes", "(64, 96)", "DATASET.imgMaxSize", "128", "TRAIN.num_epoch", "1",
             "TRAIN.epoch_iters", "4", "TRAIN.batch_size_per_gpu", "2", "TRAIN.workers", "1", "TRAIN.disp_iter", "2",
-            "VAL.checkpoint", "epoch_1.pth", "TEST.checkpoint", "epoch_1.pth", *extra]
+            "VAL.checkpoint", "epoch_1.pth", "TEST.checkpoint", "epoch_1.pth", "TEST.precision", "fp32", *extra]
 
 
 def _run(script, root, directory, *extra, launcher=(), flags=("--gpus", "cpu")):

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,69 @@ def test_upp_configs_are_validated(tmp_path):
         load_config(preset, ["TEST.mode", "slide"])
     with pytest.raises(ConfigError, match="MODEL.input_normalisation: unknown 'bgr'; valid: imagenet, caffe"):
         load_config(preset, ["MODEL.input_normalisation", "bgr"])
+
+
+def _hat_weights(a: float, b: float, n: int) -> np.ndarray:
+    """The integral over [a, b] of each sample's hat function max(0, 1 - |x - k|), k = 0..n-1 (closed form)."""
+    def antiderivative(t):
+        return 0.0 if t <= -1 else (t + 1) ** 2 / 2 if t <= 0 else 1 - (1 - t) ** 2 / 2 if t <= 1 else 1.0
+    return np.array([antiderivative(b - k) - antiderivative(a - k) for k in range(n)])
+
+
+def _bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """C x h0 x w0 resized to C x h x w, bilinear with align_corners False, by hand."""
+    def taps(out, size):
+        src = np.maximum((np.arange(out) + 0.5) * size / out - 0.5, 0)
+        i0 = np.minimum(np.floor(src).astype(int), size - 1)
+        return i0, np.minimum(i0 + 1, size - 1), src - i0
+    y0, y1, wy = taps(h, x.shape[1])
+    x0, x1, wx = taps(w, x.shape[2])
+    rows = x[:, y0] * (1 - wy)[None, :, None] + x[:, y1] * wy[None, :, None]
+    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+
+
+def _bn_relu(x: np.ndarray, bn) -> np.ndarray:
+    scale = bn.weight.detach().numpy() / np.sqrt(bn.running_var.numpy() + bn.eps)
+    return np.maximum(0, (x - bn.running_mean.numpy()[:, None, None]) * scale[:, None, None]
+                      + bn.bias.detach().numpy()[:, None, None])
+
+
+@pytest.mark.numeric
+def test_pyramid_pooling_upsamples_then_convolves_as_the_original(tmp_path):
+    """The whole pyramid branch, computed independently in float64: Precise RoI pooling of the whole map as
+    integrals of hat functions, bilinear upsampling by hand, THEN the 1x1 conv-BN-ReLU, then the 3x3 fusion."""
+    torch.manual_seed(0)
+    decoder = ModelBuilder.build_decoder("upp_lite", fc_dim=512, label_tables=str(write_small_tables(tmp_path)))
+    decoder = decoder.double().eval()
+    with torch.no_grad():
+        for bn in decoder.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.normal_(0, 0.5)
+                bn.running_var.uniform_(0.5, 2)
+                bn.weight.normal_(1, 0.3)
+                bn.bias.normal_(0, 0.5)
+    conv5 = torch.randn(1, 512, 5, 7, dtype=torch.float64)
+    x, (h, w) = conv5[0].numpy(), conv5.shape[-2:]
+    branches = [x]
+    for scale, conv in zip((1, 2, 3, 6), decoder.ppm_conv):
+        pooled = np.zeros((512, scale, scale))
+        for i in range(scale):
+            wy = _hat_weights(i * h / scale, (i + 1) * h / scale, h)
+            for j in range(scale):
+                wx = _hat_weights(j * w / scale, (j + 1) * w / scale, w)
+                pooled[:, i, j] = np.einsum("chw,h,w->c", x, wy, wx) / (h / scale * w / scale)
+        up = _bilinear(pooled, h, w)
+        branches.append(_bn_relu(np.einsum("oc,chw->ohw", conv[0].weight.detach().numpy()[:, :, 0, 0], up), conv[1]))
+    fused = torch.nn.functional.conv2d(torch.from_numpy(np.concatenate(branches))[None],
+                                       decoder.ppm_last_conv[0].weight.detach(), padding=1)[0].numpy()
+    want = _bn_relu(fused, decoder.ppm_last_conv[1])
+    with torch.no_grad():
+        got = decoder._context(conv5)[0].numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+    # the other order (the PSPNet-style `ppm`: conv, then upsample) is measurably another function
+    with torch.no_grad():
+        rois = torch.tensor([[0, 0, 0, w, h]], dtype=torch.float64)
+        swapped = [conv5] + [torch.nn.functional.interpolate(conv(pool(conv5, rois)), (h, w), mode="bilinear")
+                             for pool, conv in zip(decoder.ppm_pooling, decoder.ppm_conv)]
+        other = decoder.ppm_last_conv(torch.cat(swapped, 1))[0].numpy()
+    assert np.abs(other - want).max() > 1e-3

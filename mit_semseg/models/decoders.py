@@ -123,6 +123,15 @@ def add_pyramid_and_fpn(module: nn.Module, fc_dim: int, fpn_inplanes: Sequence[i
         nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1])
 
 
+def pyramid_context(module: nn.Module, conv5: torch.Tensor, pooled: list[torch.Tensor]) -> torch.Tensor:
+    """UPerNet's pyramid pooling after the pooling: each pooled map resized to `conv5`'s size, THEN its 1x1
+    conv-BN-ReLU (`ppm_conv`; the ReLU does not commute with the resize), concatenated with `conv5`, fused by
+    `ppm_last_conv`."""
+    size = conv5.shape[-2:]
+    return module.ppm_last_conv(torch.cat([conv5] + [conv(resize(p, size)) for p, conv in zip(pooled, module.ppm_conv)],
+                                          1))
+
+
 def top_down(module: nn.Module, f: torch.Tensor, conv_out: list[torch.Tensor]) -> list[torch.Tensor]:
     """The FPN's pyramid [P2, P3, ..., f] from the pooled context `f` and the encoder's maps."""
     pyramid = [f]
@@ -152,8 +161,7 @@ class UPerNet(Decoder):
 
     def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
         conv5 = conv_out[-1]
-        size = conv5.shape[-2:]
-        pooled = [conv(resize(pool(conv5), size)) for pool, conv in zip(self.ppm_pooling, self.ppm_conv)]
-        pyramid = top_down(self, self.ppm_last_conv(torch.cat([conv5] + pooled, 1)), conv_out)
+        f = pyramid_context(self, conv5, [pool(conv5) for pool in self.ppm_pooling])
+        pyramid = top_down(self, f, conv_out)
         top = pyramid[0].shape[-2:]
         return self.conv_last(torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data.label_tables import LabelTables
 from ..nn import PrRoIPool2D, SynchronizedBatchNorm2d
-from .decoders import PPM_SCALES, add_pyramid_and_fpn, resize, top_down
+from .decoders import PPM_SCALES, add_pyramid_and_fpn, pyramid_context, resize, top_down
 from .layers import NormLayer, conv3x3_bn_relu
 
 TASKS = ("object", "part", "scene", "material")
@@ -51,12 +51,10 @@ class UPPDecoder(nn.Module):
         self.material_head = _head(fpn_dim, classes["material"], norm_layer)
 
     def _context(self, conv5: torch.Tensor) -> torch.Tensor:
-        """The pyramid-pooling context: each scale pooled over the whole map, convolved and upsampled."""
+        """The pyramid-pooling context: each scale pooled over the whole map (Precise RoI pooling), then as UPerNet."""
         n, _, h, w = conv5.shape
         rois = torch.tensor([[b, 0, 0, w, h] for b in range(n)], dtype=torch.float32, device=conv5.device)
-        pooled = [resize(conv(pool(conv5, rois).to(conv5.dtype)), (h, w))
-                  for pool, conv in zip(self.ppm_pooling, self.ppm_conv)]
-        return self.ppm_last_conv(torch.cat([conv5] + pooled, 1))
+        return pyramid_context(self, conv5, [pool(conv5, rois).to(conv5.dtype) for pool in self.ppm_pooling])
 
     def logits(self, conv_out: list[torch.Tensor], tasks: Iterable[str] = TASKS) -> dict[str, torch.Tensor]:
         """Raw logits of the heads in `tasks` (part: all groups' channels together), at the heads' resolution."""

@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     get = commands.add_parser("download", help="download and unpack the raw sources (resumable)")
     get.add_argument("--raw", default="data/broden/raw", help="raw folder (default: data/broden/raw)")
+    get.add_argument("--splits", default=str(SPLITS),
+                     help="folder of the split lists, which say which OpenSurfaces photos to fetch (default: the original's)")
     get.add_argument("--no-progress", action="store_true", help="no progress bars")
     make = commands.add_parser("prepare", help="prepare the raw sources into the multi-task layout")
     make.add_argument("raw", help="the raw folder the download wrote")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.command == "download":
-        failures = fetch_all(args.raw, progress=not args.no_progress)
+        failures = fetch_all(args.raw, progress=not args.no_progress, splits=args.splits)
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         return 1 if failures else 0
@@ -42,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(format_summary(summary, args.out))
-    if not any(c.get("prepared") for c in summary["images"].values()):
-        print("error: no image was prepared; see the problems above", file=sys.stderr)
+    if summary["problems"]:
+        prepared = sum(c.get("prepared", 0) for c in summary["images"].values())
+        print(f"error: {len(summary['problems'])} problems left images or sources out ({prepared} images prepared); "
+              "see the problems above and fix them, then run again: finished images are kept", file=sys.stderr)
         return 1
     return 0
 

@@ -1,22 +1,27 @@
 """ADE20K full release (ADE20K_2016_07_26): `index_ade20k.mat`, `*_seg.png` objects, `*_parts_1.png` parts.
 
-Both PNGs encode a class as R // 10 * 256 + G (0 = unlabelled) in the index's object name list;
-the scene is the index's scene name, "misc" meaning none.
+Both PNGs encode a class as R // 10 * 256 + G (0 = unlabelled), class k being the index's object
+name k (1-based): the vocabulary of objects and parts. The scene is not the index's `scene` field
+but, as in the original, the ADE challenge's `scene_categories.txt` (shipped with the package): line
+i names index entry i's image and its scene, "misc" meaning none.
 """
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..imageio import read_image
+from ..label_tables import BRODEN_TABLES
 from ..records import DataError
-from .raw import RawItem, assign, check_size, load_mat, require, strings
-from .tables import RawLabels
+from .raw import RawItem, RawSource, check_size, load_mat, require, strings
+from .tables import Assigner
 
 FOLDER = "ade20k"
 INDEX = "index_ade20k.mat"
+SCENES = BRODEN_TABLES / "scene_categories.txt.gz"
 NO_SCENE = "misc"
 
 
@@ -26,35 +31,54 @@ def _image_folder(root: Path, folder: str) -> Path:
     return root.joinpath(*parts[parts.index("images"):]) if "images" in parts else root / folder
 
 
-def items(raw: Path) -> list[RawItem]:
+def read_scene_list(path: Path = SCENES) -> list[tuple[str, str]]:
+    """(image name, scene) per line of the ADE challenge's `scene_categories.txt` (gzipped or not)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read the scene list {path} ({err})") from None
+    found = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if len(fields) != 2:
+            raise DataError(f"{path}, line {number}: expected '<image> <scene>', got {line!r}")
+        found.append((fields[0], fields[1]))
+    return found
+
+
+def scenes_of(filenames: list[str], index: str, scene_list: Path = SCENES) -> list[str]:
+    """Index entry i's scene: line i of the scene list, whose image must be entry i's (a mismatch names the line)."""
+    listed = read_scene_list(scene_list)
+    if len(filenames) > len(listed):
+        raise DataError(f"{index}: entry {len(listed) + 1} ({filenames[len(listed)]}) has no line in {scene_list} "
+                        f"({len(listed)} lines)")
+    for number, (filename, (name, _)) in enumerate(zip(filenames, listed), start=1):
+        if f"{name}.jpg" != filename:
+            raise DataError(f"{scene_list}, line {number}: {name} is not entry {number} of {index} ({filename})")
+    return [scene for _, scene in listed[:len(filenames)]]
+
+
+def read(raw: Path) -> RawSource:
     root = require(raw / FOLDER, "ADE20K folder")
     path = str(require(root / INDEX, "ADE20K index"))
     index = load_mat(path, "index")
     try:
-        names, folders, scenes = strings(index.filename), strings(index.folder), strings(index.scene)
+        names, folders = strings(index.filename), strings(index.folder)
+        objects = ("",) + tuple(strings(index.objectnames))
     except AttributeError as err:
         raise DataError(f"{path}: the index lacks a field ({err})") from None
-    if not len(names) == len(folders) == len(scenes):
-        raise DataError(f"{path}: filename, folder and scene have {len(names)}, {len(folders)} and {len(scenes)} "
-                        "entries")
-    found = []
+    if len(names) != len(folders):
+        raise DataError(f"{path}: filename and folder have {len(names)} and {len(folders)} entries")
+    scenes = scenes_of(names, path)
+    items = []
     for i, (name, folder, scene) in enumerate(zip(names, folders, scenes)):
         image = _image_folder(root, folder) / name
         base = os.path.splitext(str(image))[0]
-        found.append(RawItem("ade20k", i, f"ade20k/{os.path.splitext(name)[0]}", str(image),
+        items.append(RawItem("ade20k", i, f"ade20k/{os.path.splitext(name)[0]}", str(image),
                              (f"{base}_seg.png", f"{base}_parts_1.png"), scene=scene))
-    return found
-
-
-def scene_label(scene: str, scenes: RawLabels, where: str) -> int:
-    """The Broden scene of an ADE20K scene name (`a/b` and `a b` are written `a_b`); "misc" is none (-1)."""
-    name = scene.strip().strip("/").replace("/", "_").replace(" ", "_")
-    if name == NO_SCENE:
-        return -1
-    label = scenes.by_name.get(f"{name}-s")
-    if label is None:
-        raise DataError(f"{where}: unknown scene {scene!r} (not in label_assignment.csv)")
-    return label
+    return RawSource(items, {"object": objects, "part": objects})
 
 
 def _classes(path: str, image: np.ndarray) -> np.ndarray:
@@ -63,10 +87,11 @@ def _classes(path: str, image: np.ndarray) -> np.ndarray:
     return rgb[..., 0].astype(np.int64) // 10 * 256 + rgb[..., 1]
 
 
-def read_labels(item: RawItem, image: np.ndarray, assignment: dict) -> tuple[dict[str, np.ndarray], int]:
+def read_labels(item: RawItem, image: np.ndarray, assigner: Assigner) -> tuple[dict[str, np.ndarray], int]:
     """(object and part maps in Broden labels, scene label); the part map only where `_parts_1.png` exists."""
     seg, parts = item.annotations
-    maps = {"object": assign(assignment["ade20k", "object"].table, _classes(seg, image), seg, "object")}
+    maps = {"object": assigner.labels("ade20k", "object", _classes(seg, image), seg)}
     if os.path.isfile(parts):
-        maps["part"] = assign(assignment["ade20k", "part"].table, _classes(parts, image), parts, "part")
-    return maps, scene_label(item.scene, assignment["ade20k", "scene"], item.image)
+        maps["part"] = assigner.labels("ade20k", "part", _classes(parts, image), parts)
+    scene = -1 if item.scene == NO_SCENE else assigner.named("ade20k", "scene", f"{item.scene}-s", item.image)
+    return maps, scene

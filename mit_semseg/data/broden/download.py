@@ -3,7 +3,9 @@ OpenSurfaces and DTD, each into its own folder under the raw folder.
 
 Downloads resume; a source whose folder is already whole is skipped; an archive is unpacked into a
 temporary folder and moved into place only when whole, then deleted. $MIT_SEMSEG_BRODEN_MIRROR
-fetches every archive from one mirror (by its archive name) instead.
+fetches every archive from one mirror (by its archive name) instead. OpenSurfaces' archive holds
+only JSON dumps: its step then writes the photo list, renders the label images and fetches the
+photos the split lists use (`opensurfaces_release`).
 """
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ...hub import DownloadError, download
 from ..records import DataError
+from . import opensurfaces_release
+from .tables import SPLITS
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,9 @@ class Step:
     url: str
     archive: str  # the file name it is saved under (and fetched by from a mirror)
     folder: str   # its folder under the raw folder
-    marker: str   # a path inside `folder` that is there once the step is done
+    marker: str   # a path inside `folder` that is there once the archive is unpacked
+    # what remains to be done in the unpacked folder (folder, split lists, progress) -> what was done
+    complete: Callable[[Path, Path, bool], str] | None = None
 
 
 STEPS = (
@@ -38,7 +45,8 @@ STEPS = (
     Step("Pascal-Part", "http://www.stat.ucla.edu/~xianjie.chen/pascal_part_dataset/trainval.tar.gz",
          "pascal_part_trainval.tar.gz", "pascal_part", "Annotations_Part"),
     Step("OpenSurfaces", "http://labelmaterial.s3.amazonaws.com/release/opensurfaces-release-0.zip",
-         "opensurfaces-release-0.zip", "opensurfaces", "photos.csv"),
+         "opensurfaces-release-0.zip", "opensurfaces", opensurfaces_release.RELEASE_MARKER,
+         opensurfaces_release.complete),
     Step("DTD (Describable Textures)", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
          "dtd-r1.0.1.tar.gz", "dtd", "labels/labels_joint_anno.txt"),
 )
@@ -75,11 +83,21 @@ def _holding(root: Path, marker: str) -> Path | None:
     return None
 
 
-def fetch(step: Step, raw: Path, progress: bool = True) -> str:
-    """Download and unpack one source unless its folder is whole; returns what was done."""
+def fetch(step: Step, raw: Path, progress: bool = True, splits: Path = SPLITS) -> str:
+    """Download and unpack one source unless it is there, then complete it; returns what was done."""
     dest = raw / step.folder
-    if (dest / step.marker).exists():
-        return f"{step.name}: already in {dest}"
+    there = dest.is_dir() and _holding(dest, step.marker) is not None
+    done = f"{step.name}: already in {dest}" if there else _unpack(step, raw, progress)
+    if step.complete is None:
+        return done
+    try:
+        return f"{done}\n{step.name}: {step.complete(dest, splits, progress)}"
+    except DataError as err:
+        raise DataError(f"{step.name}: {err}") from None
+
+
+def _unpack(step: Step, raw: Path, progress: bool) -> str:
+    dest = raw / step.folder
     archive = raw / "downloads" / step.archive
     try:
         download(source_url(step), str(archive), progress=progress)
@@ -104,14 +122,14 @@ def fetch(step: Step, raw: Path, progress: bool = True) -> str:
     return f"{step.name}: unpacked into {dest}"
 
 
-def fetch_all(raw: str | os.PathLike, progress: bool = True) -> list[str]:
+def fetch_all(raw: str | os.PathLike, progress: bool = True, splits: str | os.PathLike = SPLITS) -> list[str]:
     """Every step, going on past failures; returns the failures (empty when all is there)."""
     raw = Path(raw)
     raw.mkdir(parents=True, exist_ok=True)
     failures = []
     for step in STEPS:
         try:
-            print(fetch(step, raw, progress), flush=True)
+            print(fetch(step, raw, progress, Path(splits)), flush=True)
         except (DownloadError, DataError) as err:
             failures.append(str(err))
     return failures

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .raw import RawItem, require
+from .raw import RawItem, RawSource, require
+from .tables import Assigner
 
 FOLDER = "dtd"
 SPLITS = ("train", "val", "test")
 
 
-def items(raw: Path) -> list[RawItem]:
+def read(raw: Path) -> RawSource:
     root = require(raw / FOLDER, "DTD folder")
     labels = require(root / "labels", "DTD labels folder")
     split_of = {}
@@ -30,9 +31,9 @@ def items(raw: Path) -> list[RawItem]:
         stem = name.rsplit(".", 1)[0]
         found.append(RawItem("dtd", i, f"dtd/{stem}", str(root / "images" / name), textures=tuple(textures),
                              split=split_of.get(name, "")))
-    return found
+    return RawSource(found, {})
 
 
-def read_labels(item: RawItem, image: np.ndarray, assignment: dict) -> tuple[dict[str, np.ndarray], int]:
+def read_labels(item: RawItem, image: np.ndarray, assigner: Assigner) -> tuple[dict[str, np.ndarray], int]:
     """DTD has no label maps and no scene: its textures stay in the record."""
     return {}, -1

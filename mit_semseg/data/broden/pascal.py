@@ -1,19 +1,22 @@
 """Pascal VOC 2010 images, Pascal-Context objects (`LabelMap`) and Pascal-Part parts (`anno`).
 
+The images are those of Pascal-Part's annotations, in the sorted order of their file names, as the
+original lists them: the split lists' `file_index` counts in it.
+
+Pascal-Context's raw labels are its 459 classes (`labels.txt`, shipped with the package).
 Pascal-Part's abbreviated part names are spelt out and their adjectives dropped ("lfuleg", left
 front upper leg, is a "leg"; "hroofside" of a train is a "head roof"), the names
 label_assignment.csv lists.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ..records import DataError
-from .raw import RawItem, assign, check_size, load_mat, require
+from .raw import RawItem, RawSource, check_size, load_mat, require
+from .tables import Assigner, pascal_context_vocabulary
 
 VOC, CONTEXT, PART = "voc2010", "pascal_context", "pascal_part"
 ADJECTIVES = frozenset({"left", "right", "front", "back", "upper", "lower", "side"})
@@ -47,39 +50,33 @@ def part_name(raw: str) -> str:
     return " ".join(w for w in words if w not in ADJECTIVES)
 
 
-def items(raw: Path) -> list[RawItem]:
+def read(raw: Path) -> RawSource:
     voc = require(raw / VOC, "Pascal VOC 2010 folder")
     context = require(raw / CONTEXT / "trainval", "Pascal-Context folder")
     part = require(raw / PART / "Annotations_Part", "Pascal-Part folder")
-    listing = require(voc / "ImageSets" / "Main" / "trainval.txt", "Pascal VOC 2010 image list")
-    ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
-    return [RawItem("pascal", i, f"pascal/{name}", str(voc / "JPEGImages" / f"{name}.jpg"),
-                    (str(context / f"{name}.mat"), str(part / f"{name}.mat"))) for i, name in enumerate(ids)]
+    ids = sorted(p.stem for p in part.iterdir() if p.suffix == ".mat")
+    items = [RawItem("pascal", i, f"pascal/{name}", str(voc / "JPEGImages" / f"{name}.jpg"),
+                     (str(context / f"{name}.mat"), str(part / f"{name}.mat"))) for i, name in enumerate(ids)]
+    return RawSource(items, {"object": pascal_context_vocabulary()})
 
 
-def _parts(path: str, image: np.ndarray, names: dict[str, int]) -> np.ndarray:
+def _parts(path: str, image: np.ndarray, assigner: Assigner) -> np.ndarray:
     anno = load_mat(path, "anno")
     parts = np.zeros(image.shape[:2], np.uint16)
     for obj in np.atleast_1d(getattr(anno, "objects", [])):
         for part in np.atleast_1d(getattr(obj, "parts", [])):
             if not hasattr(part, "part_name"):
                 continue
-            name = part_name(str(part.part_name))
-            if name not in names:
-                raise DataError(f"{path}: unknown raw part {part.part_name!r} ({name!r} is not in "
-                                "label_assignment.csv)")
+            label = assigner.named("pascal", "part", part_name(str(part.part_name)), path)
             mask = np.asarray(part.mask)
             check_size(mask, image, f"{path}: the mask of {part.part_name!r}")
-            parts[mask > 0] = names[name]
+            parts[mask > 0] = label
     return parts
 
 
-def read_labels(item: RawItem, image: np.ndarray, assignment: dict) -> tuple[dict[str, np.ndarray], int]:
-    """(object map from Pascal-Context, part map from Pascal-Part where it has the image, no scene)."""
+def read_labels(item: RawItem, image: np.ndarray, assigner: Assigner) -> tuple[dict[str, np.ndarray], int]:
+    """(object map from Pascal-Context, part map from Pascal-Part, no scene)."""
     context, part = item.annotations
     labels = np.asarray(load_mat(context, "LabelMap"))
     check_size(labels, image, context)
-    maps = {"object": assign(assignment["pascal", "object"].table, labels, context, "object")}
-    if os.path.isfile(part):
-        maps["part"] = _parts(part, image, assignment["pascal", "part"].by_name)
-    return maps, -1
+    return {"object": assigner.labels("pascal", "object", labels, context), "part": _parts(part, image, assigner)}, -1

@@ -1,8 +1,8 @@
 """Prepare Broden+ from the raw source datasets into the multi-task layout, once, on disk.
 
 Each image of the original's split lists is read in its source's format, its labels mapped
-through label_assignment.csv, image and labels shrunk to the size limit (labels by nearest
-neighbour, at pixel centres) and written as `<dataset>/<name>.jpg` with `_object.png`,
+through label_assignment.csv, image and labels shrunk to the size limit (labels by OpenCV's
+nearest neighbour, as the original's `resize_images.py`) and written as `<dataset>/<name>.jpg` with `_object.png`,
 `_part.png` (16-bit) and `_material.png` (8-bit). The record lists are `training.jsonl` and
 `validation.jsonl` (sources `ade20k_pascal` and `os`, as the original trains them) and
 `textures.jsonl` (DTD, image-level textures only). Every file is written under a temporary name
@@ -27,7 +27,7 @@ from ..label_tables import read_label_tables
 from ..records import DataError, write_json_lines
 from . import ade20k_full, dtd, opensurfaces, pascal
 from .raw import MissingSource, RawItem
-from .tables import SPLITS, read_assignment, read_split_lists, read_texture_names
+from .tables import SPLITS, Assigner, Vocabulary, read_assignment, read_split_lists, read_texture_names
 
 SOURCES = {"ade20k": ade20k_full, "pascal": pascal, "os": opensurfaces, "dtd": dtd}
 NEEDS_SCIPY = ("ade20k", "pascal")
@@ -59,24 +59,34 @@ class Outcome:
     dataset: str
     record: dict | None = None
     labels: dict[str, list[int]] = field(default_factory=dict)  # task -> labels present
+    unassigned: dict[str, int] = field(default_factory=dict)    # "category/raw label" -> pixels, made 0
     problem: str = ""
     note: str = ""
 
 
 def target_size(width: int, height: int, settings: Settings) -> tuple[int, int]:
-    """(width, height) shrunk, aspect kept, so the chosen side is at most the limit; never enlarged."""
-    side = min(width, height) if settings.side == "short" else max(width, height)
-    if side <= settings.limit:
+    """(width, height) shrunk, aspect kept, so the chosen side is at most the limit; never enlarged.
+
+    The short side's rule is the original's arithmetic: `w >= h > limit` gives (round(w / h * limit), limit).
+    """
+    limit = settings.limit
+    if settings.side == "short":
+        if width >= height > limit:
+            return round(width / height * limit), limit
+        if height >= width > limit:
+            return limit, round(height / width * limit)
         return width, height
-    scale = settings.limit / side
+    if max(width, height) <= limit:
+        return width, height
+    scale = limit / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def shrink_label(label: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Nearest neighbour at pixel centres: output pixel i takes source pixel floor((i + 1/2) * H / h), exactly."""
-    rows = (2 * np.arange(height) + 1) * label.shape[0] // (2 * height)
-    cols = (2 * np.arange(width) + 1) * label.shape[1] // (2 * width)
-    return label[rows[:, None], cols]
+def resize_label(label: np.ndarray, width: int, height: int) -> np.ndarray:
+    """OpenCV's nearest neighbour, as the original: output pixel i takes source pixel floor(i * H / h)."""
+    if label.shape[:2] == (height, width):
+        return label
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
 def _encode(extension: str, array: np.ndarray, params: tuple[int, ...] = ()) -> bytes:
@@ -99,16 +109,19 @@ def _write_all(files: dict[str, bytes]) -> None:
 class Preparer:
     """Prepares one image: read, label, shrink, write; what went wrong is named in the outcome."""
 
-    def __init__(self, out: str, settings: Settings) -> None:
+    def __init__(self, out: str, settings: Settings, vocabularies: dict[tuple[str, str], Vocabulary]) -> None:
         self.out, self.settings = out, settings
-        self.assignment = read_assignment()
+        self.assigner = Assigner(read_assignment(), vocabularies)
         self.textures = {name: i for i, name in enumerate(read_texture_names())}
 
     def __call__(self, job: Job) -> Outcome:
         item = job.item
         outcome = Outcome(item.key, job.split, item.dataset)
+        self.assigner.unassigned.clear()
         try:
             outcome.record, outcome.labels, outcome.note = self._prepare(job)
+            outcome.unassigned = {f"{category}/{raw}": pixels
+                                  for (_, category, raw), pixels in sorted(self.assigner.unassigned.items())}
         except (DataError, cv2.error) as err:
             outcome.problem = str(err) if isinstance(err, DataError) else f"{item.image}: {err}"
         return outcome
@@ -116,7 +129,7 @@ class Preparer:
     def _prepare(self, job: Job) -> tuple[dict, dict[str, list[int]], str]:
         item = job.item
         image = read_image(item.image)
-        maps, scene = SOURCES[item.dataset].read_labels(item, image, self.assignment)
+        maps, scene = SOURCES[item.dataset].read_labels(item, image, self.assigner)
         textures = [self._texture(name, item) for name in item.textures]
         height, width = image.shape[:2]
         size, note = target_size(width, height, self.settings), ""
@@ -131,7 +144,7 @@ class Preparer:
         files = {os.path.join(self.out, record["fpath_img"]): self._image_bytes(item.image, image, size)}
         labels = {}
         for task, label in maps.items():
-            label = shrink_label(label, *size)
+            label = resize_label(label, *size)
             if task == "material":
                 label = label.astype(np.uint8)
             record[f"fpath_{task}"] = f"{item.stem}{MAP_SUFFIX[task]}"
@@ -164,10 +177,10 @@ class Preparer:
 _worker: Preparer | None = None
 
 
-def _start_worker(out: str, settings: Settings) -> None:
+def _start_worker(out: str, settings: Settings, vocabularies: dict[tuple[str, str], Vocabulary]) -> None:
     global _worker
     cv2.setNumThreads(1)
-    _worker = Preparer(out, settings)
+    _worker = Preparer(out, settings, vocabularies)
 
 
 def _run_in_worker(job: Job) -> Outcome:
@@ -180,18 +193,22 @@ def _scipy_missing() -> str:
     return ""
 
 
-def collect_jobs(raw: Path, splits: Path) -> tuple[list[Job], list[str]]:
-    """The images to prepare, in list order, and the problems that leave out whole sources or entries."""
-    problems, found = [], {}
+def collect_jobs(raw: Path, splits: Path) -> tuple[list[Job], list[str], dict[tuple[str, str], Vocabulary]]:
+    """The images to prepare, in list order; the problems that leave out whole sources or entries; and
+    the vocabulary of each (dataset, category) of raw labels."""
+    problems, found, vocabularies = [], {}, {}
     no_scipy = _scipy_missing()
     for name, reader in SOURCES.items():
         if name in NEEDS_SCIPY and no_scipy:
             problems.append(f"{name}: left out: {no_scipy}")
             continue
         try:
-            found[name] = reader.items(raw)
+            source = reader.read(raw)
         except (MissingSource, DataError) as err:
             problems.append(f"{name}: left out: {err}")
+            continue
+        found[name] = source.items
+        vocabularies.update({(name, category): words for category, words in source.vocabularies.items()})
     jobs, beyond = [], defaultdict(list)
     for entry in read_split_lists(splits):
         if entry.dataset not in found:
@@ -205,7 +222,7 @@ def collect_jobs(raw: Path, splits: Path) -> tuple[list[Job], list[str]]:
         problems.append(f"{name}: {len(indices)} split-list entries (file_index {min(indices)}..{max(indices)}) "
                         f"are beyond the {len(found[name])} images of the raw dataset")
     jobs += [Job(item, "textures") for item in found.get("dtd", [])]
-    return jobs, problems
+    return jobs, problems, vocabularies
 
 
 def _check_settings(out: Path, settings: Settings) -> None:
@@ -237,13 +254,13 @@ def _read_journal(out: Path) -> dict[str, Outcome]:
     return done
 
 
-def _run(jobs: list[Job], out: Path, settings: Settings, workers: int):
+def _run(jobs: list[Job], out: Path, settings: Settings, vocabularies: dict, workers: int):
     """Outcomes of `jobs`, in completion order, over `workers` processes."""
     if workers <= 1:
-        preparer = Preparer(str(out), settings)
+        preparer = Preparer(str(out), settings, vocabularies)
         yield from map(preparer, jobs)
         return
-    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (str(out), settings)) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (str(out), settings, vocabularies)) as pool:
         yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=4)
 
 
@@ -257,7 +274,7 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
     for name in SOURCES:  # files a killed run left half written
         for leftover in (out / name).rglob("*.tmp"):
             leftover.unlink()
-    jobs, problems = collect_jobs(raw, Path(splits))
+    jobs, problems, vocabularies = collect_jobs(raw, Path(splits))
     done = _read_journal(out)
     outcomes = dict(done)
     pending = [job for job in jobs if job.item.key not in done]
@@ -265,14 +282,14 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
     prepared_now = 0
     with open(out / JOURNAL, "a", encoding="utf-8") as journal, \
             tqdm(total=len(pending), unit="img", disable=not progress, desc="preparing Broden+") as bar:
-        for outcome in _run(pending, out, settings, workers):
+        for outcome in _run(pending, out, settings, vocabularies, workers):
             outcomes[outcome.key] = outcome
             if outcome.record is not None:
                 journal.write(json.dumps(outcome.__dict__) + "\n")
                 journal.flush()
                 prepared_now += 1
             bar.update()
-    summary = summarise(jobs, outcomes, problems, prepared_now, settings)
+    summary = summarise(jobs, outcomes, problems, prepared_now, settings, vocabularies)
     for split, name in LISTS.items():
         records = [outcomes[j.item.key].record for j in jobs if j.split == split and outcomes[j.item.key].record]
         if records:
@@ -284,22 +301,28 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
 
 
 def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str], prepared_now: int,
-              settings: Settings) -> dict:
-    """Images per dataset and split, labels present per task, and every problem."""
+              settings: Settings, vocabularies: dict[tuple[str, str], Vocabulary]) -> dict:
+    """Images per dataset and split, labels present per task, raw labels made 0 for want of a row, every problem."""
     problems, notes = list(problems), []
     images: dict[str, Counter] = defaultdict(Counter)
     labels: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    unassigned: dict[tuple[str, str, int], Counter] = defaultdict(Counter)
     for job in jobs:
         o = outcomes[job.item.key]
         images[f"{o.dataset} {job.split}"]["prepared" if o.record else "skipped"] += 1
         if o.record:
             for task, present in o.labels.items():
                 labels[job.split][task].update(present)
+            for key, pixels in o.unassigned.items():
+                category, raw = key.split("/")
+                unassigned[o.dataset, category, int(raw)].update(images=1, pixels=pixels)
         problems += [o.problem] if o.problem else []
         notes += [o.note] if o.note else []
     return {"settings": settings.__dict__, "prepared_now": prepared_now, "images": {k: dict(v) for k, v in images.items()},
             "labels": {split: {task: {str(k): v for k, v in sorted(c.items())} for task, c in tasks.items()}
                        for split, tasks in labels.items()},
+            "unassigned": [{"dataset": d, "category": c, "raw_label": r, "raw_name": vocabularies[d, c][r], **counts}
+                           for (d, c, r), counts in sorted(unassigned.items())],
             "problems": problems, "notes": notes}
 
 
@@ -315,7 +338,11 @@ def format_summary(summary: dict, out: str | os.PathLike) -> str:
     for split, tasks in summary["labels"].items():
         present = ", ".join(f"{task} {len(c)}/{sizes[task]}" for task, c in tasks.items())
         lines.append(f"  labels present in {split}: {present}")
-    for title, entries in (("problems (left out)", summary["problems"]),
+    unassigned = [f"{u['dataset']} {u['category']} {u['raw_label']} {u['raw_name']!r}: {u['images']} images, "
+                  f"{u['pixels']} pixels" for u in summary["unassigned"]]
+    for title, entries in (("raw labels without a row in label_assignment.csv, prepared as 0 (not used) as the "
+                            "original does", unassigned),
+                           ("problems (left out)", summary["problems"]),
                            ("notes (prepared anyway)", summary["notes"])):
         if entries:
             lines.append(f"{len(entries)} {title}:")

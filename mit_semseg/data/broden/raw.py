@@ -1,4 +1,4 @@
-"""What every Broden+ source reader shares: the raw item, label assignment, folder and `.mat` checks."""
+"""What every Broden+ source reader shares: the raw source and item, folder, size and `.mat` checks."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import DataError
-from .tables import UNKNOWN
+from .tables import Vocabulary
 
 
 class MissingSource(DataError):
@@ -32,22 +32,18 @@ class RawItem:
         return f"{self.dataset}/{self.file_index}"
 
 
+@dataclass(frozen=True)
+class RawSource:
+    """A source dataset's images in its own order, and the vocabulary of each category its labels use."""
+    items: list[RawItem]
+    vocabularies: dict[str, Vocabulary]
+
+
 def require(path: Path, what: str) -> Path:
     """`path`, or MissingSource naming it."""
     if not path.exists():
         raise MissingSource(f"{what} not found: {path}")
     return path
-
-
-def assign(table: np.ndarray, raw: np.ndarray, path: str, what: str) -> np.ndarray:
-    """Raw labels mapped through `table` (RawLabels.table) to a uint16 map; unknown raw labels name `path`."""
-    raw = raw.astype(np.int64)
-    mapped = np.where(raw < len(table), table[np.minimum(raw, len(table) - 1)], UNKNOWN)
-    unknown = np.unique(raw[mapped == UNKNOWN])
-    if unknown.size:
-        raise DataError(f"{path}: unknown raw {what} label {', '.join(map(str, unknown[:10].tolist()))} "
-                        "(not in label_assignment.csv)")
-    return np.maximum(mapped, 0).astype(np.uint16)
 
 
 def check_size(label: np.ndarray, image: np.ndarray, path: str) -> None:

@@ -2,16 +2,18 @@
 
 `label_assignment.csv` maps (dataset, category, raw_label) to a Broden label, 0 meaning "not
 used" (-1 for scenes); OpenSurfaces' raw labels are the red values of
-`opensurfaces_substance_colors.csv`. The split lists give, per record, a source dataset, the
-record's index in that dataset and the size of the prepared image. All ship with the package,
-beside the label tables.
+`opensurfaces_substance_colors.csv`. A raw label of a source's vocabulary without a row is "not
+used" too, as in the original (whose tables are zero-filled arrays indexed by raw label); only a
+value outside the vocabulary is an error of the data. The split lists give, per record, a source
+dataset, the record's index in that dataset and the size of the prepared image. All ship with the
+package, beside the label tables, with the ADE challenge's scene list and Pascal-Context's labels.
 """
 from __future__ import annotations
 
-import functools
 import gzip
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,8 @@ from ..records import DataError
 
 ASSIGNMENT = BRODEN_TABLES / "label_assignment.csv"
 TEXTURES = BRODEN_TABLES / "texture.csv"
+SUBSTANCES = BRODEN_TABLES / "opensurfaces_substance_colors.csv"
+PASCAL_CONTEXT_LABELS = BRODEN_TABLES / "pascal_context_labels.txt"
 SPLITS = BRODEN_TABLES / "splits"
 # (training source, split) -> the original's split list; the ADE20K and Pascal images form one source.
 SPLIT_FILES = {
@@ -29,7 +33,6 @@ SPLIT_FILES = {
     ("os", "training"): "broden_os_train.jsonl.gz",
     ("os", "validation"): "broden_os_val.jsonl.gz",
 }
-UNKNOWN = -2  # a raw label the assignment does not list (-1 is "no scene")
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,53 @@ class RawLabels:
     by_raw: dict[int, int]
     by_name: dict[str, int]
 
-    @functools.cached_property
-    def table(self) -> np.ndarray:
-        """A table indexed by raw label, UNKNOWN where the assignment has no row; raw 0 is unlabelled."""
-        table = np.full(max(self.by_raw, default=0) + 1, UNKNOWN, np.int64)
-        table[0] = 0
-        for raw, label in self.by_raw.items():
-            table[raw] = label
-        return table
+
+Vocabulary = tuple[str, ...]  # a source's raw label names, indexed by raw label (0: unlabelled, named "")
+
+
+@dataclass
+class Assigner:
+    """Maps a source's raw labels to Broden labels, within the source's vocabulary.
+
+    `unassigned` counts, per (dataset, category, raw label), the pixels of raw labels that have no
+    row in the assignment: they become 0 ("not used"), as in the original.
+    """
+    assignment: dict[tuple[str, str], RawLabels]
+    vocabularies: dict[tuple[str, str], Vocabulary]
+    unassigned: Counter = field(default_factory=Counter)
+    _tables: dict = field(default_factory=dict, repr=False)
+
+    def _table(self, key: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """(Broden label per raw label of the vocabulary, whether the assignment has its row)."""
+        if key not in self._tables:
+            size = len(self.vocabularies[key])
+            labels, assigned = np.zeros(size, np.int64), np.zeros(size, bool)
+            assigned[0] = True
+            for raw, label in self.assignment[key].by_raw.items():
+                if raw < size:
+                    labels[raw], assigned[raw] = max(label, 0), True
+            self._tables[key] = labels, assigned
+        return self._tables[key]
+
+    def labels(self, dataset: str, category: str, raw: np.ndarray, path: str) -> np.ndarray:
+        """A raw label map as a uint16 map of Broden labels; a value outside the vocabulary names `path`."""
+        labels, assigned = self._table((dataset, category))
+        raw = np.asarray(raw).astype(np.int64)
+        outside = np.unique(raw[(raw < 0) | (raw >= len(labels))])
+        if outside.size:
+            raise DataError(f"{path}: raw {category} label {', '.join(map(str, outside[:10].tolist()))} is outside "
+                            f"{dataset}'s {len(labels) - 1} {category} labels")
+        counts = np.bincount(raw.ravel(), minlength=len(labels))
+        for value in np.flatnonzero(counts * ~assigned):
+            self.unassigned[dataset, category, int(value)] += int(counts[value])
+        return labels[raw].astype(np.uint16)
+
+    def named(self, dataset: str, category: str, name: str, path: str) -> int:
+        """The Broden label of a raw name (Pascal-Part's parts, ADE20K's scenes); an unknown name names `path`."""
+        label = self.assignment[dataset, category].by_name.get(name)
+        if label is None:
+            raise DataError(f"{path}: unknown raw {category} {name!r} (not in label_assignment.csv)")
+        return label
 
 
 def read_assignment(path: Path = ASSIGNMENT) -> dict[tuple[str, str], RawLabels]:
@@ -69,6 +111,32 @@ def read_assignment(path: Path = ASSIGNMENT) -> dict[tuple[str, str], RawLabels]
 def read_texture_names(path: Path = TEXTURES) -> tuple[str, ...]:
     """The DTD texture names, label 0.. in order."""
     return read_names(path)
+
+
+def read_substance_colors(path: Path = SUBSTANCES) -> dict[int, tuple[int, str]]:
+    """OpenSurfaces' substance id -> (red value of the label images, substance name)."""
+    try:
+        return {int(r["substance_id"]): (int(r["red_color"]), r["substance_name"])
+                for r in read_csv_rows(path, ("substance_id", "substance_name", "red_color"))}
+    except ValueError as err:
+        raise DataError(f"{path}: ids and colours must be integers ({err})") from None
+
+
+def substance_vocabulary(path: Path = SUBSTANCES) -> Vocabulary:
+    """OpenSurfaces' raw material labels: substance names by red value."""
+    by_red = {red: name for red, name in read_substance_colors(path).values()}
+    return ("",) + tuple(by_red.get(red, "") for red in range(1, max(by_red, default=0) + 1))
+
+
+def pascal_context_vocabulary(path: Path = PASCAL_CONTEXT_LABELS) -> Vocabulary:
+    """Pascal-Context's 459 object names by raw label (its `labels.txt`: `index: name` lines)."""
+    names = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        index, sep, name = line.partition(": ")
+        if not sep or not index.isdigit():
+            raise DataError(f"{path}, line {number}: expected 'index: name', got {line!r}")
+        names[int(index)] = name.strip()
+    return ("",) + tuple(names.get(i, "") for i in range(1, max(names, default=0) + 1))
 
 
 @dataclass(frozen=True)
