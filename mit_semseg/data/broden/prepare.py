@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..imageio import read_image
 from ..label_tables import read_label_tables
 from ..records import DataError, write_json_lines
+from ..transforms import resize_label
 from . import ade20k_full, dtd, opensurfaces, pascal
 from .raw import MissingSource, RawItem
 from .tables import SPLITS, Assigner, Vocabulary, read_assignment, read_split_lists, read_texture_names
@@ -82,13 +83,6 @@ def target_size(width: int, height: int, settings: Settings) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def resize_label(label: np.ndarray, width: int, height: int) -> np.ndarray:
-    """OpenCV's nearest neighbour, as the original: output pixel i takes source pixel floor(i * H / h)."""
-    if label.shape[:2] == (height, width):
-        return label
-    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 def _encode(extension: str, array: np.ndarray, params: tuple[int, ...] = ()) -> bytes:
     ok, data = cv2.imencode(extension, array, list(params))
     if not ok:
@@ -144,7 +138,7 @@ class Preparer:
         files = {os.path.join(self.out, record["fpath_img"]): self._image_bytes(item.image, image, size)}
         labels = {}
         for task, label in maps.items():
-            label = resize_label(label, *size)
+            label = resize_label(label, size[1], size[0])  # OpenCV's nearest neighbour, as the original
             if task == "material":
                 label = label.astype(np.uint8)
             record[f"fpath_{task}"] = f"{item.stem}{MAP_SUFFIX[task]}"
