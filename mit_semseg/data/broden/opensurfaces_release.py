@@ -217,8 +217,9 @@ def complete(folder: Path, splits: Path, progress: bool = True) -> str:
     blue = colour_codes(scenes, skip_failed=False)
     shapes = shapes_by_photo(load_dump(source, "shapes.materialshape.json"))
     wanted = sorted({e.file_index for e in read_split_lists(splits) if e.dataset == "os"})
-    failures = [f"split-list file_index {i} is beyond the {len(photos)} photos of {dumps}"
-                for i in wanted if i >= len(photos)]
+    beyond = [i for i in wanted if i >= len(photos)]
+    failures = [f"{len(beyond)} split-list entries (file_index {beyond[0]}..{beyond[-1]}) are beyond the "
+                f"{len(photos)} photos of {dumps}"] if beyond else []
     chosen = [photos[i] for i in wanted if i < len(photos)]
     labels = folder / "photos-labels"
 
@@ -236,7 +237,7 @@ def complete(folder: Path, splits: Path, progress: bool = True) -> str:
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow draws and encodes without the GIL
         failures += [f for f in tqdm(pool.map(label, todo), total=len(todo), unit="label", disable=not progress,
                                      desc="OpenSurfaces labels") if f]
-    failures += fetch_photos(chosen, folder / "photos", progress)
+    failures = fetch_photos(chosen, folder / "photos", progress) + failures
     if failures:
         raise DataError(_summarise(failures, len(chosen)))
     return f"{len(photos)} photos listed in {folder / PHOTO_LIST}; the {len(chosen)} the split lists use are " \
