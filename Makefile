@@ -4,14 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo demo-upp clean
+.PHONY: install test lint gpu-check demo demo-upp clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.10 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,bench,broden]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,lint,bench,broden]'
 	touch $(STAMP)
 
 # The whole suite; the end-to-end tests again as on the other kind of CPU (TEST.precision auto is bf16 where
@@ -25,6 +25,15 @@ test: install
 	MIT_SEMSEG_CPU_FEATURES=$(OTHER_CPU) $(PY) -m pytest -q -m end_to_end
 	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -m numeric
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m numeric
+
+# ruff's checks and formatting, as configured in pyproject.toml.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Every CUDA path on one GPU, in a few minutes (bench/gpu_check.py --device cpu runs them on the CPU).
+gpu-check: install
+	$(PY) bench/gpu_check.py
 
 demo: install
 	$(PY) -m mit_semseg.demo

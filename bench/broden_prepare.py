@@ -3,7 +3,7 @@ each training iteration.
 
     python bench/broden_prepare.py [--images 24] [--workers N]
 
-Writes raw trees in the four source formats (tests/broden_raw.py) with `--images` images per source
+Writes raw trees in the four source formats (mit_semseg.testing.broden_raw) with `--images` images per source
 at typical raw sizes (ADE20K 1024x768, Pascal 500x375, OpenSurfaces 2048x1536, DTD 640x480: assumed,
 not measured on the real sets), prepares them with 1 process and with `--workers`, and extrapolates
 to the full Broden+ (the original's split lists, plus DTD). Then it times reading one training
@@ -16,26 +16,26 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine, print_machine, write_results
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
-from broden_raw import (write_ade20k, write_dtd, write_opensurfaces_downloaded, write_pascal,  # noqa: E402
-                        write_split_lists)
-from common import machine, print_machine, write_results  # noqa: E402
-
-from mit_semseg.data.broden.prepare import Settings, prepare, target_size  # noqa: E402
-from mit_semseg.data.broden.tables import Assigner, read_assignment, read_split_lists  # noqa: E402
-from mit_semseg.data.broden import ade20k_full, opensurfaces, pascal  # noqa: E402
-from mit_semseg.data.imageio import read_image  # noqa: E402
-from mit_semseg.data.label_tables import read_label_tables  # noqa: E402
-from mit_semseg.data.multitask import read_maps, read_multitask_records  # noqa: E402
+from mit_semseg.data.broden import ade20k_full, opensurfaces, pascal
+from mit_semseg.data.broden.prepare import Settings, prepare, target_size
+from mit_semseg.data.broden.tables import Assigner, read_assignment, read_split_lists
+from mit_semseg.data.imageio import read_image
+from mit_semseg.data.label_tables import read_label_tables
+from mit_semseg.data.multitask import read_maps, read_multitask_records
+from mit_semseg.testing.broden_raw import (
+    write_ade20k,
+    write_dtd,
+    write_opensurfaces_downloaded,
+    write_pascal,
+    write_split_lists,
+)
 
 SIZES = {"ade20k": (768, 1024), "pascal": (375, 500), "os": (1536, 2048), "dtd": (480, 640)}  # (height, width)
 

@@ -1,4 +1,4 @@
-"""Shared by the bench scripts: a description of the machine, and writing results as JSON."""
+"""Shared by the bench scripts: a description of the machine, models with random weights, results as JSON."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,19 @@ import platform
 
 import torch
 
+from mit_semseg.config import load_config
+from mit_semseg.models import ENCODERS
 from mit_semseg.precision import cpu_description, cpu_has_native_bf16, describe_cpu
+from mit_semseg.tasks import build_model
+
+
+def model_for(pair: str, num_class: int = 150, inference: bool = False) -> torch.nn.Module:
+    """The task's module of `ENCODER+DECODER` with random weights, from the project's model factory."""
+    encoder, decoder = pair.split("+")
+    cfg = load_config(None, ["MODEL.arch_encoder", encoder, "MODEL.arch_decoder", decoder, "MODEL.fc_dim",
+                             str(ENCODERS[encoder].fc_dim), "MODEL.pretrained", "False", "DATASET.num_class",
+                             str(num_class)])
+    return build_model(cfg, inference=inference)
 
 
 def machine() -> dict:

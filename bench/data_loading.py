@@ -9,24 +9,20 @@ through a DataLoader with the same sampler and worker count. Prints samples/s an
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
+from common import machine, print_machine, write_results
 from PIL import Image
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, print_machine, write_results  # noqa: E402
-
-from mit_semseg.config import load_config  # noqa: E402
-from mit_semseg.data.dataset import GroupedBatchSampler, TrainCollate, TrainDataset, TrainLoader  # noqa: E402
-from mit_semseg.data.records import read_odgt  # noqa: E402
-from mit_semseg.data.synthetic import NUM_CLASS, generate  # noqa: E402
-from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, round_up, scaled_size  # noqa: E402
+from mit_semseg.config import load_config
+from mit_semseg.data.dataset import GroupedBatchSampler, TrainCollate, TrainDataset, TrainLoader
+from mit_semseg.data.records import read_odgt
+from mit_semseg.data.synthetic import NUM_CLASS, generate
+from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, round_up, scaled_size
 
 
 class PILDataset(TrainDataset):

@@ -12,25 +12,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
+from common import machine, print_machine, write_results
+from metrics import original_accuracy, original_intersection_and_union
 from PIL import Image
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, print_machine, write_results  # noqa: E402
-from metrics import original_accuracy, original_intersection_and_union  # noqa: E402
-
-from mit_semseg.config import load_config  # noqa: E402
-from mit_semseg.data.records import read_odgt  # noqa: E402
-from mit_semseg.data.synthetic import generate  # noqa: E402
-from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, round_up  # noqa: E402
-from mit_semseg.evaluation import evaluate  # noqa: E402
-from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule  # noqa: E402
+from mit_semseg.config import load_config
+from mit_semseg.data.records import read_odgt
+from mit_semseg.data.synthetic import generate
+from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, round_up
+from mit_semseg.evaluation import evaluate
+from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule
 
 
 class OriginalValDataset(torch.utils.data.Dataset):

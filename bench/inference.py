@@ -22,7 +22,6 @@ import argparse
 import copy
 import glob
 import logging
-import os
 import statistics
 import sys
 import time
@@ -30,27 +29,21 @@ from collections import Counter
 from contextlib import nullcontext
 
 import torch
+from common import machine, model_for, print_machine, write_results
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, print_machine, write_results  # noqa: E402
-
-from mit_semseg import Segmenter  # noqa: E402
-from mit_semseg.config import load_config  # noqa: E402
-from mit_semseg.inference import fuse, prepare_for_inference  # noqa: E402
-from mit_semseg.precision import inference_dtype  # noqa: E402
-from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule  # noqa: E402
+from mit_semseg import Segmenter
+from mit_semseg.config import load_config
+from mit_semseg.inference import fuse, prepare_for_inference
+from mit_semseg.precision import inference_dtype
 
 RELEASED = ["mobilenetv2dilated+c1_deepsup", "resnet18dilated+ppm_deepsup", "resnet50dilated+ppm_deepsup",
             "resnet101dilated+ppm_deepsup", "resnet50+upernet", "resnet101+upernet", "hrnetv2+c1"]
 
 
-def build(pair: str, device) -> SegmentationModule:
-    encoder, decoder = pair.split("+")
+def build(pair: str, device) -> nn.Module:
     torch.manual_seed(0)
-    model = SegmentationModule(ModelBuilder.build_encoder(encoder, pretrained=False),
-                               ModelBuilder.build_decoder(decoder, ENCODERS[encoder].fc_dim, 150, use_softmax=True),
-                               nn.NLLLoss())
+    model = model_for(pair, inference=True)
     # Conditioned like a trained network: residual branches start small (the last batch-norm scale of
     # each residual block, as trained ResNets have it), and batch-norm statistics are measured on images.
     with torch.no_grad():

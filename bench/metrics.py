@@ -9,31 +9,13 @@ Both accumulate the same per-class intersection and union over random 512 x 683 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
+from common import machine, print_machine, write_results
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, print_machine, write_results  # noqa: E402
-
-from mit_semseg.metrics import ConfusionMatrix  # noqa: E402
-
-
-def original_intersection_and_union(pred, label, num_class):
-    pred, label = np.asarray(pred).copy() + 1, np.asarray(label).copy() + 1
-    pred = pred * (label > 0)
-    intersection = pred * (pred == label)
-    area_i, _ = np.histogram(intersection, bins=num_class, range=(1, num_class))
-    area_p, _ = np.histogram(pred, bins=num_class, range=(1, num_class))
-    area_l, _ = np.histogram(label, bins=num_class, range=(1, num_class))
-    return area_i, area_p + area_l - area_i
-
-
-def original_accuracy(pred, label):
-    valid = label >= 0
-    return float((valid * (pred == label)).sum()) / (valid.sum() + 1e-10), valid.sum()
+from mit_semseg.metrics import ConfusionMatrix
+from mit_semseg.testing.reference import original_accuracy, original_intersection_and_union
 
 
 def main() -> None:

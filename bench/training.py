@@ -11,34 +11,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import resource
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 
 import torch
+from common import machine, model_for, print_machine, write_results
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, print_machine, write_results  # noqa: E402
-
-from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule  # noqa: E402
-from mit_semseg.precision import training_amp  # noqa: E402
+from mit_semseg.precision import training_amp
 
 VARIANTS = {"fp32 eager": (None, False, False), "bf16 + channels_last": (torch.bfloat16, True, False),
             "bf16 + channels_last + compile": (torch.bfloat16, True, True)}
 
 
-def build(pair: str, device) -> SegmentationModule:
-    encoder, decoder = pair.split("+")
+def build(pair: str, device) -> nn.Module:
     torch.manual_seed(0)
-    fc = ENCODERS[encoder].fc_dim
-    return SegmentationModule(ModelBuilder.build_encoder(encoder, pretrained=False),
-                              ModelBuilder.build_decoder(decoder, fc, 150), nn.NLLLoss(ignore_index=-1),
-                              deep_sup_scale=0.4 if decoder.endswith("deepsup") else None).to(device).train()
+    return model_for(pair).to(device).train()
 
 
 def peak_bytes(device) -> int:
@@ -110,7 +101,7 @@ def main() -> None:
         try:
             for _ in range(3 if gpu else 1):
                 step()
-        except Exception as err:  # noqa: BLE001 - a variant this machine cannot run is reported, not fatal
+        except Exception as err:
             print(f"{name:<34}skipped: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
             continue
         if gpu:

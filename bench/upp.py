@@ -4,31 +4,25 @@ and UPP's inference latency beside UPerNet's.
     python bench/upp.py [--device cpu|cuda] [--size 384x512] [--repeats 5]
 
 The pooling rows time the four pyramid scales (1, 2, 3, 6) over one ResNet-50 C5 map of the input
-size, the pooling alone and the whole branch (pooling, 1x1 conv-BN-ReLU, upsampling). The latency
-rows time one image through resnet50 + upernet (150 classes) and resnet50 + upp (Broden+ heads),
+size, the pooling alone and the whole branch (pooling, upsampling, 1x1 conv-BN-ReLU, in the original's
+order). The latency rows time one image through resnet50 + upernet (150 classes) and resnet50 + upp (Broden+ heads),
 optimised fp32 path, one scale: network, resize to the image, softmax and arg-max of every head
 (for UPP also each pixel's part within its predicted object's group).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from common import machine, model_for, print_machine, write_results
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, print_machine, write_results  # noqa: E402
-
-from mit_semseg.data.label_tables import read_label_tables  # noqa: E402
-from mit_semseg.inference import fuse, predict_multitask, prepare_for_inference  # noqa: E402
-from mit_semseg.models import ModelBuilder, SegmentationModule  # noqa: E402
-from mit_semseg.models.unified import UnifiedParsingModule  # noqa: E402
-from mit_semseg.nn import prroi_pool2d  # noqa: E402
+from mit_semseg.inference import fuse, prepare_for_inference
+from mit_semseg.nn import prroi_pool2d
+from mit_semseg.tasks.unified import predict_multitask
 
 SCALES = (1, 2, 3, 6)
 
@@ -58,7 +52,7 @@ def pooling_rows(height: int, width: int, repeats: int, device) -> list[dict]:
     with torch.inference_mode():
         for name, pool in pools.items():
             alone = median_ms(lambda: [pool(s) for s in SCALES], repeats, device)
-            branch = median_ms(lambda: [F.interpolate(conv(pool(s)), (h, w), mode="bilinear", align_corners=False)
+            branch = median_ms(lambda: [conv(F.interpolate(pool(s), (h, w), mode="bilinear", align_corners=False))
                                         for s, conv in zip(SCALES, convs)], repeats, device)
             rows.append({"pooling": name, "map": [2048, h, w], "pooling_ms": alone, "branch_ms": branch})
     return rows
@@ -67,10 +61,8 @@ def pooling_rows(height: int, width: int, repeats: int, device) -> list[dict]:
 def latency_rows(height: int, width: int, repeats: int, device) -> list[dict]:
     torch.manual_seed(0)
     image = torch.randn(1, 3, height, width, device=device).contiguous(memory_format=torch.channels_last)
-    upernet = SegmentationModule(ModelBuilder.build_encoder("resnet50", pretrained=False),
-                                 ModelBuilder.build_decoder("upernet", 2048, 150, use_softmax=True), nn.NLLLoss())
-    upp = UnifiedParsingModule(ModelBuilder.build_encoder("resnet50", pretrained=False),
-                               ModelBuilder.build_decoder("upp", 2048, use_softmax=True), read_label_tables())
+    upernet = model_for("resnet50+upernet", inference=True)
+    upp = model_for("resnet50+upp", inference=True)
     upernet, upp = (prepare_for_inference(m.to(device)) for m in (upernet, upp))
 
     def segment():

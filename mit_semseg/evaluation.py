@@ -6,6 +6,7 @@ within seconds, naming the worker, the image and the error.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -17,20 +18,14 @@ import traceback
 from contextlib import closing
 from dataclasses import dataclass
 
-import cv2
-import numpy as np
 import torch
 import torch.multiprocessing as mp
-from tqdm import tqdm
 from yacs.config import CfgNode
 
-from .data.classes import class_colors, class_names, colorize
-from .data.dataset import ValDataset
-from .data.records import read_odgt
-from .inference import checkpoint_paths, load_model, predict
-from .models.builder import is_multitask
-from .metrics import ConfusionMatrix, confusion_counts
+from .inference import checkpoint_paths
 from .precision import autocast, inference_dtype
+from .progress import Progress
+from .tasks import Task, task_for
 
 log = logging.getLogger("mit_semseg")
 POLL_SECONDS = 1.0
@@ -52,7 +47,7 @@ class Shard:
 def split(n: int, parts: int) -> list[tuple[int, int]]:
     """`parts` contiguous (start, stop) ranges covering 0..n, sizes differing by at most one."""
     bounds = [n * k // parts for k in range(parts + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:])]
+    return list(itertools.pairwise(bounds))
 
 
 class LoadFailed(Exception):
@@ -71,7 +66,7 @@ def _prefetched(dataset, indices):
     When the caller stops early (or the generator is closed), the loading thread is stopped and
     joined, so no thread is left working behind it.
     """
-    slot: "queue_module.Queue" = queue_module.Queue(maxsize=2)
+    slot: queue_module.Queue = queue_module.Queue(maxsize=2)
     stopped = threading.Event()
 
     def load():
@@ -80,7 +75,7 @@ def _prefetched(dataset, indices):
                 return
             try:
                 entry = (i, dataset[i], None)
-            except Exception as err:  # noqa: BLE001 - handed to the consumer
+            except Exception as err:  # handed to the consumer
                 slot.put((i, None, err))
                 return
             slot.put(entry)
@@ -103,62 +98,6 @@ def _prefetched(dataset, indices):
         loader.join()
 
 
-def write_picture(panels: list[np.ndarray], source_path: str, directory: str) -> None:
-    """RGB panels side by side as DIRECTORY/<name of the image>.png."""
-    name = os.path.splitext(os.path.basename(source_path))[0]
-    picture = np.concatenate(panels, axis=1).astype(np.uint8)
-    cv2.imwrite(os.path.join(directory, f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-
-
-class SegmentationEvaluation:
-    """What evaluating a segmentation model reads, measures per image and accumulates (a confusion matrix)."""
-
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
-
-    def records(self) -> list[dict]:
-        d = self.cfg.DATASET
-        return read_odgt(d.list_val, d.root_dataset, check_files=d.check_files)
-
-    def dataset(self, records: list[dict]) -> ValDataset:
-        return ValDataset(records, self.cfg)
-
-    def measure(self, model, item: dict, picture_dir: str | None):
-        """The image's confusion cells; with `picture_dir`, also image | ground truth | prediction there."""
-        label = item["seg_label"].numpy()
-        pred = predict(model, item["img_data"], label.shape, self.cfg.VAL.flip).numpy()
-        if picture_dir:
-            colors = class_colors(self.cfg.DATASET.num_class)
-            write_picture([item["img_ori"], colorize(label, colors), colorize(pred, colors)], item["info"], picture_dir)
-        return confusion_counts(pred, label, self.cfg.DATASET.num_class)
-
-    def metrics(self) -> "SegmentationMetrics":
-        return SegmentationMetrics(self.cfg.DATASET.num_class, class_names(self.cfg))
-
-    @staticmethod
-    def print_summary(summary: dict, path: str) -> None:
-        print_segmentation_summary(summary, path)
-
-
-class SegmentationMetrics:
-    """The confusion matrix of all images, summarised with the class names."""
-
-    def __init__(self, num_class: int, names: list[str]) -> None:
-        self.matrix, self.names = ConfusionMatrix(num_class), names
-
-    def add(self, counts: tuple[np.ndarray, np.ndarray]) -> None:
-        self.matrix.add(*counts)
-
-    def summary(self) -> dict:
-        return self.matrix.summary(self.names)
-
-
-def evaluation_for(cfg):
-    """SegmentationEvaluation, or UnifiedEvaluation for a Unified Perceptual Parsing model."""
-    from .unified_evaluation import UnifiedEvaluation  # here: that module builds on this one
-    return UnifiedEvaluation(cfg) if is_multitask(cfg.MODEL.arch_decoder) else SegmentationEvaluation(cfg)
-
-
 def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: threading.Event | None = None) -> None:
     """Evaluate `records`, the list's entries shard.start..shard.stop; every message is (kind, worker, ...).
 
@@ -172,30 +111,35 @@ def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: thr
         if not in_process:
             torch.set_num_threads(shard.threads)
         cfg = CfgNode.load_cfg(cfg_text)
-        task = evaluation_for(cfg)
-        model = load_model(cfg, cfg.VAL.checkpoint, shard.device)
+        task = task_for(cfg)
+        model = task.load(cfg.VAL.checkpoint, shard.device)
         dtype = inference_dtype(cfg.VAL.precision, shard.device, "VAL.precision")
-        result_dir = os.path.join(cfg.DIR, "result")
-        with closing(_prefetched(task.dataset(records), range(len(records)))) as items:
+        with closing(_prefetched(task.val_dataset(records), range(len(records)))) as items:
             for k, item in items:
                 current = shard.start + k
                 if stop is not None and stop.is_set():
                     return
+                picture = picture_path(cfg.DIR, item["info"]) if cfg.VAL.visualize else None
                 with autocast(shard.device, dtype):
-                    counts = task.measure(model, item, result_dir if cfg.VAL.visualize else None)
+                    counts = task.measure(model, item, picture)
                 results.put(("image", shard.worker, current, counts))
         results.put(("done", shard.worker))
-    except BaseException as err:  # noqa: BLE001 - reported to the main process, which stops the run
+    except BaseException as err:  # reported to the main process, which stops the run
         if isinstance(err, LoadFailed):
             current, err = shard.start + err.index, err.__cause__
         results.put(("error", shard.worker, current, f"{type(err).__name__}: {err}", traceback.format_exc()))
-        raise SystemExit(1)
+        raise SystemExit(1) from None
+
+
+def picture_path(directory: str, image: str) -> str:
+    """VAL.visualize's picture of `image`: DIR/result/<name of the image>.png."""
+    return os.path.join(directory, "result", f"{os.path.splitext(os.path.basename(image))[0]}.png")
 
 
 def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
-    task = evaluation_for(cfg)
-    records = task.records()
+    task = task_for(cfg)
+    records = task.read_records(cfg.DATASET.list_val)
     checkpoint_paths(cfg, cfg.VAL.checkpoint)
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
@@ -222,7 +166,7 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     done: set[int] = set()
     started = checked = time.perf_counter()
     try:
-        with tqdm(total=len(records), desc="evaluating", dynamic_ncols=True) as bar:
+        with Progress(len(records), "evaluating", unit="img") as bar:
             while len(done) < len(workers):
                 if time.perf_counter() - checked > POLL_SECONDS:  # while others keep the queue busy too
                     _check_alive(workers, shards, done, progress, records, crashed_only=True)
@@ -288,8 +232,8 @@ def _stop(workers, stop: threading.Event) -> None:
             process.join()
 
 
-def report(summary: dict, directory: str, task) -> str:
-    """Write DIR/eval_<checkpoint>.json and print the summary as `task` (an `evaluation_for` result) does."""
+def report(summary: dict, directory: str, task: Task) -> str:
+    """Write DIR/eval_<checkpoint>.json and print the summary as the task does."""
     name = os.path.splitext(summary["checkpoint"])[0]
     path = os.path.join(directory, f"eval_{name}.json")
     with open(path + ".tmp", "w") as f:
@@ -299,30 +243,16 @@ def report(summary: dict, directory: str, task) -> str:
     return path
 
 
-def print_segmentation_summary(summary: dict, path: str) -> None:
-    """The ten worst classes and the summary lines, ending with the original's."""
-    print("Ten worst classes by IoU:")
-    for c in sorted(summary["classes"], key=lambda c: c["iou"])[:10]:
-        print(f"  {c['name']:<24} IoU {c['iou']:.4f}  accuracy {100 * c['accuracy']:.2f}%")
-    print(f"Per-class IoU and accuracy: {path}")
-    print(f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; pixel accuracy "
-          f"{100 * summary['pixel_accuracy']:.2f}%, mean class accuracy {100 * summary['mean_accuracy']:.2f}%, "
-          f"frequency-weighted IoU {summary['frequency_weighted_iou']:.4f}")
-    print(f"Mean IoU: {summary['mean_iou']:.4f}, Accuracy: {100 * summary['pixel_accuracy']:.2f}%")
-
-
 def main(argv: list[str] | None = None) -> int:
     """`eval_multipro.py`: evaluate a checkpoint over the validation set on every device."""
     import argparse
-    import sys
 
+    from . import cli
     from .config import ConfigError, load_config
-    from .data.records import DataError
-    from .models import CheckpointError
-    from .parallel import parse_gpus
 
-    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on the validation set, one process per "
-                                     "device.", epilog="Example: python eval_multipro.py --cfg "
+    prog = "eval_multipro.py"
+    parser = argparse.ArgumentParser(prog=prog, description="Evaluate a checkpoint on the validation set, one process "
+                                     "per device.", epilog="Example: python eval_multipro.py --cfg "
                                      "config/ade20k-resnet50dilated-ppm_deepsup.yaml --gpus 0-7")
     parser.add_argument("--cfg", required=True, metavar="FILE", help="config file")
     parser.add_argument("--gpus", default="0", help="GPUs: 0-7, 0,2,4,6, 0 or cpu (default: 0)")
@@ -333,27 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = load_config(args.cfg, args.opts)
-        gpus = parse_gpus(args.gpus)
+        devices = [str(d) for d in cli.devices(args.gpus, prog)]
         if args.procs < 1:
             raise ValueError(f"--procs must be at least 1, got {args.procs}")
     except (ConfigError, ValueError) as err:
-        print(f"eval_multipro.py: error: {err}", file=sys.stderr)
-        return 2
-    if gpus and not torch.cuda.is_available():
-        print("CUDA is not available: evaluating on the CPU", file=sys.stderr)
-        gpus = []
-    if gpus and max(gpus) >= torch.cuda.device_count():
-        print(f"eval_multipro.py: error: --gpus asks for GPU {max(gpus)}, but only {torch.cuda.device_count()} "
-              "are visible", file=sys.stderr)
-        return 2
-    devices = [f"cuda:{g}" for g in gpus] or ["cpu"]
+        return cli.usage(prog, err)
     try:
         summary = evaluate(cfg, devices, args.procs)
     except KeyboardInterrupt:
-        print("eval_multipro.py: interrupted", file=sys.stderr)
-        return 130
-    except (EvaluationError, DataError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"eval_multipro.py: error: {err}", file=sys.stderr)
-        return 1
-    report(summary, cfg.DIR, evaluation_for(cfg))
+        return cli.interrupted(prog)
+    except (EvaluationError, *cli.RUN_ERRORS) as err:
+        return cli.fail(prog, err)
+    report(summary, cfg.DIR, task_for(cfg))
     return 0

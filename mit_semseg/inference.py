@@ -1,4 +1,4 @@
-"""Loading a trained model and predicting a label map from multi-scale inputs.
+"""Inference machinery every task uses: the fast inference path, multi-scale and sliding-window logits, fusion.
 
 The probabilities of every scale (and the mirrored image with flip) are averaged at the full
 label size, then the arg-max taken, as the original does. The original resizes each scale's
@@ -15,10 +15,6 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .data.transforms import round_up
-from .data.label_tables import read_label_tables
-from .models import ModelBuilder, SegmentationModule
-from .models.builder import is_multitask
-from .models.unified import UnifiedParsingModule
 
 CHUNK_BYTES = 1 << 21
 
@@ -42,7 +38,7 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
     return module
 
 
-def prepare_for_inference(model: SegmentationModule) -> SegmentationModule:
+def prepare_for_inference(model: nn.Module) -> nn.Module:
     """Eval mode, batch norms folded into convs, channels-last memory: the fast inference path."""
     model.eval()
     fold_batch_norms(model)
@@ -58,26 +54,6 @@ def checkpoint_paths(cfg, checkpoint: str) -> dict[str, str]:
     return paths
 
 
-def load_model(cfg, checkpoint: str, device: torch.device | str = "cpu",
-               optimize: bool = True) -> SegmentationModule | UnifiedParsingModule:
-    """The model of `cfg` with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, in eval mode.
-
-    With `optimize` (the default) it is prepared for fast inference (`prepare_for_inference`);
-    such a model is for predicting only, not for training or saving.
-    """
-    m = cfg.MODEL
-    weights = checkpoint_paths(cfg, checkpoint)
-    encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=weights["encoder"])
-    decoder = ModelBuilder.build_decoder(m.arch_decoder, m.fc_dim, cfg.DATASET.num_class, weights=weights["decoder"],
-                                         use_softmax=True, label_tables=cfg.DATASET.label_tables)
-    if is_multitask(m.arch_decoder):
-        model = UnifiedParsingModule(encoder, decoder, read_label_tables(cfg.DATASET.label_tables))
-    else:
-        model = SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1))
-    model = model.to(device).eval()
-    return prepare_for_inference(model) if optimize else model
-
-
 def _source_rows(out_size: int, in_size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear (align_corners=False) sampling along one axis: indices i0, i1 and the weight of i1."""
     scale = in_size / out_size
@@ -87,7 +63,7 @@ def _source_rows(out_size: int, in_size: int, device) -> tuple[torch.Tensor, tor
     return i0, i1, (src - i0).clamp(0, 1).float()
 
 
-def _each_scale(model: nn.Module, img_data: list[torch.Tensor], flip: bool, heads) -> list[dict[str, torch.Tensor]]:
+def each_scale(model: nn.Module, img_data: list[torch.Tensor], flip: bool, heads) -> list[dict[str, torch.Tensor]]:
     """`heads(feature maps)`, a dict of N x ... tensors, per image for each scale, and for each mirrored scale
     with `flip` (its maps, C x h x w, mirrored back)."""
     device = next(model.parameters()).device
@@ -103,9 +79,9 @@ def _each_scale(model: nn.Module, img_data: list[torch.Tensor], flip: bool, head
 
 
 @torch.inference_mode()
-def scale_logits(model: SegmentationModule, img_data: list[torch.Tensor], flip: bool = False) -> list[torch.Tensor]:
+def scale_logits(model: nn.Module, img_data: list[torch.Tensor], flip: bool = False) -> list[torch.Tensor]:
     """The decoder's logits (C x h x w) for each scale, and for each mirrored scale with `flip`."""
-    return [x["logits"] for x in _each_scale(model, img_data, flip,
+    return [x["logits"] for x in each_scale(model, img_data, flip,
                                              lambda features: {"logits": model.decoder.main_logits(features)})]
 
 
@@ -140,7 +116,7 @@ def fuse(logits: list[torch.Tensor], size: tuple[int, int], probabilities: bool 
 
 
 @torch.inference_mode()
-def slide_logits(model: SegmentationModule, image: torch.Tensor, crop: int, stride: int,
+def slide_logits(model: nn.Module, image: torch.Tensor, crop: int, stride: int,
                  padding: int) -> tuple[torch.Tensor, int]:
     """Logits of a normalised 1 x 3 x H x W image from overlapping crop x crop windows, and their stride s.
 
@@ -165,37 +141,3 @@ def slide_logits(model: SegmentationModule, image: torch.Tensor, crop: int, stri
             canvas[:, y // s:y // s + logits.shape[1], x // s:x // s + logits.shape[2]] += logits
             count[:, y // s:y // s + logits.shape[1], x // s:x // s + logits.shape[2]] += 1
     return (canvas / count)[:, :-(-height // s), :-(-width // s)], s
-
-
-def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], flip: bool = False):
-    """The class map (H x W, int64 on the CPU) for one image given at every scale."""
-    return fuse(scale_logits(model, img_data, flip), size).cpu()
-
-
-@torch.inference_mode()
-def multitask_scale_logits(model: UnifiedParsingModule, img_data: list[torch.Tensor],
-                           flip: bool = False) -> list[dict[str, torch.Tensor]]:
-    """The UPP decoder's logits (scene: S; others C x h x w) for each scale, and each mirrored scale with `flip`."""
-    return _each_scale(model, img_data, flip, model.decoder.logits)
-
-
-@torch.inference_mode()
-def predict_multitask(model: UnifiedParsingModule, img_data: list[torch.Tensor], size: tuple[int, int],
-                      flip: bool = False) -> dict[str, torch.Tensor]:
-    """Every head's prediction for one image given at every scale (probabilities averaged over scales).
-
-    `scene`: S probabilities; `object`, `material`: H x W class maps; `part`: H x W, each pixel's arg-max
-    within the part group of its predicted object (0 where that object has no parts). All on the CPU.
-    """
-    logits = multitask_scale_logits(model, img_data, flip)
-    scene = torch.stack([torch.softmax(x["scene"], 0) for x in logits]).mean(0)
-    objects = fuse([x["object"] for x in logits], size)
-    part = torch.zeros_like(objects)
-    bounds = [0, *torch.tensor(model.decoder.part_group_sizes).cumsum(0).tolist()]
-    for g, obj in enumerate(model.part_objects):
-        inside = objects == obj
-        if inside.any():
-            group = fuse([x["part"][bounds[g]:bounds[g + 1]] for x in logits], size)
-            part[inside] = group[inside]
-    return {"scene": scene.cpu(), "object": objects.cpu(), "part": part.cpu(),
-            "material": fuse([x["material"] for x in logits], size).cpu()}

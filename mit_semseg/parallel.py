@@ -3,36 +3,14 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn.parallel import replicate
 
 from .nn import link_replicas
-
-
-def parse_gpus(spec: str) -> list[int]:
-    """`0-7`, `0,2,4,6`, `0` or `cpu` (an empty list) as device indices."""
-    spec = spec.strip().lower()
-    if spec in ("cpu", ""):
-        return []
-    devices: list[int] = []
-    try:
-        for part in spec.split(","):
-            if "-" in part:
-                first, last = (int(v) for v in part.split("-"))
-                if last < first:
-                    raise ValueError
-                devices += range(first, last + 1)
-            else:
-                devices.append(int(part))
-    except ValueError:
-        raise ValueError(f"--gpus '{spec}': expected a list like 0-7, 0,2,4,6, 0 or cpu") from None
-    if len(set(devices)) != len(devices) or min(devices) < 0:
-        raise ValueError(f"--gpus '{spec}': devices must be distinct and non-negative")
-    return devices
 
 
 def to_device(batch: dict, device: torch.device, non_blocking: bool = False) -> dict:
@@ -53,8 +31,8 @@ class DictDataParallel(nn.Module):
     Unlike `nn.DataParallel` nothing is split along the batch dimension, so every device can get
     a batch of its own size. The replicas' SynchronizedBatchNorm2d layers normalise by the
     statistics of all the replicas' batches. `forward` returns the replicas' outputs, each on
-    the first device. Devices may all be the CPU (the replicas then share the parameters), which
-    is how the engine is tested without GPUs.
+    the first device. Devices may all be one device, the CPU or a GPU (the replicas then share the
+    parameters), which is how the engine is tested without several GPUs.
     """
 
     def __init__(self, module: nn.Module, devices: Sequence[torch.device]) -> None:
@@ -68,10 +46,10 @@ class DictDataParallel(nn.Module):
         if n == 1:
             return [self.module(to_device(batches[0], self.devices[0]))]
         devices = self.devices[:n]
-        if devices[0].type == "cuda":
-            replicas = replicate(self.module, devices, not torch.is_grad_enabled())
-        else:
+        if len(set(devices)) == 1:  # replicas on one device (the CPU, or one GPU) share the parameters
             replicas = [_shared_replica(self.module) for _ in devices]
+        else:
+            replicas = replicate(self.module, devices, not torch.is_grad_enabled())
         group = link_replicas(replicas)
         outputs: list = [None] * n
         errors: list = [None] * n
@@ -83,7 +61,7 @@ class DictDataParallel(nn.Module):
                 with torch.set_grad_enabled(grad_enabled), \
                         torch.cuda.device(device) if device.type == "cuda" else nullcontext():
                     outputs[i] = replicas[i](to_device(batches[i], device))
-            except BaseException as err:  # noqa: BLE001 - handed to the caller below
+            except BaseException as err:  # handed to the caller below
                 errors[i] = err
                 group.abort()
 

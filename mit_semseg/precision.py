@@ -35,7 +35,7 @@ def cpu_description() -> dict:
     return {**found, "features": [f.strip() for f in pretended.split(",") if f.strip()], "pretended": True}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _detected_cpu() -> dict:
     try:
         capabilities = torch.cpu.get_capabilities()

@@ -12,7 +12,7 @@ def accuracy(preds: np.ndarray, label: np.ndarray):
     return float(acc_sum) / (valid_sum + 1e-10), valid_sum
 
 
-def intersectionAndUnion(imPred: np.ndarray, imLab: np.ndarray, numClass: int):  # noqa: N802, N803
+def intersectionAndUnion(imPred: np.ndarray, imLab: np.ndarray, numClass: int):
     """Per-class (intersection, union) pixel counts for 0-based maps; unlabelled (-1) pixels are ignored.
 
     Classes 0..numClass-1 are counted; predictions on unlabelled pixels are not.

@@ -16,21 +16,33 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from broden_raw import (ADE_OBJECT_NAMES, write_ade20k, write_dtd, write_opensurfaces_release, write_pascal,
-                        write_split_lists)
 from httpserver import closed_port_url, serve
+
 from mit_semseg.data.broden import opensurfaces_release
 from mit_semseg.data.broden import prepare as broden_prepare
 from mit_semseg.data.broden.__main__ import main as broden_main
 from mit_semseg.data.broden.ade20k_full import SCENES, read_scene_list
 from mit_semseg.data.broden.download import STEPS
 from mit_semseg.data.broden.pascal import SPELT_OUT, part_name
-from mit_semseg.data.broden.tables import (ASSIGNMENT, SPLITS, pascal_context_vocabulary, read_assignment,
-                                           read_split_lists, read_texture_names)
+from mit_semseg.data.broden.tables import (
+    ASSIGNMENT,
+    SPLITS,
+    pascal_context_vocabulary,
+    read_assignment,
+    read_split_lists,
+    read_texture_names,
+)
 from mit_semseg.data.label_tables import BRODEN_TABLES, read_label_tables
 from mit_semseg.data.multitask import read_multitask_records
 from mit_semseg.data.records import DataError
+from mit_semseg.testing.broden_raw import (
+    ADE_OBJECT_NAMES,
+    write_ade20k,
+    write_dtd,
+    write_opensurfaces_release,
+    write_pascal,
+    write_split_lists,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "broden"

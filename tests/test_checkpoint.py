@@ -5,11 +5,10 @@ import os
 
 import pytest
 import torch
+from httpserver import serve
 
 from mit_semseg.hub import DownloadError
 from mit_semseg.models import CheckpointError, ModelBuilder, load_weights
-
-from httpserver import serve
 
 
 def _randomised(module, seed=0):

@@ -7,8 +7,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mit_semseg.config import load_config
-from mit_semseg.data.dataset import (GroupedBatchSampler, SkippedSamples, TrainCollate, TrainDataset, ValDataset,
-                                     build_train_loader, finish_batch, seed_worker)
+from mit_semseg.data.dataset import (
+    GroupedBatchSampler,
+    SkippedSamples,
+    TrainCollate,
+    TrainDataset,
+    ValDataset,
+    build_train_loader,
+    finish_batch,
+    seed_worker,
+)
 from mit_semseg.data.records import DataError, read_odgt
 from mit_semseg.data.synthetic import NUM_CLASS, generate
 from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD

@@ -12,17 +12,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_legend
 
 from mit_semseg.config import load_config
+from mit_semseg.data.classes import class_colors, colorize
 from mit_semseg.data.synthetic import NUM_CLASS, generate
-from mit_semseg.inference import fuse, load_model, scale_logits
+from mit_semseg.inference import fuse, scale_logits
 from mit_semseg.metrics import ConfusionMatrix
 from mit_semseg.models import ModelBuilder
+from mit_semseg.tasks import task_for
+from mit_semseg.testing.reference import original_intersection_and_union as histogram_intersection_and_union
 from mit_semseg.utils import accuracy, intersectionAndUnion
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from metrics import original_intersection_and_union as histogram_intersection_and_union  # noqa: E402
 
 
 @pytest.mark.numeric
@@ -127,7 +129,7 @@ def test_the_evaluation_matches_a_direct_computation(evalset):
     cfg = load_config(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml", _opts(evalset))
     from mit_semseg.data.dataset import ValDataset
     from mit_semseg.data.records import read_odgt
-    model = load_model(cfg, "epoch_1.pth")
+    model = task_for(cfg).load("epoch_1.pth")
     matrix = ConfusionMatrix(NUM_CLASS)
     for item in ValDataset(read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset), cfg):
         with torch.no_grad():
@@ -141,7 +143,7 @@ def test_the_evaluation_matches_a_direct_computation(evalset):
 
 def test_flip_and_visualize(evalset):
     cfg = load_config(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml", _opts(evalset))
-    model = load_model(cfg, "epoch_1.pth")
+    model = task_for(cfg).load("epoch_1.pth")
     image = torch.randn(1, 3, 64, 96)
     plain, = scale_logits(model, [image])
     both = scale_logits(model, [image], flip=True)
@@ -154,9 +156,16 @@ def test_flip_and_visualize(evalset):
     assert json.loads((evalset / "ckpt" / "eval_epoch_1.json").read_text())["flip"] is True
     pictures = sorted((evalset / "ckpt" / "result").glob("*.png"))
     assert len(pictures) == 9
-    first = cv2.imread(str(pictures[0]))
-    original = cv2.imread(str(evalset / "images" / "validation" / (pictures[0].stem + ".jpg")))
-    assert first.shape == (original.shape[0], 3 * original.shape[1], 3)
+    first = cv2.cvtColor(cv2.imread(str(pictures[0])), cv2.COLOR_BGR2RGB)
+    original = cv2.cvtColor(cv2.imread(str(evalset / "images" / "validation" / (pictures[0].stem + ".jpg"))),
+                            cv2.COLOR_BGR2RGB)
+    h, w = original.shape[:2]
+    assert first.shape[1] == 3 * w and first.shape[0] > h  # image | ground truth | prediction, legends below
+    np.testing.assert_array_equal(first[:h, :w], original)
+    label = cv2.imread(str(evalset / "annotations" / "validation" / (pictures[0].stem + ".png")), cv2.IMREAD_UNCHANGED)
+    colors = class_colors(NUM_CLASS)
+    np.testing.assert_array_equal(first[:h, w:2 * w], colorize(label.astype(np.int64) - 1, colors))
+    assert_legend(first[h:, w:2 * w], label.astype(np.int64) - 1, colors)
 
 
 @pytest.mark.parametrize("procs, position", [(2, 4), (2, 6), (1, 3)])

@@ -10,14 +10,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import assert_legend
+from httpserver import closed_port_url, serve
 
 from mit_semseg import Segmenter, zoo
 from mit_semseg.config import load_config
+from mit_semseg.data.classes import class_colors
 from mit_semseg.data.synthetic import CLASSES, NUM_CLASS, generate
 from mit_semseg.inference import slide_logits
 from mit_semseg.training.loop import Runtime, train
-
-from httpserver import closed_port_url, serve
 
 # test.py and Segmenter at TEST.precision auto, which follows the CPU: `make test` runs these again pretending
 # the other kind of CPU (MIT_SEMSEG_CPU_FEATURES)
@@ -64,13 +65,18 @@ def test_folder_with_a_corrupt_file(trained, tmp_path):
     assert "1 of 4 images could not be read" in result.stderr and str(photos / "broken.jpg") in result.stderr
     segmenter = Segmenter.from_config(CONFIG, opts=opts)
     for name in ("a", "b", "more/c"):
-        image = cv2.imread(str(photos / f"{name}.jpg"))
-        picture = cv2.imread(str(out / f"{name}.png"))
+        image = cv2.cvtColor(cv2.imread(str(photos / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
+        picture = cv2.cvtColor(cv2.imread(str(out / f"{name}.png")), cv2.COLOR_BGR2RGB)
         label = cv2.imread(str(out / f"{name}_label.png"), cv2.IMREAD_UNCHANGED)
-        assert picture.shape == (image.shape[0], 2 * image.shape[1], 3)
+        h, w = image.shape[:2]
+        assert picture.shape[1] == 2 * w and picture.shape[0] > h  # image | prediction, its legend below
         assert label.shape == image.shape[:2] and label.dtype == np.uint8
         assert 1 <= label.min() and label.max() <= NUM_CLASS
-        assert np.array_equal(segmenter.predict(str(photos / f"{name}.jpg")), label.astype(np.int64) - 1)
+        pred = label.astype(np.int64) - 1
+        assert np.array_equal(segmenter.predict(str(photos / f"{name}.jpg")), pred)
+        np.testing.assert_array_equal(picture[:h, :w], image)
+        np.testing.assert_array_equal(picture[:h, w:], segmenter.colorize(pred))
+        assert_legend(picture[h:, w:], pred, class_colors(NUM_CLASS))
         assert f"{photos / name}.jpg:" in result.stdout
     shares = [float(line.split(": ")[1].rstrip("%")) for line in result.stdout.splitlines() if line.startswith("  ")]
     assert shares and all(s > 0.1 for s in shares)
@@ -185,6 +191,7 @@ def test_released_models_and_download(trained, tmp_path, monkeypatch):
 
 def _decoder_with_150_classes():
     import io
+
     from mit_semseg.models import ModelBuilder
     buffer = io.BytesIO()
     torch.save(ModelBuilder.build_decoder("c1_deepsup", fc_dim=320, num_class=150).state_dict(), buffer)

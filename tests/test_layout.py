@@ -3,10 +3,9 @@ import json
 
 import pytest
 import torch
+from helpers import LAYOUT
 
 from mit_semseg.models import ModelBuilder
-
-from conftest import LAYOUT
 
 REFERENCE = json.loads(LAYOUT.read_text())
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from mit_semseg.cli import parse_gpus
 from mit_semseg.models import ModelBuilder, SegmentationModule
 from mit_semseg.nn import SynchronizedBatchNorm2d, link_replicas
-from mit_semseg.parallel import DictDataParallel, _shared_replica, parse_gpus
+from mit_semseg.parallel import DictDataParallel, _shared_replica
 
 pytestmark = pytest.mark.numeric
 
@@ -134,7 +135,7 @@ def test_engine_with_one_device_is_the_plain_module():
     model = _segmentation_module().train()
     batch = {"img_data": torch.randn(2, 3, 32, 32), "seg_label": torch.randint(-1, 5, (2, 4, 4))}
     torch.manual_seed(1)
-    (loss, acc), = DictDataParallel(model, ["cpu"])([batch])
+    ((loss, _),) = DictDataParallel(model, ["cpu"])([batch])
     torch.testing.assert_close(loss, model(batch)[0])
     with pytest.raises(ValueError, match="got 2 batches for 1 devices"):
         DictDataParallel(model, ["cpu"])([batch, batch])

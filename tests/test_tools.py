@@ -12,12 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from httpserver import closed_port_url, serve
 
 from mit_semseg.data import ade20k, make_odgt, synthetic
 from mit_semseg.data.records import read_odgt
 from mit_semseg.hub import DownloadError, download
-
-from httpserver import closed_port_url, serve
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,7 +162,6 @@ def test_download_script_offline_fails_within_seconds(tmp_path):
 def test_a_wheel_holds_every_module_and_table():
     """setuptools packs only folders with __init__.py and the package-data globs: every module and table is in one."""
     import tomllib
-
     from setuptools import find_packages
     packages = set(find_packages(str(REPO), include=["mit_semseg*"]))
     folders = {str(p.parent.relative_to(REPO)).replace(os.sep, ".") for p in (REPO / "mit_semseg").rglob("*.py")}

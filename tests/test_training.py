@@ -1,5 +1,6 @@
 """Training through the real command line: epochs, checkpoints, exact resume, Ctrl-C, NaN, torchrun."""
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_weights, checkpoint_weights
 from torch import nn
 
 from mit_semseg.data.synthetic import NUM_CLASS, generate
@@ -43,18 +45,6 @@ def run_train(scenes, directory, *extra, flags=(), timeout=300, launcher=()):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
-def _weights(directory, epoch):
-    return {part: torch.load(Path(directory) / f"{part}_epoch_{epoch}.pth", weights_only=True)
-            for part in ("encoder", "decoder")}
-
-
-def _assert_same(a, b):
-    for part in a:
-        assert a[part].keys() == b[part].keys()
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
-
-
 def test_poly_learning_rate_by_hand():
     assert poly_lr(0.02, 0, 100, 0.9) == 0.02
     assert poly_lr(0.02, 50, 100, 0.9) == pytest.approx(0.02 * math.exp(0.9 * math.log(0.5)))
@@ -67,7 +57,7 @@ def test_poly_learning_rate_by_hand():
         [0.02 * 0.75 ** 0.9] * 2 + [0.01 * 0.75 ** 0.9] * 2)
 
 
-def test_weight_decay_only_on_conv_and_linear_weights():
+def test_weight_decay_only_on_conv_and_linearcheckpoint_weights():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Linear(4, 2))
     decay, no_decay = param_groups(model, 0.1)
     assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
@@ -98,13 +88,44 @@ def test_one_epoch_through_the_command_line(scenes, tmp_path):
     names = {p.name for p in run.iterdir()}
     assert {"encoder_epoch_1.pth", "decoder_epoch_1.pth", "config.yaml", "history.json", "train.log",
             "training.png", "train_state_epoch_1_iter_0.pth"} <= names
-    weights = _weights(run, 1)
+    weights = checkpoint_weights(run, 1)
     assert not any(k.startswith("module.") for k in weights["encoder"])
     ModelBuilder.build_encoder("mobilenetv2dilated", weights=str(run / "encoder_epoch_1.pth"))
     ModelBuilder.build_decoder("c1_deepsup", fc_dim=320, num_class=NUM_CLASS, weights=str(run / "decoder_epoch_1.pth"))
     assert cv2.imread(str(run / "training.png")).shape[0] > 100
-    assert "epoch 1: loss" in (run / "train.log").read_text()
-    assert "epoch 1/1" in result.stderr and "acc=" in result.stderr and "lr=" in result.stderr
+    log = (run / "train.log").read_text()
+    assert "epoch 1: loss" in log
+    # without a terminal, a plain line every TRAIN.disp_iter (2) iterations, in the log file too; no bar
+    lines = [line for line in result.stderr.splitlines() if line.startswith("epoch 1/1: ")]
+    assert [line.split(" it ")[0] for line in lines] == ["epoch 1/1: 2/4", "epoch 1/1: 4/4"]
+    assert all(", loss " in line and ", acc " in line and ", lr " in line for line in lines)
+    assert "\r" not in result.stderr and len(lines) == len([line for line in log.splitlines() if " epoch 1/1: " in line])
+
+
+def test_a_terminal_gets_a_progress_bar(scenes, tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    command = [sys.executable, str(REPO / "train.py"), "--cfg", str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"),
+               "--gpus", "cpu", *_opts(scenes, tmp_path / "run", "TRAIN.num_epoch", "1")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower, cwd=REPO)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=300) == 0
+    text = output.decode(errors="replace")
+    assert "epoch 1/1: 100%" in text and "acc=" in text and "lr=" in text  # tqdm's bar and postfix
+    assert "4/4 it (" not in text  # and not the plain lines
 
 
 @pytest.mark.numeric
@@ -117,7 +138,7 @@ def test_two_epochs_equal_one_plus_a_resumed_one(scenes, tmp_path):
     second = run_train(scenes, tmp_path / "split", flags=["--resume"])
     assert second.returncode == 0, second.stderr
     assert "resuming from" in second.stderr
-    _assert_same(_weights(tmp_path / "straight", 2), _weights(tmp_path / "split", 2))
+    assert_same_weights(checkpoint_weights(tmp_path / "straight", 2), checkpoint_weights(tmp_path / "split", 2))
 
 
 def test_start_epoch_continues_like_resume(scenes, tmp_path):
@@ -126,7 +147,7 @@ def test_start_epoch_continues_like_resume(scenes, tmp_path):
     second = run_train(scenes, tmp_path / "a", "TRAIN.start_epoch", "1")
     assert second.returncode == 0, second.stderr
     assert run_train(scenes, tmp_path / "b").returncode == 0
-    _assert_same(_weights(tmp_path / "b", 2), _weights(tmp_path / "a", 2))
+    assert_same_weights(checkpoint_weights(tmp_path / "b", 2), checkpoint_weights(tmp_path / "a", 2))
 
 
 def test_ctrl_c_saves_a_resumable_state(scenes, tmp_path):
@@ -155,13 +176,13 @@ def test_ctrl_c_saves_a_resumable_state(scenes, tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(scenes, tmp_path):
     run = tmp_path / "nan"
     assert run_train(scenes, run, flags=["--stop-after-epoch", "1"]).returncode == 0
-    good = _weights(run, 1)
+    good = checkpoint_weights(run, 1)
     result = run_train(scenes, run, "TRAIN.lr_encoder", "1e30", "TRAIN.lr_decoder", "1e30", flags=["--resume"])
     assert result.returncode == 1
     assert "the loss is" in result.stderr and "at epoch 2, iteration" in result.stderr
     assert "encoder_epoch_1.pth" in result.stderr
     assert not (run / "encoder_epoch_2.pth").exists()
-    _assert_same(good, _weights(run, 1))
+    assert_same_weights(good, checkpoint_weights(run, 1))
 
 
 def test_bad_label_through_train_py_names_the_file(scenes, tmp_path):

@@ -6,14 +6,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import write_small_tables
 
 from mit_semseg.data.label_tables import read_label_tables
-from mit_semseg.data.multitask import (MultiSourceBatchSampler, MultiTaskCollate, MultiTaskTrainDataset, PartTargets,
-                                       read_multitask_records, source_tasks)
+from mit_semseg.data.multitask import (
+    MultiSourceBatchSampler,
+    MultiTaskCollate,
+    MultiTaskTrainDataset,
+    PartTargets,
+    read_multitask_records,
+    source_tasks,
+)
 from mit_semseg.data.records import DataError
 from mit_semseg.models.unified import accuracy, masked_nll, part_loss
-
-from conftest import write_small_tables
 
 
 @pytest.fixture

@@ -10,17 +10,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import assert_legend, assert_same_weights, checkpoint_weights
 
 from mit_semseg import Segmenter
 from mit_semseg.config import load_config
+from mit_semseg.data.classes import colorize, palette
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.multitask import MultiTaskCollate, MultiTaskTrainDataset, read_multitask_records
 from mit_semseg.data.synthetic_upp import MATERIALS, OBJECTS, PARTS, generate
 from mit_semseg.data.transforms import normalise_batch
 from mit_semseg.parallel import DictDataParallel
-from mit_semseg.training.loop import build_model
-
-from test_training import _assert_same, _weights
+from mit_semseg.tasks import build_model
 
 # test.py and Segmenter at TEST.precision auto, which follows the CPU: `make test` runs these again pretending
 # the other kind of CPU (MIT_SEMSEG_CPU_FEATURES)
@@ -101,9 +101,10 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
     tables = read_label_tables(root / "tables")
     for path in images:
         stem = out / path.stem
-        picture = cv2.imread(f"{stem}.png")
-        original = cv2.imread(str(path))
-        assert picture.shape == (original.shape[0], 4 * original.shape[1], 3)
+        picture = cv2.cvtColor(cv2.imread(f"{stem}.png"), cv2.COLOR_BGR2RGB)
+        original = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        h, w = original.shape[:2]
+        assert picture.shape[1] == 4 * w and picture.shape[0] > h  # image | objects | parts | materials, legends
         obj = cv2.imread(f"{stem}_object.png", cv2.IMREAD_UNCHANGED)
         part = cv2.imread(f"{stem}_part.png", cv2.IMREAD_UNCHANGED)
         material = cv2.imread(f"{stem}_material.png", cv2.IMREAD_UNCHANGED)
@@ -112,6 +113,23 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
         pred = segmenter.predict(str(path))
         assert np.array_equal(pred["object"], obj) and np.array_equal(pred["part"], part)
         assert np.array_equal(pred["material"], material)
+        again, probs = segmenter.predict(str(path), probabilities=True)
+        assert all(np.array_equal(again[k], pred[k]) for k in pred)
+        assert probs["object"].shape == (len(tables.objects), h, w) and probs["scene"].shape == (len(tables.scenes),)
+        assert np.array_equal(probs["object"].argmax(0), obj) and np.array_equal(probs["material"].argmax(0), material)
+        assert [g.shape[0] for g in probs["part"]] == tables.part_group_sizes
+        for p in (probs["object"], probs["material"], *probs["part"]):
+            np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
+        for g, group in enumerate(tables.groups):  # inside a predicted object, its part is its group's arg-max
+            inside = obj == group.object_label
+            labels = np.asarray(group.part_labels)[probs["part"][g].argmax(0)]
+            assert np.array_equal(part[inside], labels[inside])
+        for k, (labels, names) in enumerate(((obj, tables.objects), (part, tables.parts),
+                                             (material, tables.materials)), start=1):
+            colors = palette(len(names))[1:]  # label 0 (unlabelled) is black
+            panel = picture[:, k * w:(k + 1) * w]
+            np.testing.assert_array_equal(panel[:h], colorize(labels.astype(np.int64) - 1, colors))
+            assert_legend(panel[h:], labels.astype(np.int64) - 1, colors)
         # a pixel's part belongs to its object's group; 0 where that object has no parts
         allowed = {g.object_label: set(g.part_labels) for g in tables.groups}
         for o in np.unique(obj):
@@ -181,7 +199,7 @@ def test_two_epochs_equal_one_plus_a_resumed_one(upp_set, tmp_path):
     second = _run("train.py", upp_set, tmp_path / "resumed", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3",
                   flags=("--gpus", "cpu", "--resume"))
     assert second.returncode == 0, second.stderr[-3000:]
-    _assert_same(_weights(tmp_path / "straight", 2), _weights(tmp_path / "resumed", 2))
+    assert_same_weights(checkpoint_weights(tmp_path / "straight", 2), checkpoint_weights(tmp_path / "resumed", 2))
 
 
 def test_bf16_training_runs_every_head(upp_set, tmp_path):

@@ -5,12 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_small_tables
 
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.records import DataError
 from mit_semseg.models import ModelBuilder
-
-from conftest import write_small_tables
 
 UPP_LAYOUT = json.loads((Path(__file__).resolve().parent / "data" / "upp_state_dict_layout.json").read_text())
 ORIGINAL_NAMES = {"upp": "upernet", "upp_lite": "upernet_lite"}  # the original's names of the two decoders
@@ -83,8 +82,9 @@ def test_bad_tables_are_named(tmp_path, file, text, message):
 
 
 def test_upp_configs_are_validated(tmp_path):
+    from helpers import REPO
+
     from mit_semseg.config import ConfigError, load_config
-    from conftest import REPO
     preset = REPO / "config" / "broden-resnet50-upp.yaml"
     cfg = load_config(preset)
     assert cfg.MODEL.arch_decoder == "upp" and cfg.MODEL.input_normalisation == "caffe" and cfg.TRAIN.num_epoch == 40

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from yacs.config import CfgNode
 
-from ..data.label_tables import read_label_tables
-from ..data.records import DataError
 from ..data.transforms import NORMALISATIONS
 from ..precision import INFERENCE_PRECISIONS
 from .defaults import _C
@@ -53,8 +51,9 @@ def _read_yaml(path: str) -> CfgNode:
 
 
 def validate(cfg: CfgNode) -> None:
-    """Check the values that must agree with each other and with the model registries."""
-    from ..models.builder import DECODERS, ENCODERS, UPP_DECODERS
+    """Check the values that must agree with each other, with the model registries and with the config's task."""
+    from ..models.builder import DECODERS, ENCODERS
+    from ..tasks import task_class
 
     cfg.MODEL.arch_encoder = cfg.MODEL.arch_encoder.lower()
     cfg.MODEL.arch_decoder = cfg.MODEL.arch_decoder.lower()
@@ -78,14 +77,6 @@ def validate(cfg: CfgNode) -> None:
     if data.padding_constant % data.segm_downsampling_rate:
         raise ConfigError(f"DATASET.padding_constant ({data.padding_constant}) must be a multiple of "
                           f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})")
-    if cfg.MODEL.arch_decoder in UPP_DECODERS:
-        try:
-            read_label_tables(cfg.DATASET.label_tables)
-        except DataError as err:
-            raise ConfigError(f"DATASET.label_tables: {err}") from err
-        if cfg.TEST.mode != "whole":
-            raise ConfigError(f"TEST.mode {cfg.TEST.mode}: a UPP decoder ({cfg.MODEL.arch_decoder}) predicts whole "
-                              "images only; use TEST.mode whole")
     if cfg.MODEL.input_normalisation not in NORMALISATIONS:
         raise ConfigError(f"MODEL.input_normalisation: unknown '{cfg.MODEL.input_normalisation}'; valid: "
                           f"{', '.join(NORMALISATIONS)}")
@@ -112,6 +103,7 @@ def validate(cfg: CfgNode) -> None:
         section, name = key.split(".")
         if cfg[section][name] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[section][name]}")
+    task_class(cfg.MODEL.arch_decoder).check_config(cfg)
 
 
 def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] = ()) -> CfgNode:

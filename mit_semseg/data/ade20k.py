@@ -13,7 +13,7 @@ import sys
 import zipfile
 
 from ..hub import DownloadError, download
-from .make_odgt import summary, make_odgt
+from .make_odgt import make_odgt, summary
 from .records import DataError, write_odgt
 
 ADE20K_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"

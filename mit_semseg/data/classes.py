@@ -28,12 +28,12 @@ def read_class_names(path: str | os.PathLike = OBJECT150_CSV) -> list[str]:
     return [row["Name"].split(";")[0] for row in rows]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ade20k_class_names() -> tuple[str, ...]:
     return tuple(read_class_names())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ade20k_colors() -> np.ndarray:
     """The original's 150 x 3 uint8 RGB colours of the ADE20K classes (wall is (120, 120, 120))."""
     with open(COLOR150_CSV, newline="", encoding="utf-8") as f:

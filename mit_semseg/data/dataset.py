@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -13,8 +13,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .imageio import UnreadableImage, read_image, read_label
 from .records import DataError
-from .transforms import label_cells, multi_scale_images, normalise_batch, resize_image, resize_label, round_up, \
-    scaled_size
+from .transforms import (
+    label_cells,
+    multi_scale_images,
+    normalise_batch,
+    resize_image,
+    resize_label,
+    round_up,
+    scaled_size,
+)
 
 log = logging.getLogger("mit_semseg")
 

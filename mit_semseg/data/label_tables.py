@@ -19,7 +19,9 @@ import numpy as np
 from .records import DataError
 
 BRODEN_TABLES = Path(__file__).resolve().parent / "tables" / "broden"
-TABLE_FILES = ("object.csv", "part.csv", "scene.csv", "material.csv", "object_part_hierarchy.csv")
+HEADS = ("object", "part", "scene", "material")  # Unified Perceptual Parsing's heads, each with its table
+PIXEL_HEADS = ("object", "part", "material")  # those that label pixels (the scene labels an image)
+TABLE_FILES = tuple(f"{head}.csv" for head in HEADS) + ("object_part_hierarchy.csv",)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def _groups(path: Path, objects: tuple[str, ...], parts: tuple[str, ...]) -> tup
     return tuple(groups)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read(folder: str) -> LabelTables:
     root = Path(folder)
     objects, parts = read_names(root / "object.csv"), read_names(root / "part.csv")

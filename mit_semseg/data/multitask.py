@@ -10,8 +10,8 @@ batch of one training iteration comes from one source, so every device runs the 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 REQUIRED_KEYS = ("fpath_img", "fpath_segm", "width", "height")
 MAX_LISTED = 20

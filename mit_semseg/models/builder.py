@@ -1,16 +1,15 @@
 """Registries of encoders and decoders, and ModelBuilder, the original's entry point to them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Mapping, Sequence
 
 from torch import nn
 
 from ..hub import DownloadError, pretrained_path
 from ..nn import SynchronizedBatchNorm2d
 from ..nn.batchnorm import COMPAT_BUFFERS, ORIGINAL_BN_MOMENTUM
-from ..data.label_tables import read_label_tables
 from . import decoders, hrnet, mobilenet, resnet, upp
 from .checkpoint import OPTIONAL_KEYS, load_weights
 
@@ -51,23 +50,23 @@ ENCODERS: dict[str, EncoderSpec] = {
                            bn_momentum=hrnet.HRNET_BN_MOMENTUM),
 }
 
-DECODERS: dict[str, Callable[..., decoders.Decoder]] = {
-    "c1": decoders.C1,
-    "c1_deepsup": decoders.C1DeepSup,
-    "ppm": decoders.PPM,
-    "ppm_deepsup": decoders.PPMDeepsup,
-    "upernet": partial(decoders.UPerNet, fpn_dim=512),
-    "upernet_lite": partial(decoders.UPerNet, fpn_dim=256),
-    "upp": partial(upp.UPPDecoder, fpn_dim=512),
-    "upp_lite": partial(upp.UPPDecoder, fpn_dim=256),
+@dataclass(frozen=True)
+class DecoderSpec:
+    """A decoder class and the constructor options its registry name fixes (the FPN width)."""
+    cls: type
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+DECODERS: dict[str, DecoderSpec] = {
+    "c1": DecoderSpec(decoders.C1),
+    "c1_deepsup": DecoderSpec(decoders.C1DeepSup),
+    "ppm": DecoderSpec(decoders.PPM),
+    "ppm_deepsup": DecoderSpec(decoders.PPMDeepsup),
+    "upernet": DecoderSpec(decoders.UPerNet, {"fpn_dim": 512}),
+    "upernet_lite": DecoderSpec(decoders.UPerNet, {"fpn_dim": 256}),
+    "upp": DecoderSpec(upp.UPPDecoder, {"fpn_dim": 512}),
+    "upp_lite": DecoderSpec(upp.UPPDecoder, {"fpn_dim": 256}),
 }
-UPP_DECODERS = ("upp", "upp_lite")  # multi-task: their classes come from label tables
-FPN_DECODERS = ("upernet", "upernet_lite") + UPP_DECODERS
-
-
-def is_multitask(arch: str) -> bool:
-    """Whether the decoder `arch` is a Unified Perceptual Parsing one (several heads, label tables)."""
-    return str(arch).lower() in UPP_DECODERS
 
 
 def lookup(registry: Mapping[str, object], arch: str, kind: str):
@@ -78,11 +77,48 @@ def lookup(registry: Mapping[str, object], arch: str, kind: str):
     return registry[key]
 
 
-def _fpn_inplanes(fc_dim: int) -> tuple[int, ...]:
+def _registered_widths(fc_dim: int) -> tuple[int, ...] | None:
+    """The map widths of the registered encoders whose last map has `fc_dim` channels, when they all agree."""
     widths = {spec.feature_channels for spec in ENCODERS.values() if spec.fc_dim == fc_dim}
-    if len(widths) != 1:
-        raise ValueError(f"UPerNet cannot tell the encoder's map widths from fc_dim={fc_dim}; pass fpn_inplanes")
-    return widths.pop()
+    return widths.pop() if len(widths) == 1 else None
+
+
+def build_encoder(arch: str, weights: str = "", pretrained: bool = True,
+                  bn_momentum: float = ORIGINAL_BN_MOMENTUM) -> nn.Module:
+    """An encoder; `weights` loads a checkpoint, else `pretrained` loads the ImageNet weights."""
+    spec: EncoderSpec = lookup(ENCODERS, arch, "encoder")
+    momentum = spec.bn_momentum if spec.bn_momentum is not None else bn_momentum
+    net = spec.build(norm_layer=partial(SynchronizedBatchNorm2d, momentum=momentum))
+    if weights:
+        load_weights(net, weights)
+    elif pretrained:
+        try:
+            path = pretrained_path(spec.imagenet_file)
+        except DownloadError as err:
+            raise DownloadError(f"{err}; or build the encoder without ImageNet weights (pretrained=False, "
+                                "MODEL.pretrained False)") from err
+        load_weights(net, path, drop_prefixes=spec.imagenet_drop, optional_suffixes=OPTIONAL_KEYS + COMPAT_BUFFERS)
+    return net
+
+
+def build_decoder(arch: str, in_channels: Sequence[int], num_class: int = 150, label_tables=None,
+                  weights: str = "", use_softmax: bool = False,
+                  bn_momentum: float = ORIGINAL_BN_MOMENTUM) -> nn.Module:
+    """A decoder for an encoder whose maps have `in_channels` channels (the encoder spec's `feature_channels`).
+
+    Its classes are `num_class`, or for the decoders that read label tables (UPP) the tables in the
+    folder `label_tables` (default: the Broden+ tables shipped). `weights` loads a checkpoint; else the
+    original's initialisation.
+    """
+    spec: DecoderSpec = lookup(DECODERS, arch, "decoder")
+    net = spec.cls.from_widths(tuple(in_channels), num_class=num_class, label_tables=label_tables,
+                               use_softmax=use_softmax, norm_layer=partial(SynchronizedBatchNorm2d, momentum=bn_momentum),
+                               **spec.options)
+    if weights:
+        load_weights(net, weights)
+    else:
+        net.apply(ModelBuilder.weights_init)
+    return net
 
 
 class ModelBuilder:
@@ -104,42 +140,22 @@ class ModelBuilder:
 
         `fc_dim` is accepted for the original's signature; the encoder fixes its own width.
         """
-        spec: EncoderSpec = lookup(ENCODERS, arch, "encoder")
-        momentum = spec.bn_momentum if spec.bn_momentum is not None else bn_momentum
-        net = spec.build(norm_layer=partial(SynchronizedBatchNorm2d, momentum=momentum))
-        if weights:
-            load_weights(net, weights)
-        elif pretrained:
-            try:
-                path = pretrained_path(spec.imagenet_file)
-            except DownloadError as err:
-                raise DownloadError(f"{err}; or build the encoder without ImageNet weights (pretrained=False, "
-                                    "MODEL.pretrained False)") from err
-            load_weights(net, path, drop_prefixes=spec.imagenet_drop, optional_suffixes=OPTIONAL_KEYS + COMPAT_BUFFERS)
-        return net
+        return build_encoder(arch, weights, pretrained, bn_momentum)
 
     @staticmethod
     def build_decoder(arch: str = "ppm_deepsup", fc_dim: int = 512, num_class: int = 150, weights: str = "",
                       use_softmax: bool = False, fpn_inplanes: Sequence[int] | None = None,
                       bn_momentum: float = ORIGINAL_BN_MOMENTUM, label_tables: str | None = None) -> nn.Module:
-        """A decoder for an encoder whose last map has `fc_dim` channels.
+        """A decoder for an encoder whose last map has `fc_dim` channels (the original's signature).
 
-        UPerNet and UPP also need the widths of all maps: `fpn_inplanes`, found from `fc_dim` when not
-        given. UPP (`upp`, `upp_lite`) takes its heads' classes from the label tables in the folder
-        `label_tables` (default: the Broden+ tables shipped with the package), not from `num_class`.
+        UPerNet and UPP read all the encoder's maps: their widths are `fpn_inplanes`, or those of the
+        registered encoder with that `fc_dim`. UPP (`upp`, `upp_lite`) takes its heads' classes from the
+        label tables in the folder `label_tables` (default: the Broden+ tables shipped), not from `num_class`.
         """
-        factory = lookup(DECODERS, arch, "decoder")
-        kwargs = dict(fc_dim=fc_dim, use_softmax=use_softmax,
-                      norm_layer=partial(SynchronizedBatchNorm2d, momentum=bn_momentum))
-        if is_multitask(arch):
-            kwargs["tables"] = read_label_tables(label_tables)
-        else:
-            kwargs["num_class"] = num_class
-        if str(arch).lower() in FPN_DECODERS:
-            kwargs["fpn_inplanes"] = tuple(fpn_inplanes) if fpn_inplanes else _fpn_inplanes(fc_dim)
-        net = factory(**kwargs)
-        if weights:
-            load_weights(net, weights)
-        else:
-            net.apply(ModelBuilder.weights_init)
-        return net
+        spec: DecoderSpec = lookup(DECODERS, arch, "decoder")
+        widths = tuple(fpn_inplanes) if fpn_inplanes else _registered_widths(fc_dim)
+        if widths is None:
+            if spec.cls.needs_all_widths:
+                raise ValueError(f"{arch} cannot tell the encoder's map widths from fc_dim={fc_dim}; pass fpn_inplanes")
+            widths = (fc_dim // 2, fc_dim)  # what the others read: the last map, and the one before for deep supervision
+        return build_decoder(arch, widths, num_class, label_tables, weights, use_softmax, bn_momentum)

@@ -3,17 +3,20 @@
 In training they return log-probabilities at their own resolution (deep-supervised ones a
 pair: main and deep supervision). For inference (`use_softmax`, or `segSize` given) they
 return class probabilities, resized bilinearly to `segSize` first when it is given.
+
+Each decoder class declares whether it is deep-supervised (`deep_sup`) and is built for an
+encoder from the widths of the encoder's maps (`from_widths`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import NormLayer, conv3x3_bn_relu
 from ..nn import SynchronizedBatchNorm2d
+from .layers import NormLayer, conv3x3_bn_relu
 
 PPM_SCALES = (1, 2, 3, 6)
 PPM_CHANNELS = 512
@@ -24,13 +27,24 @@ def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 class Decoder(nn.Module):
-    """Base of all decoders: `main_logits` and, when deep-supervised, `deepsup_logits`."""
+    """Base of the segmentation decoders: `main_logits` and, when deep-supervised, `deepsup_logits`."""
 
-    deep_sup = False
+    deep_sup = False  # whether training also returns the deep-supervision head's log-probabilities
+    needs_all_widths = False  # whether it reads every map of the encoder (an FPN), not only the last two
 
     def __init__(self, use_softmax: bool = False) -> None:
         super().__init__()
         self.use_softmax = use_softmax
+
+    @classmethod
+    def from_widths(cls, in_channels: Sequence[int], num_class: int = 150, label_tables=None, **options) -> Decoder:
+        """The decoder for an encoder whose maps have `in_channels` channels (the last map's is `fc_dim`).
+
+        `label_tables` is for the decoders whose classes come from label tables; these take `num_class`.
+        """
+        if cls.deep_sup and len(in_channels) > 1:
+            options["deepsup_dim"] = in_channels[-2]
+        return cls(num_class=num_class, fc_dim=in_channels[-1], **options)
 
     def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -50,14 +64,17 @@ class Decoder(nn.Module):
 
 
 class C1(Decoder):
-    """One 3x3 conv-BN-ReLU and a 1x1 classifier on the last feature map."""
+    """One 3x3 conv-BN-ReLU and a 1x1 classifier on the last feature map.
+
+    `deepsup_dim`: the width of the second-to-last map, which deep supervision reads (the original: fc_dim // 2).
+    """
 
     def __init__(self, num_class: int = 150, fc_dim: int = 2048, use_softmax: bool = False,
-                 norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+                 norm_layer: NormLayer = SynchronizedBatchNorm2d, deepsup_dim: int | None = None) -> None:
         super().__init__(use_softmax)
         self.cbr = conv3x3_bn_relu(fc_dim, fc_dim // 4, norm_layer=norm_layer)
         if self.deep_sup:
-            self.cbr_deepsup = conv3x3_bn_relu(fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
+            self.cbr_deepsup = conv3x3_bn_relu(deepsup_dim or fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
         self.conv_last = nn.Conv2d(fc_dim // 4, num_class, 1)
         if self.deep_sup:
             self.conv_last_deepsup = nn.Conv2d(fc_dim // 4, num_class, 1)
@@ -76,16 +93,20 @@ class C1DeepSup(C1):
 
 
 class PPM(Decoder):
-    """Pyramid pooling (PSPNet): pooled context at four scales, concatenated with the last map."""
+    """Pyramid pooling (PSPNet): pooled context at four scales, concatenated with the last map.
+
+    `deepsup_dim`: the width of the second-to-last map, which deep supervision reads (the original: fc_dim // 2).
+    """
 
     def __init__(self, num_class: int = 150, fc_dim: int = 4096, use_softmax: bool = False,
-                 pool_scales: Sequence[int] = PPM_SCALES, norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+                 pool_scales: Sequence[int] = PPM_SCALES, norm_layer: NormLayer = SynchronizedBatchNorm2d,
+                 deepsup_dim: int | None = None) -> None:
         super().__init__(use_softmax)
         self.ppm = nn.ModuleList(
             nn.Sequential(nn.AdaptiveAvgPool2d(scale), nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False),
                           norm_layer(PPM_CHANNELS), nn.ReLU(inplace=True)) for scale in pool_scales)
         if self.deep_sup:
-            self.cbr_deepsup = conv3x3_bn_relu(fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
+            self.cbr_deepsup = conv3x3_bn_relu(deepsup_dim or fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
         self.conv_last = nn.Sequential(
             nn.Conv2d(fc_dim + len(pool_scales) * PPM_CHANNELS, 512, 3, padding=1, bias=False),
             norm_layer(512), nn.ReLU(inplace=True), nn.Dropout2d(0.1), nn.Conv2d(512, num_class, 1))
@@ -148,6 +169,8 @@ class UPerNet(Decoder):
     `fpn_inplanes` are the channel counts of the encoder's maps, the last one being `fc_dim`.
     """
 
+    needs_all_widths = True
+
     def __init__(self, num_class: int = 150, fc_dim: int = 4096, use_softmax: bool = False,
                  pool_scales: Sequence[int] = PPM_SCALES, fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
                  fpn_dim: int = 256, norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
@@ -158,6 +181,11 @@ class UPerNet(Decoder):
         add_pyramid_and_fpn(self, fc_dim, fpn_inplanes, fpn_dim, len(pool_scales), norm_layer)
         self.conv_last = nn.Sequential(conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer),
                                        nn.Conv2d(fpn_dim, num_class, 1))
+
+    @classmethod
+    def from_widths(cls, in_channels: Sequence[int], num_class: int = 150, label_tables=None,
+                    **options) -> UPerNet:
+        return cls(num_class=num_class, fc_dim=in_channels[-1], fpn_inplanes=tuple(in_channels), **options)
 
     def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
         conv5 = conv_out[-1]

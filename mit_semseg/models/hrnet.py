@@ -1,7 +1,7 @@
 """HRNetV2-W48 encoder: four parallel resolutions, fused repeatedly, returned as one 720-channel map."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,7 @@
 """Small layers and helpers shared by encoders and decoders."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -1,7 +1,7 @@
 """ResNet and ResNeXt encoders with the original's deep stem, plain or dilated (output stride 8)."""
 from __future__ import annotations
 
-from typing import Sequence, Type
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -62,7 +62,7 @@ class GroupBottleneck(Bottleneck):
     groups = 32
 
 
-def make_layer(block: Type[BasicBlock] | Type[Bottleneck], inplanes: int, planes: int, blocks: int,
+def make_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int, blocks: int,
                stride: int, norm_layer: NormLayer) -> nn.Sequential:
     """A stage of `blocks` residual blocks; the first one may change stride and width."""
     downsample = None
@@ -77,7 +77,7 @@ def make_layer(block: Type[BasicBlock] | Type[Bottleneck], inplanes: int, planes
 class ResNetEncoder(nn.Module):
     """Deep-stem ResNet without its classifier; returns the outputs of layer1..layer4."""
 
-    def __init__(self, block: Type[BasicBlock] | Type[Bottleneck], layers: Sequence[int],
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
                  widths: Sequence[int] = (64, 128, 256, 512), dilated: bool = False,
                  norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()

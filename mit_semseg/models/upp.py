@@ -6,18 +6,16 @@ fusion of P2..P5. The part head has one group of channels per object with parts.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.label_tables import LabelTables
+from ..data.label_tables import HEADS, LabelTables, read_label_tables
 from ..nn import PrRoIPool2D, SynchronizedBatchNorm2d
 from .decoders import PPM_SCALES, add_pyramid_and_fpn, pyramid_context, resize, top_down
 from .layers import NormLayer, conv3x3_bn_relu
-
-TASKS = ("object", "part", "scene", "material")
 
 
 def _head(fpn_dim: int, classes: int, norm_layer: NormLayer) -> nn.Sequential:
@@ -31,6 +29,9 @@ class UPPDecoder(nn.Module):
     `use_softmax`), probabilities resized to `segSize`, each part group softmaxed on its own.
     `tasks` picks the heads to run (default: all); the layers only they need are skipped.
     """
+
+    deep_sup = False
+    needs_all_widths = True
 
     def __init__(self, tables: LabelTables, fc_dim: int = 2048, use_softmax: bool = False,
                  pool_scales: Sequence[int] = PPM_SCALES, fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
@@ -50,13 +51,21 @@ class UPPDecoder(nn.Module):
         self.part_head = _head(fpn_dim, classes["part"], norm_layer)
         self.material_head = _head(fpn_dim, classes["material"], norm_layer)
 
+    @classmethod
+    def from_widths(cls, in_channels: Sequence[int], num_class: int | None = None,
+                    label_tables: LabelTables | str | None = None, **options) -> UPPDecoder:
+        """The decoder for an encoder whose maps have `in_channels` channels; its classes come from the label
+        tables (a folder, or None for the Broden+ tables shipped), not from `num_class`."""
+        tables = label_tables if isinstance(label_tables, LabelTables) else read_label_tables(label_tables)
+        return cls(tables, fc_dim=in_channels[-1], fpn_inplanes=tuple(in_channels), **options)
+
     def _context(self, conv5: torch.Tensor) -> torch.Tensor:
         """The pyramid-pooling context: each scale pooled over the whole map (Precise RoI pooling), then as UPerNet."""
         n, _, h, w = conv5.shape
         rois = torch.tensor([[b, 0, 0, w, h] for b in range(n)], dtype=torch.float32, device=conv5.device)
         return pyramid_context(self, conv5, [pool(conv5, rois).to(conv5.dtype) for pool in self.ppm_pooling])
 
-    def logits(self, conv_out: list[torch.Tensor], tasks: Iterable[str] = TASKS) -> dict[str, torch.Tensor]:
+    def logits(self, conv_out: list[torch.Tensor], tasks: Iterable[str] = HEADS) -> dict[str, torch.Tensor]:
         """Raw logits of the heads in `tasks` (part: all groups' channels together), at the heads' resolution."""
         tasks = set(tasks)
         f = self._context(conv_out[-1])
@@ -77,7 +86,7 @@ class UPPDecoder(nn.Module):
                 out["part"] = self.part_head(fusion)
         return out
 
-    def forward(self, conv_out: list[torch.Tensor], segSize=None, tasks: Iterable[str] = TASKS) -> dict:
+    def forward(self, conv_out: list[torch.Tensor], segSize=None, tasks: Iterable[str] = HEADS) -> dict:
         logits = self.logits(conv_out, tasks)
         inference = self.use_softmax or segSize is not None
         normalise = F.softmax if inference else F.log_softmax

@@ -17,7 +17,7 @@ class SyncAborted(RuntimeError):
 class ReplicaExchange:
     """One rendezvous point: each of `n` replicas hands in a value and gets back all of them, in order."""
 
-    def __init__(self, n: int, group: "SyncGroup") -> None:
+    def __init__(self, n: int, group: SyncGroup) -> None:
         self.n, self.group = n, group
         self.items: dict[int, object] = {}
         self.result: list = []

@@ -4,23 +4,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
 import torch
 import torch.distributed as dist
 
+from .. import cli
 from ..config import ConfigError, load_config
-from ..data.records import DataError
-from ..models import CheckpointError
-from ..parallel import parse_gpus
 from .loop import Runtime, TrainingError, train
 
 log = logging.getLogger("mit_semseg")
+PROG = "train.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Train a segmentation network.",
+        prog=PROG, description="Train a segmentation network.",
         epilog="Example: python train.py --cfg config/ade20k-resnet50dilated-ppm_deepsup.yaml --gpus 0-7 "
                "TRAIN.num_epoch 30")
     parser.add_argument("--cfg", required=True, metavar="FILE", help="config file")
@@ -33,47 +31,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def runtime_for(gpus: list[int]) -> Runtime:
-    """Devices for this process; under torchrun (WORLD_SIZE > 1) also joins the process group."""
+def runtime_for(devices: list[torch.device]) -> Runtime:
+    """This process's devices; under torchrun (which sets LOCAL_RANK) the one of its LOCAL_RANK, in the process group
+    (also for a single process, so that torchrun always runs the distributed code)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and bool(gpus)
-    if gpus and not torch.cuda.is_available():
-        print("CUDA is not available: training on the CPU", file=sys.stderr)
-    if world_size > 1:
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-        if cuda:
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo")
-        return Runtime([device], rank, world_size)
-    if not cuda:
-        return Runtime([torch.device("cpu")])
-    available = torch.cuda.device_count()
-    missing = [g for g in gpus if g >= available]
-    if missing:
-        raise ValueError(f"--gpus asks for GPU {missing[0]}, but only {available} are visible (0-{available - 1})")
-    return Runtime([torch.device("cuda", g) for g in gpus])
+    if "LOCAL_RANK" not in os.environ:
+        return Runtime(devices)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = devices[0].type == "cuda"
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return Runtime([device], rank, world_size, launched=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.cfg, args.opts)
-        runtime = runtime_for(parse_gpus(args.gpus))
+        runtime = runtime_for(cli.devices(args.gpus, PROG))
     except (ConfigError, ValueError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
+        return cli.usage(PROG, err)
     try:
         position = train(cfg, runtime, resume=args.resume, stop_after_epoch=args.stop_after_epoch)
+        if position.interrupted:
+            return cli.INTERRUPTED
         if runtime.main:
             done = "finished" if position.epoch >= cfg.TRAIN.num_epoch else f"stopped after epoch {position.epoch}"
             print(f"training {done}; checkpoints in {cfg.DIR}")
         return 0
     except KeyboardInterrupt:
-        return 130
-    except (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError) as err:
-        log.error("train.py: error: %s", err)
-        return 1
+        return cli.INTERRUPTED
+    except (TrainingError, *cli.RUN_ERRORS) as err:
+        log.error("%s: error: %s", PROG, err)
+        return cli.FAILED
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -13,9 +13,9 @@ import os
 import shutil
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ...hub import DownloadError, download
 from ..records import DataError

@@ -124,7 +124,7 @@ def read_substance_colors(path: Path = SUBSTANCES) -> dict[int, tuple[int, str]]
 
 def substance_vocabulary(path: Path = SUBSTANCES) -> Vocabulary:
     """OpenSurfaces' raw material labels: substance names by red value."""
-    by_red = {red: name for red, name in read_substance_colors(path).values()}
+    by_red = dict(read_substance_colors(path).values())
     return ("",) + tuple(by_red.get(red, "") for red in range(1, max(by_red, default=0) + 1))
 
 

@@ -1,0 +1,113 @@
+"""The interface of a task, and the model factory every entry point uses."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..inference import checkpoint_paths, prepare_for_inference
+from ..models.builder import ENCODERS, build_decoder, build_encoder
+
+
+class Task:
+    """What is specific to a task: config checks, the training module and its losses, the training data and its
+    batches, evaluation metrics and summary, prediction and output files.
+
+    Training, evaluation, `test.py`, `Segmenter` and the benches ask `task_for(cfg)` once and then only
+    call these methods. A task serves the decoders that subclass its `decoder_base`.
+    """
+
+    name: ClassVar[str]
+    decoder_base: ClassVar[type]
+    find_unused_parameters: ClassVar[bool] = False  # whether a training step may leave parameters without gradient
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    # configuration ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise ConfigError for what this task cannot do with `cfg`."""
+
+    # the model ----------------------------------------------------------------------------------------------------
+
+    def build_model(self, weights: Mapping[str, str] | None = None, inference: bool = False) -> nn.Module:
+        """The model of the config: encoder and decoder (their map widths from the encoder's spec) in the task's module.
+
+        `weights` ({"encoder": path, "decoder": path}) loads checkpoints, else MODEL.weights_encoder and
+        MODEL.weights_decoder, else ImageNet weights (MODEL.pretrained) and a fresh decoder. `inference`:
+        the decoder gives probabilities, and no ImageNet weights are fetched.
+        """
+        m = self.cfg.MODEL
+        weights = weights or {"encoder": m.weights_encoder, "decoder": m.weights_decoder}
+        encoder = build_encoder(m.arch_encoder, weights["encoder"], m.pretrained and not inference, m.bn_momentum)
+        decoder = build_decoder(m.arch_decoder, ENCODERS[m.arch_encoder].feature_channels, self.cfg.DATASET.num_class,
+                                self.cfg.DATASET.label_tables, weights["decoder"], inference, m.bn_momentum)
+        return self.module(encoder, decoder)
+
+    def load(self, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> nn.Module:
+        """The model with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, on `device`, in eval mode.
+
+        With `optimize` (the default) it is prepared for fast inference (`prepare_for_inference`); such
+        a model is for predicting only, not for training or saving.
+        """
+        model = self.build_model(checkpoint_paths(self.cfg, checkpoint), inference=True).to(device).eval()
+        return prepare_for_inference(model) if optimize else model
+
+    def module(self, encoder: nn.Module, decoder: nn.Module) -> nn.Module:
+        """Encoder and decoder with the task's losses: `forward(batch)` gives (loss, raw statistics)."""
+        raise NotImplementedError
+
+    def step_statistics(self, raw) -> dict[str, torch.Tensor]:
+        """The module's training statistics by name (accuracies end in `acc`, losses in `loss`)."""
+        raise NotImplementedError
+
+    # training data ------------------------------------------------------------------------------------------------
+
+    def read_records(self, path: str) -> list[dict]:
+        raise NotImplementedError
+
+    def describe_records(self, records: Sequence[dict]) -> str:
+        """A few words on the training records, after their count (e.g. their sources)."""
+        return ""
+
+    def train_loader(self, records: Sequence[dict], num_batches: int, per_step: int, epoch: int, start: int,
+                     rank: int, world_size: int, pin_memory: bool):
+        """The epoch's training batches from batch `start`; `per_step` batches (one per device) make a step."""
+        raise NotImplementedError
+
+    # evaluation ---------------------------------------------------------------------------------------------------
+
+    def val_dataset(self, records: Sequence[dict]):
+        raise NotImplementedError
+
+    def measure(self, model: nn.Module, item: dict, picture_path: str | None):
+        """One validation image's counts for `metrics().add`; with `picture_path`, also its picture there."""
+        raise NotImplementedError
+
+    def metrics(self):
+        """An accumulator of `measure` results: `add(counts)`, `summary()`."""
+        raise NotImplementedError
+
+    def print_summary(self, summary: dict, path: str) -> None:
+        raise NotImplementedError
+
+    # inference ----------------------------------------------------------------------------------------------------
+
+    def class_names(self) -> list[str]:
+        """The names of the classes `Segmenter.predict` returns (0-based)."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, image: np.ndarray, probabilities: bool = False):
+        """A prediction for one RGB image, from a model built with `inference=True` (see `Segmenter.predict`)."""
+        raise NotImplementedError
+
+    def write_outputs(self, image: np.ndarray, pred, stem: str) -> list[str]:
+        """`test.py`'s files for one image, named from `stem`; returns the lines to print about it."""
+        raise NotImplementedError
+
+    output_files: ClassVar[int]  # how many files `write_outputs` writes per image

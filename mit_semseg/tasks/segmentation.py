@@ -1,0 +1,127 @@
+"""Semantic segmentation (the original's task): one class per pixel, `.odgt` record lists, a confusion matrix."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from ..config.loader import ConfigError
+from ..data.classes import class_colors, class_names
+from ..data.dataset import ValDataset, build_train_loader
+from ..data.records import read_odgt
+from ..data.transforms import multi_scale_images, normalise
+from ..inference import fuse, scale_logits, slide_logits
+from ..metrics import ConfusionMatrix, confusion_counts
+from ..models.decoders import Decoder
+from ..models.segmentation import SegmentationModule
+from ..pictures import labelled, shares, write_picture
+from .base import Task
+
+
+def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], flip: bool = False):
+    """The class map (H x W, int64 on the CPU) for one image given at every scale."""
+    return fuse(scale_logits(model, img_data, flip), size).cpu()
+
+
+class SegmentationMetrics:
+    """The confusion matrix of all images, summarised with the class names."""
+
+    def __init__(self, num_class: int, names: list[str]) -> None:
+        self.matrix, self.names = ConfusionMatrix(num_class), names
+
+    def add(self, counts: tuple[np.ndarray, np.ndarray]) -> None:
+        self.matrix.add(*counts)
+
+    def summary(self) -> dict:
+        return self.matrix.summary(self.names)
+
+
+def describe(labels: np.ndarray, names: Sequence[str]) -> list[str]:
+    """The classes covering more than 0.1% of the map, largest first, with their shares."""
+    return [f"  {names[c]}: {100 * share:.2f}%" for c, share in shares(labels, len(names))]
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+    decoder_base = Decoder
+    output_files = 2
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        try:
+            self.names = class_names(cfg)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"DATASET.class_info: {err}") from err
+        self.colors = class_colors(cfg.DATASET.num_class)
+
+    def module(self, encoder: nn.Module, decoder: nn.Module) -> SegmentationModule:
+        scale = self.cfg.TRAIN.deep_sup_scale if decoder.deep_sup else None
+        return SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1), deep_sup_scale=scale)
+
+    def step_statistics(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"acc": raw}
+
+    def read_records(self, path: str) -> list[dict]:
+        return read_odgt(path, self.cfg.DATASET.root_dataset, check_files=self.cfg.DATASET.check_files)
+
+    def train_loader(self, records, num_batches, per_step, epoch, start, rank, world_size, pin_memory):
+        return build_train_loader(records, self.cfg, num_batches, epoch, start, rank, world_size, pin_memory)
+
+    def val_dataset(self, records: Sequence[dict]) -> ValDataset:
+        return ValDataset(records, self.cfg)
+
+    def measure(self, model, item: dict, picture_path: str | None):
+        """The image's confusion cells; with `picture_path`, also image | ground truth | prediction there."""
+        label = item["seg_label"].numpy()
+        pred = predict(model, item["img_data"], label.shape, self.cfg.VAL.flip).numpy()
+        if picture_path:
+            write_picture(picture_path, [item["img_ori"], labelled(label, self.names, self.colors),
+                                         labelled(pred, self.names, self.colors)])
+        return confusion_counts(pred, label, self.cfg.DATASET.num_class)
+
+    def metrics(self) -> SegmentationMetrics:
+        return SegmentationMetrics(self.cfg.DATASET.num_class, self.names)
+
+    def print_summary(self, summary: dict, path: str) -> None:
+        """The ten worst classes and the summary lines, ending with the original's."""
+        print("Ten worst classes by IoU:")
+        for c in sorted(summary["classes"], key=lambda c: c["iou"])[:10]:
+            print(f"  {c['name']:<24} IoU {c['iou']:.4f}  accuracy {100 * c['accuracy']:.2f}%")
+        print(f"Per-class IoU and accuracy: {path}")
+        print(f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; pixel accuracy "
+              f"{100 * summary['pixel_accuracy']:.2f}%, mean class accuracy {100 * summary['mean_accuracy']:.2f}%, "
+              f"frequency-weighted IoU {summary['frequency_weighted_iou']:.4f}")
+        print(f"Mean IoU: {summary['mean_iou']:.4f}, Accuracy: {100 * summary['pixel_accuracy']:.2f}%")
+
+    def class_names(self) -> list[str]:
+        return list(self.names)
+
+    def predict(self, model, image: np.ndarray, probabilities: bool = False):
+        """H x W int64 0-based classes; with `probabilities`, also their C x H x W probabilities.
+
+        Multi-scale over DATASET.imgSizes, or with TEST.mode slide, overlapping TEST.crop_size windows.
+        """
+        d, t, h, w = self.cfg.DATASET, self.cfg.TEST, *image.shape[:2]
+        kind = self.cfg.MODEL.input_normalisation
+        if t.mode == "slide":
+            tensor = normalise(torch.from_numpy(image).permute(2, 0, 1)[None], kind)
+            logits, s = slide_logits(model, tensor, t.crop_size, t.stride, d.padding_constant)
+            logits, size = [logits], (logits.shape[1] * s, logits.shape[2] * s)
+        else:
+            logits = scale_logits(model, multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant, kind))
+            size = (h, w)
+        if probabilities:
+            pred, prob = fuse(logits, size, probabilities=True)
+            return pred[:h, :w].cpu().numpy(), prob[:, :h, :w].cpu().numpy()
+        return fuse(logits, size)[:h, :w].cpu().numpy()
+
+    def write_outputs(self, image: np.ndarray, pred: np.ndarray, stem: str) -> list[str]:
+        """`<stem>.png`: image | coloured prediction with its legend; `<stem>_label.png`: class index + 1, the
+        ADE20K annotation format."""
+        write_picture(f"{stem}.png", [image, labelled(pred, self.names, self.colors)])
+        dtype = np.uint8 if len(self.names) < 256 else np.uint16
+        cv2.imwrite(f"{stem}_label.png", (pred + 1).astype(dtype))
+        return describe(pred, self.names)

@@ -1,0 +1,138 @@
+"""The trainer's hooks: checkpoints and resume states, the history and its plot, progress, the non-finite-loss stop."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+
+from ..progress import Progress
+from .monitor import TensorBoard, plot_history
+from .state import atomic_save, latest_state, rng_state, state_path
+from .trainer import Hook, Trainer
+
+log = logging.getLogger("mit_semseg")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, say); the message says where and what is kept."""
+
+
+def describe_stats(stats: dict[str, float]) -> str:
+    """`loss 0.1234, acc 95.12%, ...`: the total loss, the accuracies in percent, then the heads' losses."""
+    order = sorted(stats, key=lambda name: (name != "loss", not name.endswith("acc"), name))
+    return ", ".join(f"{name} {100 * stats[name]:.2f}%" if name.endswith("acc") else f"{name} {stats[name]:.4f}"
+                     for name in order)
+
+
+def save_state(trainer: Trainer, directory: str) -> str:
+    """The resume state at the trainer's position; older ones are removed once it is safely written."""
+    position = trainer.position
+    path = state_path(directory, position.epoch, position.iteration)
+    older = latest_state(directory)
+    atomic_save({"epoch": position.epoch, "iteration": position.iteration, "history": position.history,
+                 "encoder": trainer.model.encoder.state_dict(), "decoder": trainer.model.decoder.state_dict(),
+                 "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
+                 "rng": rng_state()}, path)
+    if older and older != path:
+        os.remove(older)
+    return path
+
+
+class CheckpointHook(Hook):
+    """After each epoch, DIR/encoder_epoch_N.pth and decoder_epoch_N.pth (plain state dicts, the original's
+    files) and a resume state; on Ctrl-C, a resume state where training stopped."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        epoch = trainer.position.epoch
+        for part in ("encoder", "decoder"):
+            atomic_save(getattr(trainer.model, part).state_dict(), os.path.join(self.directory,
+                                                                                  f"{part}_epoch_{epoch}.pth"))
+        save_state(trainer, self.directory)
+        log.info("epoch %d done: checkpoints encoder_epoch_%d.pth and decoder_epoch_%d.pth in %s", epoch, epoch,
+                 epoch, self.directory)
+
+    def after_interrupt(self, trainer: Trainer) -> None:
+        log.warning("interrupted: saved %s; continue with --resume", save_state(trainer, self.directory))
+
+
+class HistoryHook(Hook):
+    """The history of the mean loss and statistics (part of the resume state), `history.json` and the plot
+    `training.png` after each epoch, TensorBoard scalars when it is installed, and each epoch's last means in
+    the log."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.board = TensorBoard(directory)
+
+    def after_window(self, trainer: Trainer, means: dict[str, float]) -> None:
+        s, position = trainer.schedule, trainer.position
+        position.history.append({"epoch": position.epoch + position.iteration / s.epoch_iters, **means,
+                                  "lr": trainer.lr})
+        self.board.scalars(trainer.step, lr=trainer.lr, **means)
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        history = trainer.position.history
+        if history:
+            last = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr")}
+            log.info("epoch %d: %s", trainer.position.epoch, describe_stats(last))
+        tmp = os.path.join(self.directory, "history.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(history, f)
+        os.replace(tmp, os.path.join(self.directory, "history.json"))
+        plot_history(history, os.path.join(self.directory, "training.png"))
+
+    def after_train(self, trainer: Trainer) -> None:
+        self.board.close()
+
+
+class ProgressHook(Hook):
+    """A progress bar per epoch on a terminal; elsewhere (a log file, a batch scheduler) a plain log line every
+    TRAIN.disp_iter iterations."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+
+    def _open(self, trainer: Trainer) -> None:
+        s, position = trainer.schedule, trainer.position
+        self.bar = Progress(s.epoch_iters, f"epoch {position.epoch + 1}/{s.num_epoch}", initial=position.iteration,
+                            every=s.disp_iter, printer=log.info, stream=sys.stderr)
+
+    def before_train(self, trainer: Trainer) -> None:
+        self._open(trainer)
+
+    def after_window(self, trainer: Trainer, means: dict[str, float]) -> None:
+        data, step = trainer.timing
+        self.bar.set_postfix(**{name: (f"{100 * v:.2f}%" if name.endswith("acc") else f"{v:.4f}")
+                                for name, v in means.items() if name == "loss" or name.endswith("acc")},
+                             lr=f"{trainer.lr:.2e}", data=f"{data:.3f}s", step=f"{step:.3f}s")
+
+    def after_iteration(self, trainer: Trainer) -> None:
+        self.bar.update()
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        self.bar.close()
+        if trainer.position.epoch < trainer.schedule.last_epoch:
+            self._open(trainer)
+
+    def after_train(self, trainer: Trainer) -> None:
+        self.bar.close()
+
+
+class FiniteLossHook(Hook):
+    """A NaN or infinite loss stops the run, naming the iteration; the last good checkpoint stays."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def after_step(self, trainer: Trainer, loss: float, stats: dict[str, float]) -> None:
+        if not math.isfinite(loss):
+            position = trainer.position
+            last = f"encoder_epoch_{position.epoch}.pth" if position.epoch else "none yet"
+            raise TrainingError(f"the loss is {loss} at epoch {position.epoch + 1}, iteration {position.iteration + 1} "
+                                f"(step {trainer.step + 1}): training stopped; the last good checkpoint in "
+                                f"{self.directory} is kept ({last})")

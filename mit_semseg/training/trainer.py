@@ -1,0 +1,200 @@
+"""The epoch loop: batches in, optimisation steps out; everything else (checkpoints, logs, plots, checks) is a hook."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data.dataset import SkippedSamples
+from ..parallel import DictDataParallel, to_device
+from .optim import set_lr
+
+log = logging.getLogger("mit_semseg")
+BOOKKEEPING = ("failed", "fatal", "num_samples")  # batch entries about the data, not for the model
+
+
+@dataclass
+class Position:
+    epoch: int = 0  # completed epochs
+    iteration: int = 0  # completed iterations of the current epoch
+    history: list = field(default_factory=list)
+    interrupted: bool = False  # the run ended on Ctrl-C, with a resume state saved
+
+
+@dataclass(frozen=True)
+class Schedule:
+    num_epoch: int
+    epoch_iters: int
+    per_step: int  # batches per optimisation step: one per device of this process
+    lr_pow: float
+    disp_iter: int  # statistics are averaged over this many iterations, then reported
+    stop_after_epoch: int | None = None  # end the run (resumably) once this epoch is done
+
+    @property
+    def max_iter(self) -> int:
+        return self.epoch_iters * self.num_epoch
+
+    @property
+    def last_epoch(self) -> int:
+        return min(self.num_epoch, self.stop_after_epoch or self.num_epoch)
+
+
+class Hook:
+    """What the trainer calls at each point of a run; each method does nothing unless overridden."""
+
+    def before_train(self, trainer: Trainer) -> None: ...
+
+    def after_step(self, trainer: Trainer, loss: float, stats: dict[str, float]) -> None:
+        """After an optimisation step (an iteration whose batches were all unreadable has none)."""
+
+    def after_iteration(self, trainer: Trainer) -> None: ...
+
+    def after_window(self, trainer: Trainer, means: dict[str, float]) -> None:
+        """Every TRAIN.disp_iter iterations and at the end of an epoch: the mean loss and statistics since the last."""
+
+    def after_epoch(self, trainer: Trainer) -> None: ...
+
+    def after_interrupt(self, trainer: Trainer) -> None:
+        """The run stops on Ctrl-C, at `trainer.position`."""
+
+    def after_train(self, trainer: Trainer) -> None:
+        """Always, last (also when the run stops on an error)."""
+
+
+class StopRequest:
+    """The first Ctrl-C asks training to stop after the current iteration; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this iteration and saving a resume state (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def train_step(step_module: nn.Module, group: list[dict], device: torch.device, memory_format: torch.memory_format,
+               optimizer: torch.optim.Optimizer, scaler, statistics: Callable) -> tuple[float, dict[str, float]]:
+    """One optimisation step over the batches of all devices; returns the mean loss and the mean statistics
+    (`statistics` names the module's second output)."""
+    group = [dict(b, img_data=b["img_data"].contiguous(memory_format=memory_format)) for b in group]
+    if isinstance(step_module, DictDataParallel):
+        results = step_module(group)
+    else:
+        results = [step_module(to_device(group[0], device, non_blocking=True))]
+    loss = sum(r[0].float() for r in results) / len(results)
+    stats = [statistics(r[1]) for r in results]
+    means = {name: sum(s[name].float() for s in stats) / len(stats) for name in stats[0]}
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item(), {name: value.item() for name, value in means.items()}
+
+
+class Trainer:
+    """Runs epochs from `position` to the end of `schedule`: per iteration, `per_step` batches, the learning rate
+    of the step, one optimisation step; hooks do the rest.
+
+    `model` is the module being trained (with `encoder` and `decoder`); `step_module` is what runs a step
+    (the model, or it wrapped for autocast, compilation, several devices or processes). `batches_for(epoch,
+    start)` gives an epoch's batches from batch `start`.
+    """
+
+    def __init__(self, model: nn.Module, step_module: nn.Module, optimizer: torch.optim.Optimizer, scaler,
+                 batches_for: Callable[[int, int], Iterable[dict]], schedule: Schedule, position: Position,
+                 hooks: list[Hook], device: torch.device, memory_format: torch.memory_format,
+                 statistics: Callable, prepare_model: Callable[[nn.Module], None] = lambda model: None) -> None:
+        self.model, self.step_module, self.optimizer, self.scaler = model, step_module, optimizer, scaler
+        self.batches_for, self.schedule, self.position, self.hooks = batches_for, schedule, position, hooks
+        self.device, self.memory_format, self.statistics = device, memory_format, statistics
+        self.prepare_model = prepare_model  # called after model.train() each epoch (TRAIN.fix_bn)
+        self.skipped = SkippedSamples()
+        self.timing = (0.0, 0.0)  # the last iteration's data and step seconds
+        self.stop = StopRequest()
+
+    def _call(self, event: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(self, *args)
+
+    @property
+    def step(self) -> int:
+        """Iterations done since the start of training."""
+        return self.position.epoch * self.schedule.epoch_iters + self.position.iteration
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def run(self) -> Position:
+        s, position = self.schedule, self.position
+        try:
+            with self.stop:
+                self._call("before_train")
+                while position.epoch < s.last_epoch and not self.stop.requested:
+                    self._epoch()
+                    if position.iteration < s.epoch_iters:
+                        break
+                    position.epoch, position.iteration = position.epoch + 1, 0
+                    self._call("after_epoch")
+                if self.stop.requested:
+                    position.interrupted = True
+                    self._call("after_interrupt")
+        finally:
+            self._call("after_train")
+        return position
+
+    def _group(self, batches) -> list[dict]:
+        """The next `per_step` batches that hold images (an all-unreadable batch holds none)."""
+        group = []
+        for _ in range(self.schedule.per_step):
+            batch = next(batches)
+            self.skipped.update(batch)
+            if "img_data" in batch:
+                group.append({k: v for k, v in batch.items() if k not in BOOKKEEPING})
+        return group
+
+    def _epoch(self) -> None:
+        """Train until the epoch ends or a stop is requested; `position` says how far it got."""
+        s, position = self.schedule, self.position
+        batches = iter(self.batches_for(position.epoch, position.iteration * s.per_step))
+        self.model.train()
+        self.prepare_model(self.model)
+        sums: dict[str, list[float]] = {}  # name: [total, count] since the last window
+        tick = time.perf_counter()
+        while position.iteration < s.epoch_iters and not self.stop.requested:
+            group = self._group(batches)
+            data_time = time.perf_counter() - tick
+            set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow)
+            if group:
+                loss, stats = train_step(self.step_module, group, self.device, self.memory_format, self.optimizer,
+                                         self.scaler, self.statistics)
+                self._call("after_step", loss, stats)
+                for name, value in {"loss": loss, **stats}.items():
+                    total = sums.setdefault(name, [0.0, 0])
+                    total[0] += value
+                    total[1] += 1
+            position.iteration += 1
+            self.timing = (data_time, time.perf_counter() - tick)
+            if sums and (position.iteration % s.disp_iter == 0 or position.iteration == s.epoch_iters):
+                self._call("after_window", {name: total / count for name, (total, count) in sums.items()})
+                sums = {}
+            self._call("after_iteration")
+            tick = time.perf_counter()
