@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Evaluate a checkpoint on the validation set: python eval_multipro.py --cfg config/X.yaml --gpus 0-7"""
+
 import sys
 
 from mit_semseg.evaluation import main

@@ -10,6 +10,7 @@ to the full Broden+ (the original's split lists, plus DTD). Then it times readin
 sample from the prepared layout against decoding it from the raw files, as a dataset that does not
 prepare once must at every iteration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ def _blocks(rng, h, w, labels):
     out = np.full((h, w), labels[0], np.int64)
     for _ in range(12):
         y, x = rng.integers(0, h), rng.integers(0, w)
-        out[y:y + rng.integers(h // 8, h // 2), x:x + rng.integers(w // 8, w // 2)] = rng.choice(labels)
+        out[y : y + rng.integers(h // 8, h // 2), x : x + rng.integers(w // 8, w // 2)] = rng.choice(labels)
     return out
 
 
@@ -60,32 +61,59 @@ def write_tree(root: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     (h, w), ade = SIZES["ade20k"], {}
     for i in range(n):
-        ade[i] = {"folder": "ADE20K_2016_07_26/images/training/s/street", "image": _photo(rng, h, w),
-                  "objects": _blocks(rng, h, w, [2420, 312, 1831, 401]), "parts": _blocks(rng, h, w, [0, 774, 1433])}
+        ade[i] = {
+            "folder": "ADE20K_2016_07_26/images/training/s/street",
+            "image": _photo(rng, h, w),
+            "objects": _blocks(rng, h, w, [2420, 312, 1831, 401]),
+            "parts": _blocks(rng, h, w, [0, 774, 1433]),
+        }
     write_ade20k(root / "raw", ade)
     (h, w) = SIZES["pascal"]
     person = np.zeros((h, w), bool)
-    person[h // 4:, w // 4: w // 2] = True
-    write_pascal(root / "raw", [{"id": f"2008_{i:06d}", "image": _photo(rng, h, w),
-                                 "context": _blocks(rng, h, w, [284, 59, 360, 0]),
-                                 "objects": [{"class": "person", "parts": [("head", person), ("lfoot", ~person)]}]}
-                                for i in range(n)])
+    person[h // 4 :, w // 4 : w // 2] = True
+    write_pascal(
+        root / "raw",
+        [
+            {
+                "id": f"2008_{i:06d}",
+                "image": _photo(rng, h, w),
+                "context": _blocks(rng, h, w, [284, 59, 360, 0]),
+                "objects": [{"class": "person", "parts": [("head", person), ("lfoot", ~person)]}],
+            }
+            for i in range(n)
+        ],
+    )
     (h, w) = SIZES["os"]  # labels are rendered 1024 high, whatever the photo's size
-    write_opensurfaces_downloaded(root / "raw", [{"photo_id": i, "image": _photo(rng, h, w),
-                                                  "substance": _blocks(rng, 1024, 1024 * w // h, [43, 3, 29, 0])}
-                                                 for i in range(n)])
+    write_opensurfaces_downloaded(
+        root / "raw",
+        [
+            {"photo_id": i, "image": _photo(rng, h, w), "substance": _blocks(rng, 1024, 1024 * w // h, [43, 3, 29, 0])}
+            for i in range(n)
+        ],
+    )
     (h, w) = SIZES["dtd"]
-    write_dtd(root / "raw", [{"name": f"banded/banded_{i:04d}.jpg", "image": _photo(rng, h, w),
-                              "textures": ["banded"], "split": "train"} for i in range(n)])
+    write_dtd(
+        root / "raw",
+        [
+            {"name": f"banded/banded_{i:04d}.jpg", "image": _photo(rng, h, w), "textures": ["banded"], "split": "train"}
+            for i in range(n)
+        ],
+    )
+
     def entries(dataset: str, indices: range) -> list[dict]:
         width, height = target_size(SIZES[dataset][1], SIZES[dataset][0], Settings())
         return [{"dataset": dataset, "file_index": i, "width": width, "height": height} for i in indices]
 
     train, val = range(n - n // 5), range(n - n // 5, n)  # a fifth for validation
-    write_split_lists(root / "splits", {
-        "broden_ade20k_pascal_train.jsonl.gz": entries("ade20k", train) + entries("pascal", train),
-        "broden_ade20k_pascal_val.jsonl.gz": entries("ade20k", val) + entries("pascal", val),
-        "broden_os_train.jsonl.gz": entries("os", train), "broden_os_val.jsonl.gz": entries("os", val)})
+    write_split_lists(
+        root / "splits",
+        {
+            "broden_ade20k_pascal_train.jsonl.gz": entries("ade20k", train) + entries("pascal", train),
+            "broden_ade20k_pascal_val.jsonl.gz": entries("ade20k", val) + entries("pascal", val),
+            "broden_os_train.jsonl.gz": entries("os", train),
+            "broden_os_val.jsonl.gz": entries("os", val),
+        },
+    )
 
 
 def time_prepare(root: Path, workers: int) -> float:
@@ -101,17 +129,32 @@ def time_prepare(root: Path, workers: int) -> float:
 def sample_read_ms(root: Path, n: int) -> tuple[float, float]:
     """Median ms to read one ADE20K/Pascal/OS training sample: prepared files vs decoding the raw ones."""
     tables = read_label_tables()
-    records = [r for split in ("training", "validation")
-               for r in read_multitask_records(root / "out1" / f"{split}.jsonl", root / "out1", tables)]
+    records = [
+        r
+        for split in ("training", "validation")
+        for r in read_multitask_records(root / "out1" / f"{split}.jsonl", root / "out1", tables)
+    ]
     prepared = []
     for r in records:
         started = time.perf_counter()
         read_maps(r, tables, read_image(r["fpath_img"]).shape[:2])
         prepared.append(time.perf_counter() - started)
-    raw, sources = [], {"ade20k": ade20k_full.read(root / "raw"), "pascal": pascal.read(root / "raw"),
-                        "os": opensurfaces.read(root / "raw")}
-    assigner = Assigner(read_assignment(), {(name, category): words for name, source in sources.items()
-                                            for category, words in source.vocabularies.items()})
+    raw, sources = (
+        [],
+        {
+            "ade20k": ade20k_full.read(root / "raw"),
+            "pascal": pascal.read(root / "raw"),
+            "os": opensurfaces.read(root / "raw"),
+        },
+    )
+    assigner = Assigner(
+        read_assignment(),
+        {
+            (name, category): words
+            for name, source in sources.items()
+            for category, words in source.vocabularies.items()
+        },
+    )
     readers = {"ade20k": ade20k_full, "pascal": pascal, "os": opensurfaces}
     for name, source in sources.items():
         for item in source.items[:n]:  # the ADE20K index lists 22,210 images; the tree holds n
@@ -137,17 +180,31 @@ def main() -> None:
         one, many = time_prepare(root, 1), time_prepare(root, args.workers)
         prepared_ms, raw_ms = sample_read_ms(root, args.images)
         prepared_bytes = sum(p.stat().st_size for p in (root / "out1").rglob("*") if p.is_file())
-    rows = {"images": total, "one_process_s": one, "workers": args.workers, "workers_s": many,
-            "images_per_s_one": total / one, "images_per_s_workers": total / many,
-            "full_broden_hours_workers": full / (total / many) / 3600, "mb_per_image": prepared_bytes / total / 1e6,
-            "sample_read_prepared_ms": prepared_ms, "sample_read_raw_ms": raw_ms}
-    print(f"{total} images (4 sources x {args.images}): 1 process {one:.1f} s ({total / one:.1f} images/s); "
-          f"{args.workers} processes {many:.1f} s ({total / many:.1f} images/s, {one / many:.2f}x)")
-    print(f"the full Broden+ ({full} images) at that rate: {rows['full_broden_hours_workers']:.1f} h "
-          f"with {args.workers} processes; {rows['mb_per_image']:.2f} MB written per image "
-          f"({rows['mb_per_image'] * full / 1000:.1f} GB for the full set, with these synthetic photographs)")
-    print(f"one training sample: prepared {prepared_ms:.1f} ms, decoded from the raw files {raw_ms:.1f} ms "
-          f"({raw_ms / prepared_ms:.1f}x)")
+    rows = {
+        "images": total,
+        "one_process_s": one,
+        "workers": args.workers,
+        "workers_s": many,
+        "images_per_s_one": total / one,
+        "images_per_s_workers": total / many,
+        "full_broden_hours_workers": full / (total / many) / 3600,
+        "mb_per_image": prepared_bytes / total / 1e6,
+        "sample_read_prepared_ms": prepared_ms,
+        "sample_read_raw_ms": raw_ms,
+    }
+    print(
+        f"{total} images (4 sources x {args.images}): 1 process {one:.1f} s ({total / one:.1f} images/s); "
+        f"{args.workers} processes {many:.1f} s ({total / many:.1f} images/s, {one / many:.2f}x)"
+    )
+    print(
+        f"the full Broden+ ({full} images) at that rate: {rows['full_broden_hours_workers']:.1f} h "
+        f"with {args.workers} processes; {rows['mb_per_image']:.2f} MB written per image "
+        f"({rows['mb_per_image'] * full / 1000:.1f} GB for the full set, with these synthetic photographs)"
+    )
+    print(
+        f"one training sample: prepared {prepared_ms:.1f} ms, decoded from the raw files {raw_ms:.1f} ms "
+        f"({raw_ms / prepared_ms:.1f}x)"
+    )
     print(f"results: {write_results('broden_prepare', {'machine': info, **rows})}")
 
 

@@ -1,4 +1,5 @@
 """Shared by the bench scripts: a description of the machine, models with random weights, results as JSON."""
+
 from __future__ import annotations
 
 import json
@@ -16,25 +17,47 @@ from mit_semseg.tasks import build_model
 def model_for(pair: str, num_class: int = 150, inference: bool = False) -> torch.nn.Module:
     """The task's module of `ENCODER+DECODER` with random weights, from the project's model factory."""
     encoder, decoder = pair.split("+")
-    cfg = load_config(None, ["MODEL.arch_encoder", encoder, "MODEL.arch_decoder", decoder, "MODEL.fc_dim",
-                             str(ENCODERS[encoder].fc_dim), "MODEL.pretrained", "False", "DATASET.num_class",
-                             str(num_class)])
+    cfg = load_config(
+        None,
+        [
+            "MODEL.arch_encoder",
+            encoder,
+            "MODEL.arch_decoder",
+            decoder,
+            "MODEL.fc_dim",
+            str(ENCODERS[encoder].fc_dim),
+            "MODEL.pretrained",
+            "False",
+            "DATASET.num_class",
+            str(num_class),
+        ],
+    )
     return build_model(cfg, inference=inference)
 
 
 def machine() -> dict:
     cpu = cpu_description()
-    info = {"cpu": cpu["cpu"], "cpu_features": cpu["features"], "native_bf16": cpu_has_native_bf16(),
-            "torch_cpu_kernels": cpu["kernels"], "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "python": platform.python_version(), "gpu": None}
+    info = {
+        "cpu": cpu["cpu"],
+        "cpu_features": cpu["features"],
+        "native_bf16": cpu_has_native_bf16(),
+        "torch_cpu_kernels": cpu["kernels"],
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": None,
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 
 def print_machine(info: dict) -> None:
-    print(f"machine: {describe_cpu()}, {info['threads']} torch threads of {info['cores']} cores, "
-          f"torch {info['torch']}, python {info['python']}, GPU: {info['gpu'] or 'none'}")
+    print(
+        f"machine: {describe_cpu()}, {info['threads']} torch threads of {info['cores']} cores, "
+        f"torch {info['torch']}, python {info['python']}, GPU: {info['gpu'] or 'none'}"
+    )
 
 
 def write_results(name: str, results: dict) -> str:

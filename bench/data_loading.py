@@ -6,6 +6,7 @@ Both read the same synthetic scenes (ADE20K-like sizes), flip, resize to the sam
 side (bilinear images, nearest labels), normalise, pad the batch and sample the label cells,
 through a DataLoader with the same sampler and worker count. Prints samples/s and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,11 @@ class PILCollate:
         labels = torch.full((len(samples), height // self.rate, width // self.rate), -1, dtype=torch.long)
         for n, (image, label) in enumerate(samples):
             tensor = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)
-            images[n, :, :image.shape[0], :image.shape[1]] = (tensor - self.mean) / self.std
-            cells = torch.from_numpy(label.astype(np.int64) - 1)[self.rate // 2::self.rate, self.rate // 2::self.rate]
-            labels[n, :cells.shape[0], :cells.shape[1]] = cells
+            images[n, :, : image.shape[0], : image.shape[1]] = (tensor - self.mean) / self.std
+            cells = torch.from_numpy(label.astype(np.int64) - 1)[
+                self.rate // 2 :: self.rate, self.rate // 2 :: self.rate
+            ]
+            labels[n, : cells.shape[0], : cells.shape[1]] = cells
         return {"img_data": images, "seg_label": labels}
 
 
@@ -87,8 +90,9 @@ def main() -> None:
         pil = PILDataset(records, NUM_CLASS, cfg.DATASET.imgMaxSize)
 
         def sampler():
-            return GroupedBatchSampler(ours.portrait(), cfg.TRAIN.batch_size_per_gpu, cfg.DATASET.imgSizes, True,
-                                       args.batches + 1, seed=0)
+            return GroupedBatchSampler(
+                ours.portrait(), cfg.TRAIN.batch_size_per_gpu, cfg.DATASET.imgSizes, True, args.batches + 1, seed=0
+            )
 
         rates = {"ours_opencv": [], "pil": []}
         for _ in range(args.repeats):
@@ -96,13 +100,24 @@ def main() -> None:
             rates["pil"].append(throughput(pil, PILCollate(8, 8), sampler(), args.workers))
     best = {k: max(v) for k, v in rates.items()}
     ratio = best["ours_opencv"] / best["pil"]
-    print(f"{'pipeline':<14}{'samples/s':>10}   (best of {args.repeats}; {args.workers} worker(s), "
-          f"batch {cfg.TRAIN.batch_size_per_gpu}, short sides {cfg.DATASET.imgSizes}, scenes 480-700 px)")
+    print(
+        f"{'pipeline':<14}{'samples/s':>10}   (best of {args.repeats}; {args.workers} worker(s), "
+        f"batch {cfg.TRAIN.batch_size_per_gpu}, short sides {cfg.DATASET.imgSizes}, scenes 480-700 px)"
+    )
     for name, value in best.items():
         print(f"{name:<14}{value:>10.1f}")
     print(f"ratio ours / PIL: {ratio:.2f}x")
-    path = write_results("data_loading", {"machine": info, "samples_per_s": best, "all_runs": rates,
-                                          "ratio": ratio, "workers": args.workers, "batches": args.batches})
+    path = write_results(
+        "data_loading",
+        {
+            "machine": info,
+            "samples_per_s": best,
+            "all_runs": rates,
+            "ratio": ratio,
+            "workers": args.workers,
+            "batches": args.batches,
+        },
+    )
     print(f"results written to {path}")
 
 

@@ -8,6 +8,7 @@ with its default settings (one CPU worker process), and a re-implementation of t
 loop (PIL resizing, a 2-worker DataLoader, full-size probabilities from each scale added up,
 arg-max, histogram-based metrics). Both must print the same summary line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,9 @@ def original_evaluation(cfg) -> dict:
     """The original eval loop over one worker, with its model built and loaded inside the timing."""
     m, num_class = cfg.MODEL, cfg.DATASET.num_class
     encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=os.path.join(cfg.DIR, "encoder_bench.pth"))
-    decoder = ModelBuilder.build_decoder(m.arch_decoder, m.fc_dim, num_class, use_softmax=True,
-                                         weights=os.path.join(cfg.DIR, "decoder_bench.pth"))
+    decoder = ModelBuilder.build_decoder(
+        m.arch_decoder, m.fc_dim, num_class, use_softmax=True, weights=os.path.join(cfg.DIR, "decoder_bench.pth")
+    )
     model = SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1)).eval()
     records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset)
     loader = torch.utils.data.DataLoader(OriginalValDataset(records, cfg), batch_size=None, num_workers=2)
@@ -91,11 +93,27 @@ def main() -> None:
     print_machine(info)
     with tempfile.TemporaryDirectory() as root:
         generate(root, 0, args.images, seed=0, min_side=640, max_side=640)
-        cfg = load_config(None, ["DIR", root, "DATASET.root_dataset", root, "DATASET.list_val",
-                                 os.path.join(root, "validation.odgt"), "DATASET.imgSizes", args.sizes,
-                                 "MODEL.arch_encoder", args.encoder, "MODEL.arch_decoder", args.decoder,
-                                 "MODEL.fc_dim", str(ENCODERS[args.encoder].fc_dim),
-                                 "VAL.checkpoint", "bench.pth"])
+        cfg = load_config(
+            None,
+            [
+                "DIR",
+                root,
+                "DATASET.root_dataset",
+                root,
+                "DATASET.list_val",
+                os.path.join(root, "validation.odgt"),
+                "DATASET.imgSizes",
+                args.sizes,
+                "MODEL.arch_encoder",
+                args.encoder,
+                "MODEL.arch_decoder",
+                args.decoder,
+                "MODEL.fc_dim",
+                str(ENCODERS[args.encoder].fc_dim),
+                "VAL.checkpoint",
+                "bench.pth",
+            ],
+        )
         torch.manual_seed(0)
         encoder = ModelBuilder.build_encoder(args.encoder, pretrained=False)
         decoder = ModelBuilder.build_decoder(args.decoder, cfg.MODEL.fc_dim, 150)
@@ -113,24 +131,36 @@ def main() -> None:
     line = lambda m: f"Mean IoU: {m['mean_iou']:.4f}, Accuracy: {100 * m['pixel_accuracy']:.2f}%"
     same = line(ours) == line(baseline)
     ratio = ours_seconds / baseline_seconds
-    print(f"{args.images} images of 480 x 640 at short sides {args.sizes}, {args.encoder} + {args.decoder}, "
-          f"150 classes, CPU")
+    print(
+        f"{args.images} images of 480 x 640 at short sides {args.sizes}, {args.encoder} + {args.decoder}, "
+        f"150 classes, CPU"
+    )
     print(f"{'loop':<22}{'wall s':>8}{'images/s':>10}{'mean IoU':>10}{'accuracy':>10}")
     for name, seconds, metrics in (("original's loop", baseline_seconds, baseline), ("ours", ours_seconds, ours)):
-        print(f"{name:<22}{seconds:>8.1f}{args.images / seconds:>10.2f}{metrics['mean_iou']:>10.4f}"
-              f"{100 * metrics['pixel_accuracy']:>9.2f}%")
-    print(f"ours / original wall time: {ratio:.2f} (target <= 0.8); same summary line: {'yes' if same else 'NO'} "
-          f"(mean IoU differs by {abs(ours['mean_iou'] - baseline['mean_iou']):.1e}, accuracy by "
-          f"{abs(ours['pixel_accuracy'] - baseline['pixel_accuracy']):.1e}: images are resized by torch's "
-          "antialiased bilinear, within one grey level of PIL's)")
-    path = write_results("evaluation", {"machine": info, "images": args.images, "img_sizes": args.sizes,
-                                        "model": f"{args.encoder}+{args.decoder}",
-                                        "wall_seconds": {"original": baseline_seconds, "ours": ours_seconds},
-                                        "images_per_s": {"original": args.images / baseline_seconds,
-                                                         "ours": args.images / ours_seconds},
-                                        "ratio": ratio, "same_summary_line": same,
-                                        "metrics": {"original": baseline, "ours": {k: ours[k] for k in
-                                                                                   ("mean_iou", "pixel_accuracy")}}})
+        print(
+            f"{name:<22}{seconds:>8.1f}{args.images / seconds:>10.2f}{metrics['mean_iou']:>10.4f}"
+            f"{100 * metrics['pixel_accuracy']:>9.2f}%"
+        )
+    print(
+        f"ours / original wall time: {ratio:.2f} (target <= 0.8); same summary line: {'yes' if same else 'NO'} "
+        f"(mean IoU differs by {abs(ours['mean_iou'] - baseline['mean_iou']):.1e}, accuracy by "
+        f"{abs(ours['pixel_accuracy'] - baseline['pixel_accuracy']):.1e}: images are resized by torch's "
+        "antialiased bilinear, within one grey level of PIL's)"
+    )
+    path = write_results(
+        "evaluation",
+        {
+            "machine": info,
+            "images": args.images,
+            "img_sizes": args.sizes,
+            "model": f"{args.encoder}+{args.decoder}",
+            "wall_seconds": {"original": baseline_seconds, "ours": ours_seconds},
+            "images_per_s": {"original": args.images / baseline_seconds, "ours": args.images / ours_seconds},
+            "ratio": ratio,
+            "same_summary_line": same,
+            "metrics": {"original": baseline, "ours": {k: ours[k] for k in ("mean_iou", "pixel_accuracy")}},
+        },
+    )
     print(f"results written to {path}")
 
 

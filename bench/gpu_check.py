@@ -11,6 +11,7 @@ Parsing training and inference; Precise RoI pooling's gradcheck; the inference a
 benches. Each row says ok, FAILED (with the error's last line) or skipped, its seconds and a figure;
 the exit code is 1 when a check failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ class Skipped(Exception):
 
 def run(command: list[str], timeout: int = 300, env: dict | None = None) -> str:
     """Run a project command; its output, or RuntimeError with the end of it."""
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                            env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})}
+    )
     if result.returncode != 0:
         raise RuntimeError(f"exit {result.returncode}: {(result.stderr or result.stdout).strip()[-600:]}")
     return result.stdout + result.stderr
@@ -63,17 +65,55 @@ class Checks:
 
     def seg_opts(self, run_dir: str, *extra: str) -> list[str]:
         d = self.seg_data
-        return ["DIR", str(self.folder / run_dir), "DATASET.root_dataset", str(d), "DATASET.list_train",
-                str(d / "training.odgt"), "DATASET.list_val", str(d / "validation.odgt"), "DATASET.class_info",
-                str(d / "class_info.csv"), "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "20", "TRAIN.workers", "2",
-                "VAL.checkpoint", "epoch_1.pth", "TEST.checkpoint", "epoch_1.pth", *extra]
+        return [
+            "DIR",
+            str(self.folder / run_dir),
+            "DATASET.root_dataset",
+            str(d),
+            "DATASET.list_train",
+            str(d / "training.odgt"),
+            "DATASET.list_val",
+            str(d / "validation.odgt"),
+            "DATASET.class_info",
+            str(d / "class_info.csv"),
+            "TRAIN.num_epoch",
+            "1",
+            "TRAIN.epoch_iters",
+            "20",
+            "TRAIN.workers",
+            "2",
+            "VAL.checkpoint",
+            "epoch_1.pth",
+            "TEST.checkpoint",
+            "epoch_1.pth",
+            *extra,
+        ]
 
     def upp_opts(self, *extra: str) -> list[str]:
         d = self.upp_data
-        return ["DIR", str(self.folder / "upp"), "DATASET.root_dataset", str(d), "DATASET.list_train",
-                str(d / "training.jsonl"), "DATASET.list_val", str(d / "validation.jsonl"), "DATASET.label_tables",
-                str(d / "tables"), "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "20", "TRAIN.workers", "2",
-                "VAL.checkpoint", "epoch_1.pth", "TEST.checkpoint", "epoch_1.pth", *extra]
+        return [
+            "DIR",
+            str(self.folder / "upp"),
+            "DATASET.root_dataset",
+            str(d),
+            "DATASET.list_train",
+            str(d / "training.jsonl"),
+            "DATASET.list_val",
+            str(d / "validation.jsonl"),
+            "DATASET.label_tables",
+            str(d / "tables"),
+            "TRAIN.num_epoch",
+            "1",
+            "TRAIN.epoch_iters",
+            "20",
+            "TRAIN.workers",
+            "2",
+            "VAL.checkpoint",
+            "epoch_1.pth",
+            "TEST.checkpoint",
+            "epoch_1.pth",
+            *extra,
+        ]
 
     def trained(self, config: Path = SEGMENTATION) -> None:
         """The fp32 segmentation run (or the UPP one) that evaluation and inference read, trained if not yet."""
@@ -85,8 +125,9 @@ class Checks:
         started = time.perf_counter()
         out = run([sys.executable, "train.py", "--cfg", str(config), "--gpus", self.gpu, *opts])
         history = json.loads((Path(opts[1]) / "history.json").read_text())
-        return f"loss {history[-1]['loss']:.3f}, {time.perf_counter() - started:.0f} s" + \
-            (" (precision " + out.split("precision ")[1].split()[0] + ")" if "precision " in out else "")
+        return f"loss {history[-1]['loss']:.3f}, {time.perf_counter() - started:.0f} s" + (
+            " (precision " + out.split("precision ")[1].split()[0] + ")" if "precision " in out else ""
+        )
 
     # the checks ---------------------------------------------------------------------------------------------------
 
@@ -108,8 +149,10 @@ class Checks:
         """Two replicas on the one device, batches of 2 and 1 images: losses and gradients equal one model's."""
         torch.manual_seed(3)
         device = torch.device(self.device)
-        batches = [{"img_data": torch.randn(n, 3, 64, 96, dtype=torch.float64),
-                    "seg_label": torch.randint(-1, 5, (n, 8, 12))} for n in (2, 1)]
+        batches = [
+            {"img_data": torch.randn(n, 3, 64, 96, dtype=torch.float64), "seg_label": torch.randint(-1, 5, (n, 8, 12))}
+            for n in (2, 1)
+        ]
         model = model_for("resnet18dilated+c1_deepsup", num_class=5).double().to(device).train()
         reference = copy.deepcopy(model)
         results = DictDataParallel(model, [device, device])(batches)
@@ -121,32 +164,68 @@ class Checks:
             label = b["seg_label"].to(device)
             losses.append(reference.crit(main[rows], label) + 0.4 * reference.crit(deepsup[rows], label))
         sum(losses).backward()
-        worst = max(max(abs(a[0].item() - b.item()) for a, b in zip(results, losses)),
-                    max((p.grad - q.grad).abs().max().item() for p, q in zip(model.parameters(),
-                                                                              reference.parameters())))
+        worst = max(
+            max(abs(a[0].item() - b.item()) for a, b in zip(results, losses)),
+            max((p.grad - q.grad).abs().max().item() for p, q in zip(model.parameters(), reference.parameters())),
+        )
         if worst > 1e-8:
             raise RuntimeError(f"the engine differs from one model by {worst:.2e}")
         return f"max difference {worst:.1e} (float64)"
 
     def torchrun(self) -> str:
         backend = "NCCL" if self.device == "cuda" else "gloo"
-        out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "train.py",
-                   "--cfg", str(SEGMENTATION), "--gpus", self.gpu, *self.seg_opts("ddp")])
+        out = run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "1",
+                "train.py",
+                "--cfg",
+                str(SEGMENTATION),
+                "--gpus",
+                self.gpu,
+                *self.seg_opts("ddp"),
+            ]
+        )
         if "weights identical on all 1 ranks" not in out:
             raise RuntimeError("the distributed path did not run")
         return f"{backend}, 1 process"
 
     def evaluation(self) -> str:
         self.trained()
-        out = run([sys.executable, "eval_multipro.py", "--cfg", str(SEGMENTATION), "--gpus", self.gpu, "--procs", "2",
-                   *self.seg_opts("fp32")])
+        out = run(
+            [
+                sys.executable,
+                "eval_multipro.py",
+                "--cfg",
+                str(SEGMENTATION),
+                "--gpus",
+                self.gpu,
+                "--procs",
+                "2",
+                *self.seg_opts("fp32"),
+            ]
+        )
         return next(line for line in out.splitlines() if line.startswith("Mean IoU"))
 
     def test_py(self) -> str:
         self.trained()
-        out = run([sys.executable, "test.py", "--imgs", str(self.seg_data / "images" / "validation"), "--cfg",
-                   str(SEGMENTATION), "--gpu", self.gpu, *self.seg_opts("fp32", "TEST.result",
-                                                                          str(self.folder / "pictures"))])
+        out = run(
+            [
+                sys.executable,
+                "test.py",
+                "--imgs",
+                str(self.seg_data / "images" / "validation"),
+                "--cfg",
+                str(SEGMENTATION),
+                "--gpu",
+                self.gpu,
+                *self.seg_opts("fp32", "TEST.result", str(self.folder / "pictures")),
+            ]
+        )
         return next(line for line in out.splitlines() if line.startswith("segmenting ")).split(", ", 1)[1]
 
     def segmenter(self) -> str:
@@ -164,14 +243,27 @@ class Checks:
 
     def upp_inference(self) -> str:
         self.trained(UPP)
-        out = run([sys.executable, "test.py", "--imgs", str(self.upp_data / "images" / "validation"), "--cfg", str(UPP),
-                   "--gpu", self.gpu, *self.upp_opts("TEST.result", str(self.folder / "upp_pictures"))])
+        out = run(
+            [
+                sys.executable,
+                "test.py",
+                "--imgs",
+                str(self.upp_data / "images" / "validation"),
+                "--cfg",
+                str(UPP),
+                "--gpu",
+                self.gpu,
+                *self.upp_opts("TEST.result", str(self.folder / "upp_pictures")),
+            ]
+        )
         segmenter = Segmenter(load_config(UPP, self.upp_opts()), self.device)
         image = next((self.upp_data / "images" / "validation").glob("*.jpg"))
         pred, probs = segmenter.predict(str(image), probabilities=True)
         if not np.array_equal(probs["object"].argmax(0), pred["object"]):
             raise RuntimeError("the object probabilities' arg-max is not the prediction")
-        return f"{out.count('scene: ')} images, {segmenter.precision}; probabilities of {len(probs['part'])} part groups"
+        return (
+            f"{out.count('scene: ')} images, {segmenter.precision}; probabilities of {len(probs['part'])} part groups"
+        )
 
     def prroi_gradcheck(self) -> str:
         if self.device != "cuda":
@@ -182,8 +274,18 @@ class Checks:
         return "passed" if ok else "failed"
 
     def inference_bench(self) -> str:
-        out = run([sys.executable, "bench/inference.py", "--device", self.device, "--models",
-                   "resnet50dilated+ppm_deepsup", "resnet50+upernet"], timeout=600)
+        out = run(
+            [
+                sys.executable,
+                "bench/inference.py",
+                "--device",
+                self.device,
+                "--models",
+                "resnet50dilated+ppm_deepsup",
+                "resnet50+upernet",
+            ],
+            timeout=600,
+        )
         return "; ".join(" ".join(line.split()[:4]) for line in out.splitlines() if "+" in line.split(" ")[0])
 
     def training_bench(self) -> str:
@@ -191,12 +293,22 @@ class Checks:
         return "; ".join(line.strip() for line in out.splitlines() if " ms" in line)[-300:]
 
 
-CHECKS = {"train fp32": Checks.train_fp32, "train bf16 + channels-last": Checks.train_bf16_channels_last,
-          "train fp16 + channels-last": Checks.train_fp16_channels_last, "train compile": Checks.train_compile,
-          "engine": Checks.engine, "torchrun": Checks.torchrun, "evaluation": Checks.evaluation,
-          "test.py": Checks.test_py, "Segmenter": Checks.segmenter, "UPP training": Checks.upp_training,
-          "UPP inference": Checks.upp_inference, "PrRoI gradcheck": Checks.prroi_gradcheck,
-          "inference bench": Checks.inference_bench, "training bench": Checks.training_bench}
+CHECKS = {
+    "train fp32": Checks.train_fp32,
+    "train bf16 + channels-last": Checks.train_bf16_channels_last,
+    "train fp16 + channels-last": Checks.train_fp16_channels_last,
+    "train compile": Checks.train_compile,
+    "engine": Checks.engine,
+    "torchrun": Checks.torchrun,
+    "evaluation": Checks.evaluation,
+    "test.py": Checks.test_py,
+    "Segmenter": Checks.segmenter,
+    "UPP training": Checks.upp_training,
+    "UPP inference": Checks.upp_inference,
+    "PrRoI gradcheck": Checks.prroi_gradcheck,
+    "inference bench": Checks.inference_bench,
+    "training bench": Checks.training_bench,
+}
 
 
 def main() -> int:
@@ -226,9 +338,11 @@ def main() -> int:
             rows.append({"check": name, "status": status, "seconds": time.perf_counter() - began, "detail": detail})
             print(f"{name:<28}{status:<9}{rows[-1]['seconds']:>7.1f} s  {detail}", flush=True)
     total = time.perf_counter() - started
-    print(f"{len(rows)} checks in {total / 60:.1f} min (budget {MINUTES} min): "
-          f"{sum(r['status'] == 'ok' for r in rows)} ok, {sum(r['status'] == 'FAILED' for r in rows)} failed, "
-          f"{sum(r['status'] == 'skipped' for r in rows)} skipped")
+    print(
+        f"{len(rows)} checks in {total / 60:.1f} min (budget {MINUTES} min): "
+        f"{sum(r['status'] == 'ok' for r in rows)} ok, {sum(r['status'] == 'FAILED' for r in rows)} failed, "
+        f"{sum(r['status'] == 'skipped' for r in rows)} skipped"
+    )
     print(f"results written to {write_results('gpu_check_' + args.device, {'machine': info, 'rows': rows})}")
     return 1 if any(r["status"] == "FAILED" for r in rows) else 0
 

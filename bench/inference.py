@@ -16,6 +16,7 @@ images: per head (a Unified Perceptual Parsing model has four), the share of pix
 whose class changes in bf16, and the latency of `Segmenter.predict` in fp32 and bf16. A model whose
 outputs change by more than 1% should not get bf16 from `auto` by default.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ from mit_semseg.config import load_config
 from mit_semseg.inference import fuse, prepare_for_inference
 from mit_semseg.precision import inference_dtype
 
-RELEASED = ["mobilenetv2dilated+c1_deepsup", "resnet18dilated+ppm_deepsup", "resnet50dilated+ppm_deepsup",
-            "resnet101dilated+ppm_deepsup", "resnet50+upernet", "resnet101+upernet", "hrnetv2+c1"]
+RELEASED = [
+    "mobilenetv2dilated+c1_deepsup",
+    "resnet18dilated+ppm_deepsup",
+    "resnet50dilated+ppm_deepsup",
+    "resnet101dilated+ppm_deepsup",
+    "resnet50+upernet",
+    "resnet101+upernet",
+    "hrnetv2+c1",
+]
 
 
 def build(pair: str, device) -> nn.Module:
@@ -121,21 +129,34 @@ def agreement(cfg_path: str, images: list, opts: list[str], device) -> dict:
             changed[head] += int((a != b).sum())
             counted[head] += int(getattr(a, "size", 1))
     shares = {head: changed[head] / counted[head] for head in counted}
-    return {"images": len(images), "changed": shares, "worst": max(shares.values(), default=0.0),
-            "fp32_ms": 1000 * statistics.median(seconds["fp32"]), "bf16_ms": 1000 * statistics.median(seconds["bf16"])}
+    return {
+        "images": len(images),
+        "changed": shares,
+        "worst": max(shares.values(), default=0.0),
+        "fp32_ms": 1000 * statistics.median(seconds["fp32"]),
+        "bf16_ms": 1000 * statistics.median(seconds["bf16"]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--size", default="384x512", help="input height x width (default 384x512)")
-    parser.add_argument("--models", nargs="*", default=RELEASED, metavar="ENCODER+DECODER",
-                        help="the architectures to time with random weights (none: only --agreement-cfg)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=RELEASED,
+        metavar="ENCODER+DECODER",
+        help="the architectures to time with random weights (none: only --agreement-cfg)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--agreement-cfg", help="config of a trained model for the bf16 agreement on real images")
     parser.add_argument("--agreement-images", help="glob of the images for --agreement-cfg")
-    parser.add_argument("--photos", action="store_true",
-                        help="with --agreement-cfg, also measure it on scikit-image's sample photographs")
+    parser.add_argument(
+        "--photos",
+        action="store_true",
+        help="with --agreement-cfg, also measure it on scikit-image's sample photographs",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for --agreement-cfg: KEY VALUE ...")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -148,8 +169,16 @@ def main() -> None:
     rows = []
     auto = inference_dtype("auto", device)
     inference_dtype("bf16", device, "bench bf16 column")  # warns where bf16 is emulated
-    header = ["model", "fp32 eager ms", "optimised ms", "bf16 ms", "auto ms", "max dprob", "fp32 vs fp64",
-              "bf16 changed"]
+    header = [
+        "model",
+        "fp32 eager ms",
+        "optimised ms",
+        "bf16 ms",
+        "auto ms",
+        "max dprob",
+        "fp32 vs fp64",
+        "bf16 changed",
+    ]
     widths = [32, 14, 17, 17, 22, 10, 13, 13]
     line = lambda cells: cells[0].ljust(widths[0]) + "".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
     print(f"{height} x {width} on {args.device}; auto picks {'bf16' if auto else 'fp32'} here")
@@ -169,16 +198,39 @@ def main() -> None:
             logits_exact = exact.decoder.main_logits(exact.encoder(image.double(), return_feature_maps=True))
         noise = (torch.softmax(logits_exact, 1).float() - torch.softmax(logits_plain, 1)).abs().max().item()
         changed = (pred_bf16 != pred_plain).float().mean().item()
-        rows.append({"model": pair, "fp32_eager_ms": 1000 * t_plain, "optimised_ms": 1000 * t_fast,
-                     "bf16_ms": 1000 * t_bf16, "auto": "bf16" if auto else "fp32", "auto_ms": 1000 * t_auto,
-                     "optimised_speedup": t_plain / t_fast, "bf16_speedup": t_plain / t_bf16,
-                     "auto_speedup": t_plain / t_auto, "max_probability_difference": dprob,
-                     "fp32_vs_fp64_probability_difference": noise, "bf16_share_changed": changed,
-                     "images_per_s": {"fp32_eager": 1 / t_plain, "optimised": 1 / t_fast, "bf16": 1 / t_bf16}})
+        rows.append(
+            {
+                "model": pair,
+                "fp32_eager_ms": 1000 * t_plain,
+                "optimised_ms": 1000 * t_fast,
+                "bf16_ms": 1000 * t_bf16,
+                "auto": "bf16" if auto else "fp32",
+                "auto_ms": 1000 * t_auto,
+                "optimised_speedup": t_plain / t_fast,
+                "bf16_speedup": t_plain / t_bf16,
+                "auto_speedup": t_plain / t_auto,
+                "max_probability_difference": dprob,
+                "fp32_vs_fp64_probability_difference": noise,
+                "bf16_share_changed": changed,
+                "images_per_s": {"fp32_eager": 1 / t_plain, "optimised": 1 / t_fast, "bf16": 1 / t_bf16},
+            }
+        )
         timing = lambda t: f"{1000 * t:.1f} ({t_plain / t:.2f}x)"
-        print(line([pair, f"{1000 * t_plain:.1f}", timing(t_fast), timing(t_bf16),
-                    f"{'bf16' if auto else 'fp32'} {timing(t_auto)}", f"{dprob:.1e}", f"{noise:.1e}",
-                    f"{100 * changed:.2f}%"]), flush=True)
+        print(
+            line(
+                [
+                    pair,
+                    f"{1000 * t_plain:.1f}",
+                    timing(t_fast),
+                    timing(t_bf16),
+                    f"{'bf16' if auto else 'fp32'} {timing(t_auto)}",
+                    f"{dprob:.1e}",
+                    f"{noise:.1e}",
+                    f"{100 * changed:.2f}%",
+                ]
+            ),
+            flush=True,
+        )
     results = {"machine": info, "size": [height, width], "device": args.device, "rows": rows}
     if args.agreement_cfg:
         sets = {"images": sorted(glob.glob(args.agreement_images or ""))}
@@ -189,10 +241,12 @@ def main() -> None:
             heads = ", ".join(f"{head} {100 * share:.2f}%" for head, share in a["changed"].items())
             verdict = "within" if a["worst"] <= CHANGE_LIMIT else "ABOVE"
             of = "of pixels (scene: of images)" if "scene" in a["changed"] else "of pixels"
-            print(f"bf16 vs fp32 with {args.agreement_cfg} over {a['images']} {name}: class changed on {heads} "
-                  f"{of}, {verdict} the {100 * CHANGE_LIMIT:.0f}% auto allows; "
-                  f"Segmenter.predict fp32 {a['fp32_ms']:.0f} ms, bf16 {a['bf16_ms']:.0f} ms "
-                  f"({a['fp32_ms'] / a['bf16_ms']:.2f}x)")
+            print(
+                f"bf16 vs fp32 with {args.agreement_cfg} over {a['images']} {name}: class changed on {heads} "
+                f"{of}, {verdict} the {100 * CHANGE_LIMIT:.0f}% auto allows; "
+                f"Segmenter.predict fp32 {a['fp32_ms']:.0f} ms, bf16 {a['bf16_ms']:.0f} ms "
+                f"({a['fp32_ms'] / a['bf16_ms']:.2f}x)"
+            )
     print(f"results written to {write_results('inference_' + args.device, results)}")
 
 

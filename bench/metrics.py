@@ -6,6 +6,7 @@ Both accumulate the same per-class intersection and union over random 512 x 683 
 150 classes (about 10% unlabelled pixels); the baseline re-implements the original's
 `intersectionAndUnion` (numpy histograms over the shifted maps) and `accuracy`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,16 @@ def main() -> None:
     print(f"{'original histogram helpers':<32}{1000 * baseline:>10.2f}")
     print(f"{'ours (bincount confusion)':<32}{1000 * ours:>10.2f}")
     print(f"speed-up: {baseline / ours:.1f}x (same intersection and union)")
-    path = write_results("metrics", {"machine": info, "ms_per_image": {"original": 1000 * baseline,
-                                                                       "ours": 1000 * ours},
-                                     "speedup": baseline / ours, "images": args.images, "classes": c})
+    path = write_results(
+        "metrics",
+        {
+            "machine": info,
+            "ms_per_image": {"original": 1000 * baseline, "ours": 1000 * ours},
+            "speedup": baseline / ours,
+            "images": args.images,
+            "classes": c,
+        },
+    )
     print(f"results written to {path}")
 
 

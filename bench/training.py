@@ -7,6 +7,7 @@ warm-up, for each variant, as a ratio to fp32 eager in the same run. On a GPU it
 model FLOP utilisation: FLOPs of one step (`torch.utils.flop_counter`) over the measured step
 time, against the GPU's bf16 matrix peak measured here with a large matmul.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mit_semseg.precision import training_amp
 
-VARIANTS = {"fp32 eager": (None, False, False), "bf16 + channels_last": (torch.bfloat16, True, False),
-            "bf16 + channels_last + compile": (torch.bfloat16, True, True)}
+VARIANTS = {
+    "fp32 eager": (None, False, False),
+    "bf16 + channels_last": (torch.bfloat16, True, False),
+    "bf16 + channels_last + compile": (torch.bfloat16, True, True),
+}
 
 
 def build(pair: str, device) -> nn.Module:
@@ -47,14 +51,17 @@ def bf16_peak_flops(device) -> float:
     for _ in range(n):
         a @ a
     torch.cuda.synchronize()
-    return 2 * 8192 ** 3 * n / (time.perf_counter() - started)
+    return 2 * 8192**3 * n / (time.perf_counter() - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--model", default=None, help="ENCODER+DECODER (default: resnet50+upernet on a GPU, "
-                        "resnet18dilated+ppm_deepsup on the CPU)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="ENCODER+DECODER (default: resnet50+upernet on a GPU, resnet18dilated+ppm_deepsup on the CPU)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="default: 8 on a GPU, 2 on the CPU")
     parser.add_argument("--size", default=None, help="H x W (default: 512x512 on a GPU, 256x256 on the CPU)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on a GPU, 3 on the CPU)")
@@ -117,17 +124,31 @@ def main() -> None:
             with FlopCounterMode(display=False) as counter:
                 step()
             flops = counter.get_total_flops()
-        rows[name] = {"step_ms": 1000 * seconds, "images_per_s": batch / seconds,
-                      "peak_mib": peak_bytes(device) / 2**20,
-                      "mfu": flops / seconds / peak if gpu else None, "step_flops": flops}
+        rows[name] = {
+            "step_ms": 1000 * seconds,
+            "images_per_s": batch / seconds,
+            "peak_mib": peak_bytes(device) / 2**20,
+            "mfu": flops / seconds / peak if gpu else None,
+            "step_flops": flops,
+        }
         base = rows.get("fp32 eager", rows[name])["step_ms"]
         mfu = f"{100 * rows[name]['mfu']:.1f}%" if gpu else "-"
-        print(f"{name:<34}{1000 * seconds:>9.1f}{batch / seconds:>10.2f}{base / (1000 * seconds):>9.2f}x"
-              f"{rows[name]['peak_mib']:>10.0f}{mfu:>8}", flush=True)
+        print(
+            f"{name:<34}{1000 * seconds:>9.1f}{batch / seconds:>10.2f}{base / (1000 * seconds):>9.2f}x"
+            f"{rows[name]['peak_mib']:>10.0f}{mfu:>8}",
+            flush=True,
+        )
     if not gpu:
         print("(on the CPU the peak is the process's resident memory, the largest so far)")
-    results = {"machine": info, "model": pair, "batch": batch, "size": [height, width], "device": args.device,
-               "bf16_peak_tflops": peak / 1e12 if peak else None, "variants": rows}
+    results = {
+        "machine": info,
+        "model": pair,
+        "batch": batch,
+        "size": [height, width],
+        "device": args.device,
+        "bf16_peak_tflops": peak / 1e12 if peak else None,
+        "variants": rows,
+    }
     print(f"results written to {write_results('training_' + args.device, results)}")
 
 

@@ -9,6 +9,7 @@ order). The latency rows time one image through resnet50 + upernet (150 classes)
 optimised fp32 path, one scale: network, resize to the image, softmax and arg-max of every head
 (for UPP also each pixel's part within its predicted object's group).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,29 @@ def pooling_rows(height: int, width: int, repeats: int, device) -> list[dict]:
     conv5 = torch.randn(1, 2048, -(-height // 32), -(-width // 32), device=device)
     h, w = conv5.shape[-2:]
     rois = torch.tensor([[0, 0, 0, w, h]], dtype=torch.float32, device=device)
-    convs = nn.ModuleList(nn.Sequential(nn.Conv2d(2048, 512, 1, bias=False), nn.BatchNorm2d(512), nn.ReLU())
-                          for _ in SCALES).to(device).eval()
-    pools = {"adaptive average pooling": lambda s: F.adaptive_avg_pool2d(conv5, s),
-             "Precise RoI pooling": lambda s: prroi_pool2d(conv5, rois, s, s, 1.0)}
+    convs = (
+        nn.ModuleList(
+            nn.Sequential(nn.Conv2d(2048, 512, 1, bias=False), nn.BatchNorm2d(512), nn.ReLU()) for _ in SCALES
+        )
+        .to(device)
+        .eval()
+    )
+    pools = {
+        "adaptive average pooling": lambda s: F.adaptive_avg_pool2d(conv5, s),
+        "Precise RoI pooling": lambda s: prroi_pool2d(conv5, rois, s, s, 1.0),
+    }
     rows = []
     with torch.inference_mode():
         for name, pool in pools.items():
             alone = median_ms(lambda: [pool(s) for s in SCALES], repeats, device)
-            branch = median_ms(lambda: [conv(F.interpolate(pool(s), (h, w), mode="bilinear", align_corners=False))
-                                        for s, conv in zip(SCALES, convs)], repeats, device)
+            branch = median_ms(
+                lambda: [
+                    conv(F.interpolate(pool(s), (h, w), mode="bilinear", align_corners=False))
+                    for s, conv in zip(SCALES, convs)
+                ],
+                repeats,
+                device,
+            )
             rows.append({"pooling": name, "map": [2048, h, w], "pooling_ms": alone, "branch_ms": branch})
     return rows
 
@@ -70,9 +84,13 @@ def latency_rows(height: int, width: int, repeats: int, device) -> list[dict]:
             logits = upernet.decoder.main_logits(upernet.encoder(image, return_feature_maps=True)).float()
             return fuse([logits[0]], (height, width))
 
-    return [{"model": "resnet50 + upernet (150 classes)", "ms": median_ms(segment, repeats, device)},
-            {"model": "resnet50 + upp (scene 365, objects 336, parts 427 in 77 groups, materials 26)",
-             "ms": median_ms(lambda: predict_multitask(upp, [image], (height, width)), repeats, device)}]
+    return [
+        {"model": "resnet50 + upernet (150 classes)", "ms": median_ms(segment, repeats, device)},
+        {
+            "model": "resnet50 + upp (scene 365, objects 336, parts 427 in 77 groups, materials 26)",
+            "ms": median_ms(lambda: predict_multitask(upp, [image], (height, width)), repeats, device),
+        },
+    ]
 
 
 def main() -> None:
@@ -95,8 +113,7 @@ def main() -> None:
     base = latency[0]["ms"]
     for row in latency:
         print(f"{row['model']:<80}{row['ms']:>10.1f} ms ({row['ms'] / base:.2f}x)")
-    results = {"machine": info, "size": [height, width], "device": args.device, "pooling": pooling,
-               "latency": latency}
+    results = {"machine": info, "size": [height, width], "device": args.device, "pooling": pooling, "latency": latency}
     print(f"results written to {write_results('upp_' + args.device, results)}")
 
 

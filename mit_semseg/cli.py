@@ -3,6 +3,7 @@
 Exit codes: 0 done; 1 the run failed (bad data, a missing checkpoint, a failed download or worker),
 after saying why; 2 the command line or the config is wrong (as argparse does); 130 interrupted.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """`make demo` (and `python -m mit_semseg.demo --upp`): generate a synthetic set, train a small model from
 scratch on the CPU, evaluate it and segment a few images, all with the project's own commands, into one folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,28 @@ class Demo:
 
 
 DEMOS = {
-    "segmentation": Demo("data/synthetic", synthetic, "validation.odgt",
-                         "config/synthetic-mobilenetv2dilated-c1_deepsup.yaml", "mobilenetv2dilated + c1_deepsup",
-                         "demo_output", "epoch_3", "images/validation/synthetic_validation_0000*.jpg",
-                         "image | prediction, and the label files"),
-    "upp": Demo("data/synthetic_upp", synthetic_upp, "validation.jsonl", "config/synthetic-resnet18-upp_lite.yaml",
-                "resnet18 + upp_lite (scene, objects, parts, materials)", "demo_output_upp", "epoch_4",
-                "images/validation/syn_upp_0000*.jpg",
-                "image with its scene | objects | parts | materials, the label files and <name>.json"),
+    "segmentation": Demo(
+        "data/synthetic",
+        synthetic,
+        "validation.odgt",
+        "config/synthetic-mobilenetv2dilated-c1_deepsup.yaml",
+        "mobilenetv2dilated + c1_deepsup",
+        "demo_output",
+        "epoch_3",
+        "images/validation/synthetic_validation_0000*.jpg",
+        "image | prediction, and the label files",
+    ),
+    "upp": Demo(
+        "data/synthetic_upp",
+        synthetic_upp,
+        "validation.jsonl",
+        "config/synthetic-resnet18-upp_lite.yaml",
+        "resnet18 + upp_lite (scene, objects, parts, materials)",
+        "demo_output_upp",
+        "epoch_4",
+        "images/validation/syn_upp_0000*.jpg",
+        "image with its scene | objects | parts | materials, the label files and <name>.json",
+    ),
 }
 
 
@@ -54,22 +69,46 @@ def main(argv: list[str] | None = None) -> None:
     demo = DEMOS["upp" if parser.parse_args(argv).upp else "segmentation"]
     os.chdir(REPO)
     if not os.path.isfile(os.path.join(demo.data, demo.record_list)):
-        _run("1/4 generate the synthetic set", [f"-m {demo.generator.__name__}", "--out", demo.data],
-             lambda args: demo.generator.main(args) or 0)
+        _run(
+            "1/4 generate the synthetic set",
+            [f"-m {demo.generator.__name__}", "--out", demo.data],
+            lambda args: demo.generator.main(args) or 0,
+        )
     common = ["DIR", demo.out]
-    _run(f"2/4 train {demo.model} from scratch on the CPU (a few minutes)",
-         ["train.py", "--cfg", demo.config, "--gpus", "cpu", *common], train_cli.main)
-    _run("3/4 evaluate on the validation set", ["eval_multipro.py", "--cfg", demo.config, "--gpus", "cpu", *common],
-         evaluation.main)
+    _run(
+        f"2/4 train {demo.model} from scratch on the CPU (a few minutes)",
+        ["train.py", "--cfg", demo.config, "--gpus", "cpu", *common],
+        train_cli.main,
+    )
+    _run(
+        "3/4 evaluate on the validation set",
+        ["eval_multipro.py", "--cfg", demo.config, "--gpus", "cpu", *common],
+        evaluation.main,
+    )
     pictures = f"{demo.out}/pictures"
-    _run("4/4 segment a few validation images",
-         ["test.py", "--imgs", f"{demo.data}/{demo.images}", "--cfg", demo.config, "--gpu", "cpu", *common,
-          "TEST.result", pictures], predict.main)
-    print(f"\ndemo: done. Everything is in {os.path.abspath(demo.out)}/:\n"
-          f"  training.png        loss and accuracies against epochs\n"
-          f"  eval_{demo.checkpoint}.json   metrics\n"
-          f"  pictures/           {demo.outputs}\n"
-          f"  train.log, checkpoints encoder_epoch_*.pth and decoder_epoch_*.pth")
+    _run(
+        "4/4 segment a few validation images",
+        [
+            "test.py",
+            "--imgs",
+            f"{demo.data}/{demo.images}",
+            "--cfg",
+            demo.config,
+            "--gpu",
+            "cpu",
+            *common,
+            "TEST.result",
+            pictures,
+        ],
+        predict.main,
+    )
+    print(
+        f"\ndemo: done. Everything is in {os.path.abspath(demo.out)}/:\n"
+        f"  training.png        loss and accuracies against epochs\n"
+        f"  eval_{demo.checkpoint}.json   metrics\n"
+        f"  pictures/           {demo.outputs}\n"
+        f"  train.log, checkpoints encoder_epoch_*.pth and decoder_epoch_*.pth"
+    )
 
 
 if __name__ == "__main__":

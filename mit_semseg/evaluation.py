@@ -4,6 +4,7 @@ Workers send per-image confusion counts to the main process, which shows one pro
 accumulates the confusion matrix and reports. A worker that raises or dies stops the whole run
 within seconds, naming the worker, the image and the error.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -143,11 +144,13 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     checkpoint_paths(cfg, cfg.VAL.checkpoint)
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
-    slots = [d for d in devices for _ in range(processes_per_device)][:len(records)]
+    slots = [d for d in devices for _ in range(processes_per_device)][: len(records)]
     cpu_slots = sum(d == "cpu" for d in slots)
     threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
-    shards = [Shard(k, device, a, b, threads) for k, (device, (a, b)) in enumerate(zip(slots, split(len(records),
-                                                                                                   len(slots))))]
+    shards = [
+        Shard(k, device, a, b, threads)
+        for k, (device, (a, b)) in enumerate(zip(slots, split(len(records), len(slots))))
+    ]
     stop = threading.Event()
     if len(shards) == 1 and shards[0].device == "cpu":
         # One CPU worker: a thread of this process, which costs no start-up and has nothing to isolate.
@@ -157,8 +160,10 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
         # Processes are spawned, never forked: forking after torch has run threads can deadlock the child.
         context = mp.get_context("spawn")
         results = context.Queue()
-        workers = [context.Process(target=_worker, args=(s, cfg.dump(), records[s.start:s.stop], results),
-                                   daemon=True) for s in shards]
+        workers = [
+            context.Process(target=_worker, args=(s, cfg.dump(), records[s.start : s.stop], results), daemon=True)
+            for s in shards
+        ]
     for w in workers:
         w.start()
     metrics = task.metrics()
@@ -193,8 +198,13 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     finally:
         _stop(workers, stop)
     summary = metrics.summary()
-    summary.update(checkpoint=cfg.VAL.checkpoint, images=len(records), seconds=time.perf_counter() - started,
-                   flip=cfg.VAL.flip, img_sizes=list(cfg.DATASET.imgSizes))
+    summary.update(
+        checkpoint=cfg.VAL.checkpoint,
+        images=len(records),
+        seconds=time.perf_counter() - started,
+        flip=cfg.VAL.flip,
+        img_sizes=list(cfg.DATASET.imgSizes),
+    )
     return summary
 
 
@@ -209,8 +219,13 @@ def _check_alive(workers, shards, done, progress, records, crashed_only: bool = 
         shard = shards[worker]
         image = records[progress[worker]]["fpath_img"] if progress[worker] < shard.stop else "(after its last image)"
         code = getattr(handle, "exitcode", None)
-        how = ("stopped" if code is None else f"killed by signal {signal.Signals(-code).name}" if code < 0
-               else f"exit code {code}")
+        how = (
+            "stopped"
+            if code is None
+            else f"killed by signal {signal.Signals(-code).name}"
+            if code < 0
+            else f"exit code {code}"
+        )
         raise EvaluationError(f"worker {worker} ({shard.device}) died ({how}) while evaluating {image}")
 
 
@@ -251,13 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, load_config
 
     prog = "eval_multipro.py"
-    parser = argparse.ArgumentParser(prog=prog, description="Evaluate a checkpoint on the validation set, one process "
-                                     "per device.", epilog="Example: python eval_multipro.py --cfg "
-                                     "config/ade20k-resnet50dilated-ppm_deepsup.yaml --gpus 0-7")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Evaluate a checkpoint on the validation set, one process per device.",
+        epilog="Example: python eval_multipro.py --cfg config/ade20k-resnet50dilated-ppm_deepsup.yaml --gpus 0-7",
+    )
     parser.add_argument("--cfg", required=True, metavar="FILE", help="config file")
     parser.add_argument("--gpus", default="0", help="GPUs: 0-7, 0,2,4,6, 0 or cpu (default: 0)")
-    parser.add_argument("--procs", type=int, default=1, metavar="N",
-                        help="worker processes per device; on the CPU they share the cores (default: 1)")
+    parser.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes per device; on the CPU they share the cores (default: 1)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

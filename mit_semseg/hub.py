@@ -1,4 +1,5 @@
 """Downloads into a cache (`$MIT_SEMSEG_HOME`, by default `~/.cache/mit_semseg`): resumable, atomic, verified."""
+
 from __future__ import annotations
 
 import hashlib
@@ -75,23 +76,35 @@ def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10
             length = response.headers.get("Content-Length")
             total = start + int(length) if length is not None else None
             try:
-                with open(part, "ab" if start else "wb") as f, \
-                        tqdm(total=total, initial=start, unit="B", unit_scale=True, disable=not progress,
-                             desc=os.path.basename(dest)) as bar:
+                with (
+                    open(part, "ab" if start else "wb") as f,
+                    tqdm(
+                        total=total,
+                        initial=start,
+                        unit="B",
+                        unit_scale=True,
+                        disable=not progress,
+                        desc=os.path.basename(dest),
+                    ) as bar,
+                ):
                     for block in iter(lambda: response.read(CHUNK), b""):
                         f.write(block)
                         bar.update(len(block))
             except OSError as err:
                 raise DownloadError(f"download of {url} broke off ({err}); run again to resume, or {by_hand}") from err
             if total is not None and os.path.getsize(part) != total:
-                raise DownloadError(f"download of {url} is truncated ({os.path.getsize(part)} of {total} bytes); "
-                                    f"run again to resume, or {by_hand}")
+                raise DownloadError(
+                    f"download of {url} is truncated ({os.path.getsize(part)} of {total} bytes); "
+                    f"run again to resume, or {by_hand}"
+                )
     if sha256 is not None:
         actual = sha256sum(part)
         if actual != sha256:
             os.remove(part)
-            raise DownloadError(f"download of {url} is corrupt: SHA-256 {actual}, expected {sha256}; "
-                                f"the bad file was removed; run again, or {by_hand}")
+            raise DownloadError(
+                f"download of {url} is corrupt: SHA-256 {actual}, expected {sha256}; "
+                f"the bad file was removed; run again, or {by_hand}"
+            )
     os.replace(part, dest)
     return dest
 

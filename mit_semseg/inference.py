@@ -5,6 +5,7 @@ label size, then the arg-max taken, as the original does. The original resizes e
 150-class logits to full size, takes the softmax and adds them up in full-size tensors; here
 the same arithmetic runs over a few rows at a time, so the working set stays in cache.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,10 @@ def each_scale(model: nn.Module, img_data: list[torch.Tensor], flip: bool, heads
 @torch.inference_mode()
 def scale_logits(model: nn.Module, img_data: list[torch.Tensor], flip: bool = False) -> list[torch.Tensor]:
     """The decoder's logits (C x h x w) for each scale, and for each mirrored scale with `flip`."""
-    return [x["logits"] for x in each_scale(model, img_data, flip,
-                                             lambda features: {"logits": model.decoder.main_logits(features)})]
+    return [
+        x["logits"]
+        for x in each_scale(model, img_data, flip, lambda features: {"logits": model.decoder.main_logits(features)})
+    ]
 
 
 @torch.inference_mode()
@@ -95,8 +98,12 @@ def fuse(logits: list[torch.Tensor], size: tuple[int, int], probabilities: bool 
     num_class = logits[0].shape[0]
     device = logits[0].device
     # Along x first, at the logits' own height (bilinear resizing is separable), as H x W x C.
-    rows = [F.interpolate(x[None], size=(x.shape[1], width), mode="bilinear", align_corners=False)[0]
-            .permute(1, 2, 0).contiguous() for x in logits]
+    rows = [
+        F.interpolate(x[None], size=(x.shape[1], width), mode="bilinear", align_corners=False)[0]
+        .permute(1, 2, 0)
+        .contiguous()
+        for x in logits
+    ]
     taps = [_source_rows(height, x.shape[1], device) for x in logits]
     pred = torch.empty((height, width), dtype=torch.int64, device=device)
     mean = torch.empty((num_class, height, width), device=device) if probabilities else None
@@ -116,8 +123,9 @@ def fuse(logits: list[torch.Tensor], size: tuple[int, int], probabilities: bool 
 
 
 @torch.inference_mode()
-def slide_logits(model: nn.Module, image: torch.Tensor, crop: int, stride: int,
-                 padding: int) -> tuple[torch.Tensor, int]:
+def slide_logits(
+    model: nn.Module, image: torch.Tensor, crop: int, stride: int, padding: int
+) -> tuple[torch.Tensor, int]:
     """Logits of a normalised 1 x 3 x H x W image from overlapping crop x crop windows, and their stride s.
 
     Window logits are averaged where windows overlap, at the decoder's resolution (one cell per
@@ -132,12 +140,12 @@ def slide_logits(model: nn.Module, image: torch.Tensor, crop: int, stride: int,
     canvas = count = None
     for y in starts(padded_h):
         for x in starts(padded_w):
-            window = source[:, :, y:y + crop, x:x + crop]
+            window = source[:, :, y : y + crop, x : x + crop]
             logits = model.decoder.main_logits(model.encoder(window, return_feature_maps=True)).float()[0]
             s = crop // logits.shape[-1]
             if canvas is None:
                 canvas = torch.zeros(logits.shape[0], -(-padded_h // s), -(-padded_w // s), device=device)
                 count = torch.zeros(1, *canvas.shape[1:], device=device)
-            canvas[:, y // s:y // s + logits.shape[1], x // s:x // s + logits.shape[2]] += logits
-            count[:, y // s:y // s + logits.shape[1], x // s:x // s + logits.shape[2]] += 1
-    return (canvas / count)[:, :-(-height // s), :-(-width // s)], s
+            canvas[:, y // s : y // s + logits.shape[1], x // s : x // s + logits.shape[2]] += logits
+            count[:, y // s : y // s + logits.shape[1], x // s : x // s + logits.shape[2]] += 1
+    return (canvas / count)[:, : -(-height // s), : -(-width // s)], s

@@ -1,4 +1,5 @@
 """Segmentation metrics from a confusion matrix accumulated with `bincount` (label -1 is ignored)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,7 +58,15 @@ class ConfusionMatrix:
             "mean_accuracy": float(class_acc[labelled > 0].mean()) if (labelled > 0).any() else 0.0,
             "frequency_weighted_iou": float((labelled / (total + 1e-10) * iou).sum()),
             "labelled_pixels": int(total),
-            "classes": [{"index": i, "name": names[i], "iou": float(iou[i]), "accuracy": float(class_acc[i]),
-                         "labelled_pixels": int(labelled[i]), "predicted_pixels": int(predicted[i])}
-                        for i in range(self.num_class)],
+            "classes": [
+                {
+                    "index": i,
+                    "name": names[i],
+                    "iou": float(iou[i]),
+                    "accuracy": float(class_acc[i]),
+                    "labelled_pixels": int(labelled[i]),
+                    "predicted_pixels": int(predicted[i]),
+                }
+                for i in range(self.num_class)
+            ],
         }

@@ -1,4 +1,5 @@
 """Single-process multi-device training: each device runs a replica on its own batch dict."""
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,9 @@ def to_device(batch: dict, device: torch.device, non_blocking: bool = False) -> 
 def _shared_replica(module: nn.Module) -> nn.Module:
     """A copy of the module tree sharing every parameter and buffer (replicas on one device)."""
     replica = copy.copy(module)
-    replica._modules = {name: _shared_replica(child) if child is not None else None
-                        for name, child in module._modules.items()}
+    replica._modules = {
+        name: _shared_replica(child) if child is not None else None for name, child in module._modules.items()
+    }
     return replica
 
 
@@ -58,8 +60,10 @@ class DictDataParallel(nn.Module):
         def run(i: int) -> None:
             device = devices[i]
             try:
-                with torch.set_grad_enabled(grad_enabled), \
-                        torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+                with (
+                    torch.set_grad_enabled(grad_enabled),
+                    torch.cuda.device(device) if device.type == "cuda" else nullcontext(),
+                ):
                     outputs[i] = replicas[i](to_device(batches[i], device))
             except BaseException as err:  # handed to the caller below
                 errors[i] = err

@@ -2,6 +2,7 @@
 
 Evaluation (`VAL.visualize`) and `test.py` both draw with these.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,9 @@ import numpy as np
 
 from .data.classes import colorize
 
-LEGEND_ROW = 18      # pixels per legend line
-LEGEND_LIMIT = 12    # classes listed at most, the largest first
-MIN_SHARE = 0.001    # a class covering less of the map is not listed
+LEGEND_ROW = 18  # pixels per legend line
+LEGEND_LIMIT = 12  # classes listed at most, the largest first
+MIN_SHARE = 0.001  # a class covering less of the map is not listed
 FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.42
 
 
@@ -34,7 +35,7 @@ def legend(labels: np.ndarray, names: Sequence[str], colors: np.ndarray, width: 
     panel = np.full((LEGEND_ROW * max(1, len(entries)) + 4, width, 3), 255, np.uint8)
     for row, (c, share) in enumerate(entries):
         top = 2 + row * LEGEND_ROW
-        panel[top + 2:top + LEGEND_ROW - 2, 2:2 + LEGEND_ROW - 4] = colors[c]
+        panel[top + 2 : top + LEGEND_ROW - 2, 2 : 2 + LEGEND_ROW - 4] = colors[c]
         text = f"{names[c]} {100 * share:.0f}%"
         cv2.putText(panel, text, (LEGEND_ROW + 2, top + LEGEND_ROW - 5), FONT, FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return panel
@@ -49,8 +50,10 @@ def labelled(labels: np.ndarray, names: Sequence[str], colors: np.ndarray) -> np
 def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
     """RGB panels left to right, aligned at the top; shorter ones are padded with white below."""
     height = max(p.shape[0] for p in panels)
-    padded = [np.concatenate([p, np.full((height - p.shape[0], p.shape[1], 3), 255, np.uint8)]) if p.shape[0] < height
-              else p for p in panels]
+    padded = [
+        np.concatenate([p, np.full((height - p.shape[0], p.shape[1], 3), 255, np.uint8)]) if p.shape[0] < height else p
+        for p in panels
+    ]
     return np.concatenate(padded, axis=1).astype(np.uint8)
 
 

@@ -6,6 +6,7 @@ it (compute capability 8.0 and newer). $MIT_SEMSEG_CPU_FEATURES (comma-separated
 `avx2` or `avx2,avx512_bf16`) pretends the CPU has exactly those features: to see or test what
 `auto` does on another CPU.
 """
+
 from __future__ import annotations
 
 import functools
@@ -89,8 +90,12 @@ def warn_if_emulated(device: torch.device | str, what: str) -> None:
     """A warning, naming the CPU, when bfloat16 is asked for where it is emulated."""
     if not native_bf16(device):
         where = describe_device(device)
-        log.warning("%s: bf16 was asked for, but %s has no native bfloat16 (avx512_bf16 or AMX): it is emulated "
-                    "there and runs several times slower than fp32; use auto or fp32", what, where)
+        log.warning(
+            "%s: bf16 was asked for, but %s has no native bfloat16 (avx512_bf16 or AMX): it is emulated "
+            "there and runs several times slower than fp32; use auto or fp32",
+            what,
+            where,
+        )
 
 
 def inference_dtype(precision: str, device: torch.device | str, what: str = "inference") -> torch.dtype | None:

@@ -1,4 +1,5 @@
 """`test.py`: segment images with a trained or released model and write pictures and label files."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,22 +24,30 @@ def find_images(path: str) -> tuple[list[str], str]:
     if os.path.isfile(path):
         return [path], os.path.dirname(path)
     if os.path.isdir(path):
-        found = [os.path.join(d, f) for d, _, files in os.walk(path) for f in files
-                 if f.lower().endswith(IMAGE_EXTENSIONS)]
+        found = [
+            os.path.join(d, f) for d, _, files in os.walk(path) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
         return sorted(found), path
     found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
     return found, os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in found]) if found else ""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description="Segment images; writes <name>.png (image | prediction, "
-                                     "with a legend) and <name>_label.png (class index + 1) into TEST.result.",
-                                     epilog="Examples: python test.py --imgs photos/ --cfg config/X.yaml; "
-                                     "python test.py --model ade20k-resnet50dilated-ppm_deepsup --imgs a.jpg")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Segment images; writes <name>.png (image | prediction, "
+        "with a legend) and <name>_label.png (class index + 1) into TEST.result.",
+        epilog="Examples: python test.py --imgs photos/ --cfg config/X.yaml; "
+        "python test.py --model ade20k-resnet50dilated-ppm_deepsup --imgs a.jpg",
+    )
     parser.add_argument("--imgs", required=True, help="an image, a folder (searched recursively) or a glob")
     parser.add_argument("--cfg", metavar="FILE", help="config file; weights DIR/{encoder,decoder}_<TEST.checkpoint>")
-    parser.add_argument("--model", choices=list(zoo.MODELS), metavar="NAME",
-                        help=f"a released model, downloaded once into the cache: {', '.join(zoo.MODELS)}")
+    parser.add_argument(
+        "--model",
+        choices=list(zoo.MODELS),
+        metavar="NAME",
+        help=f"a released model, downloaded once into the cache: {', '.join(zoo.MODELS)}",
+    )
     parser.add_argument("--gpu", default="0", help="GPU index, or cpu (default: 0, the CPU when there is no GPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
@@ -55,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         return cli.fail(PROG, f"no images found at {args.imgs}")
     try:
-        segmenter = Segmenter.from_pretrained(args.model, device[0], args.opts) if args.model else \
-            Segmenter(cfg, device[0])
+        segmenter = (
+            Segmenter.from_pretrained(args.model, device[0], args.opts) if args.model else Segmenter(cfg, device[0])
+        )
     except ConfigError as err:
         return cli.usage(PROG, err)
     except cli.RUN_ERRORS as err:
@@ -75,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update()
                 continue
             pred = segmenter.predict(image)
-            stem = os.path.join(result_dir, os.path.splitext(os.path.relpath(os.path.abspath(path),
-                                                                             os.path.abspath(root)))[0])
+            stem = os.path.join(
+                result_dir, os.path.splitext(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))[0]
+            )
             os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
             lines = segmenter.task.write_outputs(image, pred, stem)
             bar.write("\n".join([f"{path}:"] + lines), file=sys.stdout)

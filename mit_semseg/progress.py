@@ -3,6 +3,7 @@
 tqdm rewrites its line at every refresh; written to a file, that is one line of hundreds of kilobytes.
 Without a terminal, `Progress` prints a line every `every` steps (and at the end) instead.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,17 +20,37 @@ class Progress:
     Without a terminal the plain lines go to `printer` (default: printed to the stream).
     """
 
-    def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, every: int | None = None,
-                 enabled: bool = True, unit_scale: bool = False, stream: TextIO | None = None,
-                 printer: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "it",
+        initial: int = 0,
+        every: int | None = None,
+        enabled: bool = True,
+        unit_scale: bool = False,
+        stream: TextIO | None = None,
+        printer: Callable[[str], None] | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.printer = printer or (lambda line: print(line, file=self.stream, flush=True))
         self.total, self.desc, self.unit, self.count, self.unit_scale = total, desc, unit, initial, unit_scale
         self.every = every or max(1, total // 10)
         self.enabled, self.postfix, self.started = enabled, "", time.perf_counter()
         terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit_scale, dynamic_ncols=True,
-                        file=self.stream) if terminal else None
+        self.bar = (
+            tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit=unit,
+                unit_scale=unit_scale,
+                dynamic_ncols=True,
+                file=self.stream,
+            )
+            if terminal
+            else None
+        )
 
     def __enter__(self) -> Progress:
         return self

@@ -1,4 +1,5 @@
 """Segmenter: the Python API for segmenting images with a trained or released model."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ class Segmenter:
     network in bfloat16 where the device computes it natively; `fp32` or `bf16` force one.
     """
 
-    def __init__(self, cfg, device: str | torch.device = "cpu", checkpoint: str | None = None,
-                 precision: str | None = None) -> None:
+    def __init__(
+        self, cfg, device: str | torch.device = "cpu", checkpoint: str | None = None, precision: str | None = None
+    ) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.task = task_for(cfg)
         self.model = self.task.load(checkpoint or cfg.TEST.checkpoint, self.device)
@@ -35,20 +37,26 @@ class Segmenter:
         self.class_names = self.task.class_names()
 
     @classmethod
-    def from_config(cls, cfg_path: str | os.PathLike, checkpoint_dir: str | None = None,
-                    checkpoint: str | None = None, device: str | torch.device = "cpu", opts=(),
-                    precision: str | None = None) -> Segmenter:
+    def from_config(
+        cls,
+        cfg_path: str | os.PathLike,
+        checkpoint_dir: str | None = None,
+        checkpoint: str | None = None,
+        device: str | torch.device = "cpu",
+        opts=(),
+        precision: str | None = None,
+    ) -> Segmenter:
         cfg = load_config(cfg_path, opts)
         if checkpoint_dir:
             cfg.DIR = os.fspath(checkpoint_dir)
         return cls(cfg, device, checkpoint, precision)
 
     @classmethod
-    def from_pretrained(cls, name: str = zoo.DEFAULT_MODEL, device: str | torch.device = "cpu", opts=(),
-                        precision: str | None = None) -> Segmenter:
+    def from_pretrained(
+        cls, name: str = zoo.DEFAULT_MODEL, device: str | torch.device = "cpu", opts=(), precision: str | None = None
+    ) -> Segmenter:
         directory = zoo.fetch(name)
-        return cls.from_config(zoo.config_path(name), directory, zoo.lookup(name).checkpoint, device, opts,
-                               precision)
+        return cls.from_config(zoo.config_path(name), directory, zoo.lookup(name).checkpoint, device, opts, precision)
 
     @property
     def precision(self) -> str:

@@ -1,4 +1,5 @@
 """The original's metric helpers, with their names and meaning, for scripts that import them."""
+
 from __future__ import annotations
 
 import numpy as np

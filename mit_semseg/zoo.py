@@ -1,4 +1,5 @@
 """The ADE20K models released by the original project, and fetching them into the cache."""
+
 from __future__ import annotations
 
 import os
@@ -24,12 +25,12 @@ class ReleasedModel:
 
 
 MODELS: dict[str, ReleasedModel] = {
-    "ade20k-mobilenetv2dilated-c1_deepsup": ReleasedModel("ade20k-mobilenetv2dilated-c1_deepsup.yaml", 20, 33.84,
-                                                          76.80),
+    "ade20k-mobilenetv2dilated-c1_deepsup": ReleasedModel(
+        "ade20k-mobilenetv2dilated-c1_deepsup.yaml", 20, 33.84, 76.80
+    ),
     "ade20k-resnet18dilated-ppm_deepsup": ReleasedModel("ade20k-resnet18dilated-ppm_deepsup.yaml", 20, 38.81, 79.29),
     "ade20k-resnet50dilated-ppm_deepsup": ReleasedModel("ade20k-resnet50dilated-ppm_deepsup.yaml", 20, 42.14, 80.13),
-    "ade20k-resnet101dilated-ppm_deepsup": ReleasedModel("ade20k-resnet101dilated-ppm_deepsup.yaml", 25, 42.53,
-                                                         80.91),
+    "ade20k-resnet101dilated-ppm_deepsup": ReleasedModel("ade20k-resnet101dilated-ppm_deepsup.yaml", 25, 42.53, 80.91),
     "ade20k-resnet50-upernet": ReleasedModel("ade20k-resnet50-upernet.yaml", 30, 41.55, 80.23),
     "ade20k-resnet101-upernet": ReleasedModel("ade20k-resnet101-upernet.yaml", 50, 42.66, 81.01),
     "ade20k-hrnetv2-c1": ReleasedModel("ade20k-hrnetv2.yaml", 30, 43.20, 81.47),

@@ -1,4 +1,5 @@
 """Helpers the tests share (not tests themselves)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,10 @@ LAYOUT = Path(__file__).resolve().parent / "data" / "state_dict_layout.json"
 
 def checkpoint_weights(directory, epoch: int) -> dict:
     """{"encoder": state dict, "decoder": state dict} of DIR/{encoder,decoder}_epoch_<epoch>.pth."""
-    return {part: torch.load(Path(directory) / f"{part}_epoch_{epoch}.pth", weights_only=True)
-            for part in ("encoder", "decoder")}
+    return {
+        part: torch.load(Path(directory) / f"{part}_epoch_{epoch}.pth", weights_only=True)
+        for part in ("encoder", "decoder")
+    }
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -34,8 +37,8 @@ def assert_legend(panel: np.ndarray, labels: np.ndarray, colors: np.ndarray) -> 
     assert panel.shape[0] >= LEGEND_ROW * max(1, len(entries))
     for row, (c, _) in enumerate(entries):
         y = 2 + row * LEGEND_ROW + LEGEND_ROW // 2
-        np.testing.assert_array_equal(panel[y, 4:LEGEND_ROW - 4], np.broadcast_to(colors[c], (LEGEND_ROW - 8, 3)))
-    assert (panel[2 + len(entries) * LEGEND_ROW:] == 255).all()
+        np.testing.assert_array_equal(panel[y, 4 : LEGEND_ROW - 4], np.broadcast_to(colors[c], (LEGEND_ROW - 8, 3)))
+    assert (panel[2 + len(entries) * LEGEND_ROW :] == 255).all()
 
 
 def write_small_tables(folder: Path) -> Path:
@@ -46,5 +49,6 @@ def write_small_tables(folder: Path) -> Path:
     (folder / "scene.csv").write_text("label,name\n0,kitchen\n1,street\n")
     (folder / "material.csv").write_text("label,name\n0,-\n1,wood\n2,brick\n")
     (folder / "object_part_hierarchy.csv").write_text(
-        "object_label,object_name,part_labels,part_names\n1,table,0;1;2,-;leg;top\n3,chair,0;1;3,-;leg;seat\n")
+        "object_label,object_name,part_labels,part_names\n1,table,0;1;2,-;leg;top\n3,chair,0;1;3,-;leg;seat\n"
+    )
     return folder

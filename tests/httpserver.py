@@ -1,4 +1,5 @@
 """A small HTTP server on 127.0.0.1 for download tests: ranges, truncation and request records."""
+
 import contextlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +54,7 @@ def serve(files: dict, truncated=()):
 def closed_port_url(path="/file"):
     """A URL on 127.0.0.1 where nothing listens."""
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,4 +1,5 @@
 """Broden+ preparation from raw fixture trees in each source's format, checked pixel for pixel; its download."""
+
 import csv
 import gzip
 import io
@@ -47,8 +48,12 @@ from mit_semseg.testing.broden_raw import (
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "broden"
 H, W = 700, 1030  # an ADE20K image whose short side is above the limit: 753x512 once prepared
-STREET, MISC, ABBEY = 16857, 12289, 20210  # index entries: ADE_train_00016858 street, ..._00012290 misc, ADE_val_00000001
-PHOTO_A, PHOTO_B = (600, 900), (40, 50)    # OpenSurfaces photos 11 and 12, height x width
+STREET, MISC, ABBEY = (
+    16857,
+    12289,
+    20210,
+)  # index entries: ADE_train_00016858 street, ..._00012290 misc, ADE_val_00000001
+PHOTO_A, PHOTO_B = (600, 900), (40, 50)  # OpenSurfaces photos 11 and 12, height x width
 
 
 def _image(seed, h, w):
@@ -76,14 +81,14 @@ def _nearest(label, w, h):
 
 
 def _ade_street():
-    objects = np.full((20, 30), 3)          # abacus: not used (0)
-    objects[:10] = 2420                     # sky -> 2
-    objects[10:, :15] = 312                 # building -> 5
-    objects[0, :4] = 2                      # a raw label without a row in the assignment: 0
-    objects[1, :3] = 3500                   # beyond the assignment's rows, within the index's names: 0
+    objects = np.full((20, 30), 3)  # abacus: not used (0)
+    objects[:10] = 2420  # sky -> 2
+    objects[10:, :15] = 312  # building -> 5
+    objects[0, :4] = 2  # a raw label without a row in the assignment: 0
+    objects[1, :3] = 3500  # beyond the assignment's rows, within the index's names: 0
     parts = np.zeros((20, 30), np.int64)
-    parts[12:, :5] = 774                    # door -> 8
-    parts[12:, 5:8] = 1433                  # leg -> 1
+    parts[12:, :5] = 774  # door -> 8
+    parts[12:, 5:8] = 1433  # leg -> 1
     return objects, parts
 
 
@@ -94,53 +99,87 @@ def _pascal_parts():
     wheel[14:, 20:22] = True
     front = np.zeros((16, 24), bool)
     front[12:14, 20:] = True
-    return [{"class": "person", "parts": [("head", head), ("lfoot", foot)]},
+    return (
+        [
+            {"class": "person", "parts": [("head", head), ("lfoot", foot)]},
             {"class": "car", "parts": [("frontside", front), ("wheel_2", wheel)]},
-            {"class": "chair", "parts": []}], head, foot, wheel, front
+            {"class": "chair", "parts": []},
+        ],
+        head,
+        foot,
+        wheel,
+        front,
+    )
 
 
 def _pascal_context():
-    context = np.full((16, 24), 284)        # person -> 6
-    context[:, :4] = 0                      # unlabelled
-    context[12:, 20:] = 59                  # car -> 13
-    context[0, 4:9] = 52                    # camel: one of the 52 Pascal-Context classes without a row -> 0
+    context = np.full((16, 24), 284)  # person -> 6
+    context[:, :4] = 0  # unlabelled
+    context[12:, 20:] = 59  # car -> 13
+    context[0, 4:9] = 52  # camel: one of the 52 Pascal-Context classes without a row -> 0
     return context
 
 
 def _photo(pk, **fields):
-    base = {"image_orig": f"photos/{pk:04x}.jpg", "aspect_ratio": 1.5, "scene_category": 1,
-            "scene_category_correct": True, "scene_category_correct_score": 0.5, "special": False,
-            "num_vertices": 8, "whitebalanced": True, "whitebalanced_score": 0.1, "fov": 60.0, "flickr_user": None,
-            "flickr_id": None, "license": 1}
+    base = {
+        "image_orig": f"photos/{pk:04x}.jpg",
+        "aspect_ratio": 1.5,
+        "scene_category": 1,
+        "scene_category_correct": True,
+        "scene_category_correct_score": 0.5,
+        "special": False,
+        "num_vertices": 8,
+        "whitebalanced": True,
+        "whitebalanced_score": 0.1,
+        "fov": 60.0,
+        "flickr_user": None,
+        "flickr_id": None,
+        "license": 1,
+    }
     return {"pk": pk, **base, **fields}
 
 
 def _shape(pk, photo, substance, name, vertices, triangles, num_vertices, **fields):
-    return {"pk": pk, "photo": photo, "substance": substance, "name": name, "vertices": vertices,
-            "triangles": triangles, "num_vertices": num_vertices, "special": False, "high_quality": True,
-            "planar": True, "planar_score": 1.0, "bsdf_wd": None, "rectified_normal": None, **fields}
+    return {
+        "pk": pk,
+        "photo": photo,
+        "substance": substance,
+        "name": name,
+        "vertices": vertices,
+        "triangles": triangles,
+        "num_vertices": num_vertices,
+        "special": False,
+        "high_quality": True,
+        "planar": True,
+        "planar_score": 1.0,
+        "bsdf_wd": None,
+        "rectified_normal": None,
+        **fields,
+    }
 
 
 SQUARE = "0,1,2,0,2,3"  # two triangles over four corners
 OPENSURFACES_PHOTOS = [  # in the dump's order; photos.csv keeps 11, 15, 16, 12
-    _photo(13, num_vertices=50, scene_category_correct=False),                  # wrong scene: left out
-    _photo(16, num_vertices=12, scene_category_correct_score=None),             # ties with 12: dump order
+    _photo(13, num_vertices=50, scene_category_correct=False),  # wrong scene: left out
+    _photo(16, num_vertices=12, scene_category_correct_score=None),  # ties with 12: dump order
     _photo(11, num_vertices=30, scene_category_correct_score=0.9),
     _photo(12, num_vertices=12, scene_category_correct_score=None, aspect_ratio=1.25, scene_category=2),
-    _photo(14, num_vertices=40, special=True),                                  # synthetic: left out
+    _photo(14, num_vertices=40, special=True),  # synthetic: left out
     _photo(15, num_vertices=12, scene_category_correct_score=0.95),
 ]
 OPENSURFACES_SHAPES = [  # photo 11's label is 1536 x 1024, photo 12's 1280 x 1024
-    _shape(103, 11, 33, 1, "0,0.5,1,0.5,1,1,0,1", SQUARE, 4, high_quality=False),   # not drawn
+    _shape(103, 11, 33, 1, "0,0.5,1,0.5,1,1,0,1", SQUARE, 4, high_quality=False),  # not drawn
     _shape(102, 11, 17, 2, "0.125,0.125,0.5,0.125,0.5,0.5,0.125,0.5", SQUARE, 4),  # carpet over the wood
-    _shape(101, 11, 43, 1, "0,0,0.25,0,0,0.375", "0,1,2", 10),                    # wood, drawn first
-    _shape(104, 11, 33, 1, "0,0,1,0,1,1,0,1", SQUARE, 99, special=True),            # not drawn
-    _shape(105, 11, 60, 1, "0.75,0.75,1,0.75,1,1,0.75,1", SQUARE, 4),               # a failed substance: red 0
-    _shape(106, 12, 33, 1, "0,0,0.5,0,0.5,1,0,1", SQUARE, 4),                       # plastic
-    _shape(107, 12, 50, 2, "0.75,0,1,0,1,1,0.75,1", SQUARE, 4),                     # chalkboard: not used
+    _shape(101, 11, 43, 1, "0,0,0.25,0,0,0.375", "0,1,2", 10),  # wood, drawn first
+    _shape(104, 11, 33, 1, "0,0,1,0,1,1,0,1", SQUARE, 99, special=True),  # not drawn
+    _shape(105, 11, 60, 1, "0.75,0.75,1,0.75,1,1,0.75,1", SQUARE, 4),  # a failed substance: red 0
+    _shape(106, 12, 33, 1, "0,0,0.5,0,0.5,1,0,1", SQUARE, 4),  # plastic
+    _shape(107, 12, 50, 2, "0.75,0,1,0,1,1,0.75,1", SQUARE, 4),  # chalkboard: not used
 ]
-OPENSURFACES_FILES = {"/photos/000b.jpg": _jpeg_bytes(_image(6, *PHOTO_A)),
-                      "/photos/000c.jpg": _jpeg_bytes(_image(7, *PHOTO_B))}
+OPENSURFACES_FILES = {
+    "/photos/000b.jpg": _jpeg_bytes(_image(6, *PHOTO_A)),
+    "/photos/000c.jpg": _jpeg_bytes(_image(7, *PHOTO_B)),
+}
 
 
 def _opensurfaces_release(raw: Path) -> Path:
@@ -149,36 +188,72 @@ def _opensurfaces_release(raw: Path) -> Path:
 
 def write_raw_tree(raw: Path, splits: Path) -> None:
     street_objects, street_parts = _ade_street()
-    write_ade20k(raw, {
-        STREET: {"folder": "ADE20K_2016_07_26/images/training/s/street", "image": _image(1, 20, 30),
-                 "objects": street_objects, "parts": street_parts},
-        MISC: {"folder": "ADE20K_2016_07_26/images/training/m/misc", "image": _image(2, H, W),
-               "objects": _stripes(H, W, 1831, 401), "parts": None},
-        ABBEY: {"folder": "ADE20K_2016_07_26/images/validation/a/abbey", "image": _image(3, 24, 24),
-                "objects": np.full((24, 24), 471), "parts": None},
-    })
+    write_ade20k(
+        raw,
+        {
+            STREET: {
+                "folder": "ADE20K_2016_07_26/images/training/s/street",
+                "image": _image(1, 20, 30),
+                "objects": street_objects,
+                "parts": street_parts,
+            },
+            MISC: {
+                "folder": "ADE20K_2016_07_26/images/training/m/misc",
+                "image": _image(2, H, W),
+                "objects": _stripes(H, W, 1831, 401),
+                "parts": None,
+            },
+            ABBEY: {
+                "folder": "ADE20K_2016_07_26/images/validation/a/abbey",
+                "image": _image(3, 24, 24),
+                "objects": np.full((24, 24), 471),
+                "parts": None,
+            },
+        },
+    )
     objects = _pascal_parts()[0]
-    write_pascal(raw, [  # the original lists Pascal-Part's files, sorted: 2008_000001 has none, so is not listed
-        {"id": "2008_000001", "image": _image(10, 16, 24), "context": np.full((16, 24), 360), "objects": None},
-        {"id": "2008_000002", "image": _image(4, 16, 24), "context": _pascal_context(), "objects": objects},
-        {"id": "2008_000003", "image": _image(5, 16, 24), "context": np.full((16, 24), 360), "objects": []},
-    ])
+    write_pascal(
+        raw,
+        [  # the original lists Pascal-Part's files, sorted: 2008_000001 has none, so is not listed
+            {"id": "2008_000001", "image": _image(10, 16, 24), "context": np.full((16, 24), 360), "objects": None},
+            {"id": "2008_000002", "image": _image(4, 16, 24), "context": _pascal_context(), "objects": objects},
+            {"id": "2008_000003", "image": _image(5, 16, 24), "context": np.full((16, 24), 360), "objects": []},
+        ],
+    )
     _opensurfaces_release(raw)
-    write_dtd(raw, [
-        {"name": "banded/banded_0001.jpg", "image": _image(8, 40, 40), "textures": ["banded", "bumpy"], "split": "train"},
-        {"name": "zigzagged/zigzagged_0002.jpg", "image": _image(9, 30, 40), "textures": ["zigzagged"], "split": "test"},
-    ])
-    write_split_lists(splits, {
-        "broden_ade20k_pascal_train.jsonl.gz": [
-            {"dataset": "ade20k", "file_index": STREET, "width": 30, "height": 20, "nr_part": 1},
-            {"dataset": "pascal", "file_index": 0, "width": 24, "height": 16, "nr_part": 1},
-            {"dataset": "ade20k", "file_index": MISC, "width": 753, "height": 512, "nr_part": 0}],
-        "broden_ade20k_pascal_val.jsonl.gz": [
-            {"dataset": "ade20k", "file_index": ABBEY, "width": 24, "height": 24, "nr_part": 0},
-            {"dataset": "pascal", "file_index": 1, "width": 24, "height": 16, "nr_part": 0}],
-        "broden_os_train.jsonl.gz": [{"dataset": "os", "file_index": 0, "width": 768, "height": 512}],
-        "broden_os_val.jsonl.gz": [{"dataset": "os", "file_index": 3, "width": 50, "height": 40}],
-    })
+    write_dtd(
+        raw,
+        [
+            {
+                "name": "banded/banded_0001.jpg",
+                "image": _image(8, 40, 40),
+                "textures": ["banded", "bumpy"],
+                "split": "train",
+            },
+            {
+                "name": "zigzagged/zigzagged_0002.jpg",
+                "image": _image(9, 30, 40),
+                "textures": ["zigzagged"],
+                "split": "test",
+            },
+        ],
+    )
+    write_split_lists(
+        splits,
+        {
+            "broden_ade20k_pascal_train.jsonl.gz": [
+                {"dataset": "ade20k", "file_index": STREET, "width": 30, "height": 20, "nr_part": 1},
+                {"dataset": "pascal", "file_index": 0, "width": 24, "height": 16, "nr_part": 1},
+                {"dataset": "ade20k", "file_index": MISC, "width": 753, "height": 512, "nr_part": 0},
+            ],
+            "broden_ade20k_pascal_val.jsonl.gz": [
+                {"dataset": "ade20k", "file_index": ABBEY, "width": 24, "height": 24, "nr_part": 0},
+                {"dataset": "pascal", "file_index": 1, "width": 24, "height": 16, "nr_part": 0},
+            ],
+            "broden_os_train.jsonl.gz": [{"dataset": "os", "file_index": 0, "width": 768, "height": 512}],
+            "broden_os_val.jsonl.gz": [{"dataset": "os", "file_index": 3, "width": 50, "height": 40}],
+        },
+    )
 
 
 def complete_opensurfaces(raw: Path, splits: Path, files=OPENSURFACES_FILES) -> str:
@@ -189,9 +264,24 @@ def complete_opensurfaces(raw: Path, splits: Path, files=OPENSURFACES_FILES) -> 
 
 
 def _prepare_cli(raw, out, splits, *extra):
-    return subprocess.run([sys.executable, "-m", "mit_semseg.data.broden", "prepare", str(raw), str(out),
-                           "--splits", str(splits), "--no-progress", *extra],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mit_semseg.data.broden",
+            "prepare",
+            str(raw),
+            str(out),
+            "--splits",
+            str(splits),
+            "--no-progress",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +313,12 @@ def _label(out, path):
 def test_shipped_tables_are_the_originals():
     if not REFERENCE.is_dir():
         pytest.skip("shared/reference is not beside this checkout")
-    for name in ("label_assignment.csv", "opensurfaces_substance_colors.csv", "texture.csv",
-                 "pascal_context_labels.txt"):
+    for name in (
+        "label_assignment.csv",
+        "opensurfaces_substance_colors.csv",
+        "texture.csv",
+        "pascal_context_labels.txt",
+    ):
         assert (BRODEN_TABLES / name).read_bytes() == (REFERENCE / name).read_bytes(), name
     assert gzip.decompress(SCENES.read_bytes()) == (REFERENCE / "scene_categories.txt").read_bytes()
     for path in REFERENCE.glob("*.jsonl.gz"):
@@ -243,13 +337,19 @@ def test_assignment_agrees_with_the_label_tables():
                 seen += 1
     assert seen > 1900
     assignment = read_assignment()
-    assert set(assignment) == {("ade20k", "object"), ("ade20k", "part"), ("ade20k", "scene"), ("pascal", "object"),
-                               ("pascal", "part"), ("os", "material")}
+    assert set(assignment) == {
+        ("ade20k", "object"),
+        ("ade20k", "part"),
+        ("ade20k", "scene"),
+        ("pascal", "object"),
+        ("pascal", "part"),
+        ("os", "material"),
+    }
     with open(BRODEN_TABLES / "opensurfaces_substance_colors.csv", newline="") as f:
         substances = {int(r["red_color"]): r["substance_name"] for r in csv.DictReader(f)}
     materials = {raw: name for (dataset, _, raw, name) in _assignment_rows() if dataset == "os"}
     assert set(materials) == {0, *substances}  # the raw OpenSurfaces label is the red value
-    for red, name in substances.items():       # "Carpet/rug" is "carpet;rug", "Plastic - clear" "plastic-clear"
+    for red, name in substances.items():  # "Carpet/rug" is "carpet;rug", "Plastic - clear" "plastic-clear"
         assert materials[red] == name.lower().replace("/", ";").replace(" - ", "-"), red
     assert len(read_texture_names()) == 47 and read_texture_names()[0] == "banded"
 
@@ -279,8 +379,14 @@ def test_split_lists_hold_the_originals_counts():
     counts = {}
     for e in read_split_lists():
         counts[e.dataset, e.split] = counts.get((e.dataset, e.split), 0) + 1
-    assert counts == {("ade20k", "training"): 20067, ("pascal", "training"): 9015, ("ade20k", "validation"): 2143,
-                      ("pascal", "validation"): 1088, ("os", "training"): 17226, ("os", "validation"): 1914}
+    assert counts == {
+        ("ade20k", "training"): 20067,
+        ("pascal", "training"): 9015,
+        ("ade20k", "validation"): 2143,
+        ("pascal", "validation"): 1088,
+        ("os", "training"): 17226,
+        ("os", "validation"): 1914,
+    }
 
 
 def test_pascal_part_names_collapse_to_the_assignments_names():
@@ -289,8 +395,29 @@ def test_pascal_part_names_collapse_to_the_assignments_names():
     assert part_name("hroofside") == "head roof" and part_name("croofside_2") == "coach roof"
     assert part_name("cfrontside_1") == "coach" and part_name("bliplate") == "license plate"
     assert part_name("frontside") == "" and known[""] == 0  # a bare side of a vehicle is not used
-    for raw in [*SPELT_OUT, "body", "head", "torso", "neck", "nose", "muzzle", "tail", "beak", "saddle", "handlebar",
-                "stern", "cap", "pot", "plant", "screen", "hair", "mouth", "door_1", "window_4", "headlight_2"]:
+    for raw in [
+        *SPELT_OUT,
+        "body",
+        "head",
+        "torso",
+        "neck",
+        "nose",
+        "muzzle",
+        "tail",
+        "beak",
+        "saddle",
+        "handlebar",
+        "stern",
+        "cap",
+        "pot",
+        "plant",
+        "screen",
+        "hair",
+        "mouth",
+        "door_1",
+        "window_4",
+        "headlight_2",
+    ]:
         assert part_name(raw) in known, raw
 
 
@@ -315,37 +442,45 @@ def test_opensurfaces_labels_are_rendered_as_the_original(raw_tree):
     root = raw_tree / "raw/opensurfaces/photos-labels"
     label = cv2.cvtColor(cv2.imread(str(root / "11.png")), cv2.COLOR_BGR2RGB)
     want = np.zeros((1024, 1536, 3), np.uint8)
-    want[..., 2] = 2                                   # kitchen: scenes bathroom 1, kitchen 2
+    want[..., 2] = 2  # kitchen: scenes bathroom 1, kitchen 2
     y, x = np.mgrid[:1024, :1536]
-    want[x + y <= 384] = (43, 2, 2)                    # wood (43rd substance), Wall (names: Floor 1, Wall 2)
-    want[128:513, 192:769] = (3, 1, 2)                 # carpet over it: fewer vertices, drawn after
-    want[768:, 1152:] = (0, 2, 2)                      # a failed substance is not numbered: red 0
+    want[x + y <= 384] = (43, 2, 2)  # wood (43rd substance), Wall (names: Floor 1, Wall 2)
+    want[128:513, 192:769] = (3, 1, 2)  # carpet over it: fewer vertices, drawn after
+    want[768:, 1152:] = (0, 2, 2)  # a failed substance is not numbered: red 0
     np.testing.assert_array_equal(label, want)
     small = cv2.cvtColor(cv2.imread(str(root / "12.png")), cv2.COLOR_BGR2RGB)
     want = np.zeros((1024, 1280, 3), np.uint8)
     want[..., 2] = 1
-    want[:, :641] = (29, 2, 1)                         # plastic - opaque
-    want[:, 960:] = (5, 1, 1)                          # chalkboard
+    want[:, :641] = (29, 2, 1)  # plastic - opaque
+    want[:, 960:] = (5, 1, 1)  # chalkboard
     np.testing.assert_array_equal(small, want)
 
 
 def test_opensurfaces_substances_must_be_the_shipped_colours(tmp_path):
-    root = write_opensurfaces_release(tmp_path, OPENSURFACES_PHOTOS, OPENSURFACES_SHAPES,
-                                      failed_substances=[(60, "Aaa")])
+    root = write_opensurfaces_release(
+        tmp_path, OPENSURFACES_PHOTOS, OPENSURFACES_SHAPES, failed_substances=[(60, "Aaa")]
+    )
     dump = json.loads((root / "shapes.shapesubstance.json").read_text())
     next(e for e in dump if e["pk"] == 60)["fields"]["fail"] = False  # "Aaa" now takes red 1
     (root / "shapes.shapesubstance.json").write_text(json.dumps(dump))
-    write_split_lists(tmp_path / "splits", {"broden_ade20k_pascal_train.jsonl.gz": [],
-                                            "broden_ade20k_pascal_val.jsonl.gz": [], "broden_os_val.jsonl.gz": [],
-                                            "broden_os_train.jsonl.gz": [{"dataset": "os", "file_index": 0}]})
+    write_split_lists(
+        tmp_path / "splits",
+        {
+            "broden_ade20k_pascal_train.jsonl.gz": [],
+            "broden_ade20k_pascal_val.jsonl.gz": [],
+            "broden_os_val.jsonl.gz": [],
+            "broden_os_train.jsonl.gz": [{"dataset": "os", "file_index": 0}],
+        },
+    )
     with pytest.raises(DataError, match="shapes.shapesubstance.json: its substances give other red values"):
         opensurfaces_release.complete(root, tmp_path / "splits", progress=False)
     assert not (root / "photos-labels").exists()
 
 
 def test_an_opensurfaces_dump_without_a_field_is_named(tmp_path):
-    root = write_opensurfaces_release(tmp_path, [{k: v for k, v in OPENSURFACES_PHOTOS[2].items()
-                                                  if k != "aspect_ratio"}], [])
+    root = write_opensurfaces_release(
+        tmp_path, [{k: v for k, v in OPENSURFACES_PHOTOS[2].items() if k != "aspect_ratio"}], []
+    )
     with pytest.raises(DataError, match=r"photos.photo.json: entry pk 11 has no aspect_ratio"):
         opensurfaces_release.complete(root, SPLITS, progress=False)
 
@@ -357,8 +492,11 @@ def test_records_follow_the_split_lists(prepared):
     out, stdout = prepared
     train, val = _lines(out / "training.jsonl"), _lines(out / "validation.jsonl")
     assert [(r["dataset"], r["file_index"], r["source"]) for r in train] == [
-        ("ade20k", STREET, "ade20k_pascal"), ("pascal", 0, "ade20k_pascal"), ("ade20k", MISC, "ade20k_pascal"),
-        ("os", 0, "os")]
+        ("ade20k", STREET, "ade20k_pascal"),
+        ("pascal", 0, "ade20k_pascal"),
+        ("ade20k", MISC, "ade20k_pascal"),
+        ("os", 0, "os"),
+    ]
     assert [(r["dataset"], r["file_index"]) for r in val] == [("ade20k", ABBEY), ("pascal", 1), ("os", 3)]
     assert [r["fpath_img"] for r in train[::2]] == ["ade20k/ADE_train_00016858.jpg", "ade20k/ADE_train_00012290.jpg"]
     assert [(r["width"], r["height"]) for r in train] == [(30, 20), (24, 16), (753, 512), (768, 512)]
@@ -376,7 +514,10 @@ def test_records_follow_the_split_lists(prepared):
 
 def test_ade20k_labels_pixel_for_pixel(prepared):
     out, _ = prepared
-    objects, parts = _label(out, "ade20k/ADE_train_00016858_object.png"), _label(out, "ade20k/ADE_train_00016858_part.png")
+    objects, parts = (
+        _label(out, "ade20k/ADE_train_00016858_object.png"),
+        _label(out, "ade20k/ADE_train_00016858_part.png"),
+    )
     assert objects.dtype == np.uint16 and parts.dtype == np.uint16 and objects.shape == (20, 30)
     want = np.zeros((20, 30), np.uint16)
     want[:10], want[10:, :15] = 2, 5
@@ -402,10 +543,10 @@ def test_pascal_labels_pixel_for_pixel(prepared):
     _, head, foot, wheel, front = _pascal_parts()
     want_parts = np.zeros((16, 24), np.uint16)
     want_parts[head], want_parts[foot], want_parts[wheel] = 2, 15, 12  # head, foot ("lfoot"), wheel ("wheel_2")
-    want_parts[front & ~wheel] = 0                                     # "frontside" is not used
+    want_parts[front & ~wheel] = 0  # "frontside" is not used
     np.testing.assert_array_equal(_label(out, "pascal/2008_000002_part.png"), want_parts)
     np.testing.assert_array_equal(_label(out, "pascal/2008_000003_object.png"), np.full((16, 24), 2))  # sky
-    np.testing.assert_array_equal(_label(out, "pascal/2008_000003_part.png"), np.zeros((16, 24)))   # no objects
+    np.testing.assert_array_equal(_label(out, "pascal/2008_000003_part.png"), np.zeros((16, 24)))  # no objects
 
 
 def test_opensurfaces_labels_pixel_for_pixel(prepared):
@@ -415,12 +556,12 @@ def test_opensurfaces_labels_pixel_for_pixel(prepared):
     assert material.dtype == np.uint8 and material.shape == (512, 768)
     want = np.zeros((512, 768), np.uint8)  # pixel (i, j) is the label's (2i, 2j)
     y, x = np.mgrid[:512, :768]
-    want[x + y <= 192] = 25                # wood
-    want[64:257, 96:385] = 3               # carpet
+    want[x + y <= 192] = 25  # wood
+    want[64:257, 96:385] = 3  # carpet
     np.testing.assert_array_equal(material, want)
     small = _label(out, "os/12_material.png")  # 40 x 50: the photo is not shrunk, its 1024 x 1280 label is
     want = np.zeros((40, 50), np.uint8)
-    want[:, :26] = 17                      # plastic where floor(j * 1280 / 50) <= 640; chalkboard is not used
+    want[:, :26] = 17  # plastic where floor(j * 1280 / 50) <= 640; chalkboard is not used
     np.testing.assert_array_equal(small, want)
     assert (out / "os/12.jpg").read_bytes() == OPENSURFACES_FILES["/photos/000c.jpg"]
 
@@ -429,7 +570,9 @@ def test_dtd_textures_stay_in_the_records(prepared):
     out, _ = prepared
     records = _lines(out / "textures.jsonl")
     assert [(r["fpath_img"], r["texture"], r["split"]) for r in records] == [
-        ("dtd/banded/banded_0001.jpg", [0, 4], "train"), ("dtd/zigzagged/zigzagged_0002.jpg", [46], "test")]
+        ("dtd/banded/banded_0001.jpg", [0, 4], "train"),
+        ("dtd/zigzagged/zigzagged_0002.jpg", [46], "test"),
+    ]
     assert (records[1]["width"], records[1]["height"]) == (40, 30)
 
 
@@ -443,9 +586,16 @@ def test_summary_counts_images_labels_and_unassigned_raw_labels(prepared):
     assert summary["labels"]["training"]["material"] == {"3": 1, "25": 1}
     assert summary["unassigned"] == [
         {"dataset": "ade20k", "category": "object", "raw_label": 2, "raw_name": "object 2", "images": 1, "pixels": 4},
-        {"dataset": "ade20k", "category": "object", "raw_label": 3500, "raw_name": "object 3500", "images": 1,
-         "pixels": 3},
-        {"dataset": "pascal", "category": "object", "raw_label": 52, "raw_name": "camel", "images": 1, "pixels": 5}]
+        {
+            "dataset": "ade20k",
+            "category": "object",
+            "raw_label": 3500,
+            "raw_name": "object 3500",
+            "images": 1,
+            "pixels": 3,
+        },
+        {"dataset": "pascal", "category": "object", "raw_label": 52, "raw_name": "camel", "images": 1, "pixels": 5},
+    ]
     assert "3 raw labels without a row in label_assignment.csv, prepared as 0" in stdout
     assert "pascal object 52 'camel': 1 images, 5 pixels" in stdout
     assert summary["problems"] == [] and summary["notes"] == []
@@ -455,8 +605,9 @@ def test_workers_make_the_same_files_as_one_process(prepared, raw_tree, tmp_path
     out, _ = prepared
     broden_prepare.prepare(raw_tree / "raw", tmp_path, splits=raw_tree / "splits", workers=1, progress=False)
     made = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
-    assert made == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")
-                          if p.is_file() and not p.name.startswith("."))
+    assert made == sorted(
+        p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
     for path in made:
         if path.name != "summary.json":
             assert (out / path).read_bytes() == (tmp_path / path).read_bytes(), path
@@ -464,16 +615,22 @@ def test_workers_make_the_same_files_as_one_process(prepared, raw_tree, tmp_path
 
 def test_short_side_sizes_are_the_originals_arithmetic():
     short = broden_prepare.Settings()
-    assert broden_prepare.target_size(1030, 700, short) == (753, 512)   # round(1030 / 700 * 512)
+    assert broden_prepare.target_size(1030, 700, short) == (753, 512)  # round(1030 / 700 * 512)
     assert broden_prepare.target_size(700, 1030, short) == (512, 753)
-    assert broden_prepare.target_size(900, 513, short) == (898, 512)    # round(898.245...)
+    assert broden_prepare.target_size(900, 513, short) == (898, 512)  # round(898.245...)
     assert broden_prepare.target_size(3000, 512, short) == (3000, 512)  # the short side is within the limit
     assert broden_prepare.target_size(600, 600, short) == (512, 512)
 
 
 def test_long_side_limit_and_split_list_size_notes(raw_tree, tmp_path):
-    summary = broden_prepare.prepare(raw_tree / "raw", tmp_path, broden_prepare.Settings(512, "long"),
-                                     splits=raw_tree / "splits", workers=1, progress=False)
+    summary = broden_prepare.prepare(
+        raw_tree / "raw",
+        tmp_path,
+        broden_prepare.Settings(512, "long"),
+        splits=raw_tree / "splits",
+        workers=1,
+        progress=False,
+    )
     train = _lines(tmp_path / "training.jsonl")
     assert [(r["width"], r["height"]) for r in train[2:]] == [(512, 348), (512, 341)]
     assert summary["notes"] == []  # the split lists' sizes are the short-side rule's: not compared
@@ -482,17 +639,28 @@ def test_long_side_limit_and_split_list_size_notes(raw_tree, tmp_path):
 
 
 def test_split_list_sizes_are_kept_within_a_pixel_and_noted_beyond(raw_tree, tmp_path):
-    write_split_lists(tmp_path / "splits", {
-        "broden_ade20k_pascal_train.jsonl.gz": [{"dataset": "ade20k", "file_index": MISC, "width": 754, "height": 512},
-                                                {"dataset": "pascal", "file_index": 0, "width": 48, "height": 32}],
-        "broden_ade20k_pascal_val.jsonl.gz": [], "broden_os_train.jsonl.gz": [], "broden_os_val.jsonl.gz": []})
-    summary = broden_prepare.prepare(raw_tree / "raw", tmp_path / "out", splits=tmp_path / "splits", workers=1,
-                                     progress=False)
+    write_split_lists(
+        tmp_path / "splits",
+        {
+            "broden_ade20k_pascal_train.jsonl.gz": [
+                {"dataset": "ade20k", "file_index": MISC, "width": 754, "height": 512},
+                {"dataset": "pascal", "file_index": 0, "width": 48, "height": 32},
+            ],
+            "broden_ade20k_pascal_val.jsonl.gz": [],
+            "broden_os_train.jsonl.gz": [],
+            "broden_os_val.jsonl.gz": [],
+        },
+    )
+    summary = broden_prepare.prepare(
+        raw_tree / "raw", tmp_path / "out", splits=tmp_path / "splits", workers=1, progress=False
+    )
     assert [(r["width"], r["height"]) for r in _lines(tmp_path / "out/training.jsonl")] == [(754, 512), (24, 16)]
-    assert summary["notes"] == [f"{raw_tree / 'raw/voc2010/JPEGImages/2008_000002.jpg'}: 24x16, prepared at 24x16, "
-                                "but the split list has 48x32"]
-    np.testing.assert_array_equal(_label(tmp_path / "out", "ade20k/ADE_train_00012290_object.png"),
-                                  _nearest(_stripes(H, W, 6, 13), 754, 512))
+    assert summary["notes"] == [
+        f"{raw_tree / 'raw/voc2010/JPEGImages/2008_000002.jpg'}: 24x16, prepared at 24x16, but the split list has 48x32"
+    ]
+    np.testing.assert_array_equal(
+        _label(tmp_path / "out", "ade20k/ADE_train_00012290_object.png"), _nearest(_stripes(H, W, 6, 13), 754, 512)
+    )
 
 
 # Re-running, bad input ------------------------------------------------------------------------------------------
@@ -519,8 +687,10 @@ def test_without_scipy_the_mat_sources_are_left_out_and_named(raw_tree, tmp_path
     (tmp_path / "os").mkdir()
     (tmp_path / "os/11.jpg.tmp").write_bytes(b"half")  # a killed run's leftover
     summary = broden_prepare.prepare(raw_tree / "raw", tmp_path, splits=raw_tree / "splits", workers=1, progress=False)
-    assert summary["problems"] == ["ade20k: left out: reading its .mat files needs scipy: pip install x",
-                                   "pascal: left out: reading its .mat files needs scipy: pip install x"]
+    assert summary["problems"] == [
+        "ade20k: left out: reading its .mat files needs scipy: pip install x",
+        "pascal: left out: reading its .mat files needs scipy: pip install x",
+    ]
     assert set(summary["images"]) == {"os training", "os validation", "dtd textures"}
     assert not (tmp_path / "os/11.jpg.tmp").exists() and (tmp_path / "os/11.jpg").is_file()
 
@@ -544,15 +714,21 @@ def test_bad_input_is_named_and_the_rest_goes_on(raw_tree, tmp_path):
     shutil.copytree(raw_tree / "splits", splits)
     _break(raw, splits)
     result = _prepare_cli(raw, tmp_path / "out", splits)
-    assert result.returncode == 1 and "error: 5 problems left images or sources out (4 images prepared)"         in result.stderr, result.stderr
+    assert (
+        result.returncode == 1 and "error: 5 problems left images or sources out (4 images prepared)" in result.stderr
+    ), result.stderr
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     problems = "\n".join(summary["problems"])
     assert f"dtd: left out: DTD folder not found: {raw / 'dtd'}" in problems
     assert f"cannot read image {raw / 'voc2010/JPEGImages/2008_000003.jpg'}: unreadable or corrupt" in problems
-    assert f"{raw / 'ade20k/images/validation/a/abbey/ADE_val_00000001_seg.png'}: raw object label 3842 is outside " \
-           f"ade20k's {ADE_OBJECT_NAMES} object labels" in problems
-    assert f"{raw / 'opensurfaces/photos-labels/12.png'}: raw material label 46 is outside os's 45 material labels" \
+    assert (
+        f"{raw / 'ade20k/images/validation/a/abbey/ADE_val_00000001_seg.png'}: raw object label 3842 is outside "
+        f"ade20k's {ADE_OBJECT_NAMES} object labels" in problems
+    )
+    assert (
+        f"{raw / 'opensurfaces/photos-labels/12.png'}: raw material label 46 is outside os's 45 material labels"
         in problems
+    )
     assert "os: 1 split-list entries (file_index 99..99) are beyond the 4 images of the raw dataset" in problems
     assert len(summary["problems"]) == 5
     assert "5 problems (left out):" in result.stdout and "raw object label 3842" in result.stdout
@@ -566,8 +742,10 @@ def test_a_scene_list_that_does_not_match_the_index_names_the_line(raw_tree, tmp
     raw = tmp_path / "raw"
     write_ade20k(raw, {}, renamed={4: "ADE_train_00000099.jpg"})
     summary = broden_prepare.prepare(raw, tmp_path / "out", splits=raw_tree / "splits", workers=1, progress=False)
-    assert summary["problems"][0] == (f"ade20k: left out: {SCENES}, line 5: ADE_train_00000005 is not entry 5 of "
-                                      f"{raw / 'ade20k/index_ade20k.mat'} (ADE_train_00000099.jpg)")
+    assert summary["problems"][0] == (
+        f"ade20k: left out: {SCENES}, line 5: ADE_train_00000005 is not entry 5 of "
+        f"{raw / 'ade20k/index_ade20k.mat'} (ADE_train_00000099.jpg)"
+    )
 
 
 def test_unknown_pascal_part_and_missing_folders(raw_tree, tmp_path):
@@ -575,15 +753,17 @@ def test_unknown_pascal_part_and_missing_folders(raw_tree, tmp_path):
     shutil.copytree(raw_tree / "raw", raw)
     objects = _pascal_parts()[0]
     objects[0]["parts"].append(("tentacle", np.ones((16, 24), bool)))
-    write_pascal(raw, [{"id": "2008_000002", "image": _image(4, 16, 24), "context": _pascal_context(),
-                        "objects": objects}])
+    write_pascal(
+        raw, [{"id": "2008_000002", "image": _image(4, 16, 24), "context": _pascal_context(), "objects": objects}]
+    )
     summary = broden_prepare.prepare(raw, tmp_path / "out", splits=raw_tree / "splits", workers=1, progress=False)
     assert any("2008_000002.mat: unknown raw part 'tentacle'" in p for p in summary["problems"])
     assert summary["images"]["pascal training"] == {"skipped": 1}
     shutil.rmtree(raw / "pascal_part")
     summary = broden_prepare.prepare(raw, tmp_path / "out", splits=raw_tree / "splits", workers=1, progress=False)
-    assert f"pascal: left out: Pascal-Part folder not found: {raw / 'pascal_part/Annotations_Part'}" \
-        in summary["problems"]
+    assert (
+        f"pascal: left out: Pascal-Part folder not found: {raw / 'pascal_part/Annotations_Part'}" in summary["problems"]
+    )
     assert broden_main(["prepare", str(tmp_path / "nothing"), str(tmp_path / "o2"), "--no-progress"]) == 1
 
 
@@ -593,13 +773,21 @@ def test_opensurfaces_dumps_without_the_download_step_say_what_to_run(tmp_path, 
     nested.mkdir()
     for dump in root.glob("*.json"):
         dump.rename(nested / dump.name)
-    summary = broden_prepare.prepare(tmp_path / "raw", tmp_path / "out", splits=raw_tree / "splits", workers=1,
-                                     progress=False)
-    assert any(p.startswith(f"os: left out: OpenSurfaces photo list not found: {root}/photos.csv (its JSON dumps "
-                            "are there: `python -m mit_semseg.data.broden download`") for p in summary["problems"])
+    summary = broden_prepare.prepare(
+        tmp_path / "raw", tmp_path / "out", splits=raw_tree / "splits", workers=1, progress=False
+    )
+    assert any(
+        p.startswith(
+            f"os: left out: OpenSurfaces photo list not found: {root}/photos.csv (its JSON dumps "
+            "are there: `python -m mit_semseg.data.broden download`"
+        )
+        for p in summary["problems"]
+    )
     complete_opensurfaces(tmp_path / "raw", raw_tree / "splits")
     assert (root / "photos.csv").read_bytes() == (raw_tree / "raw/opensurfaces/photos.csv").read_bytes()
-    assert (root / "photos-labels/11.png").read_bytes() == (raw_tree / "raw/opensurfaces/photos-labels/11.png").read_bytes()
+    assert (root / "photos-labels/11.png").read_bytes() == (
+        raw_tree / "raw/opensurfaces/photos-labels/11.png"
+    ).read_bytes()
 
 
 # The download ---------------------------------------------------------------------------------------------------
@@ -632,8 +820,12 @@ def _opensurfaces_zip(tmp: Path) -> bytes:
 def archives(tmp_path_factory):
     """The six archives, shaped like the real ones, and OpenSurfaces' photos, as served."""
     return {
-        "/ADE20K_2016_07_26.zip": _zip({"ADE20K_2016_07_26/index_ade20k.mat": b"index",
-                                        "ADE20K_2016_07_26/images/training/a/abbey/ADE_train_00000001.jpg": b"jpg"}),
+        "/ADE20K_2016_07_26.zip": _zip(
+            {
+                "ADE20K_2016_07_26/index_ade20k.mat": b"index",
+                "ADE20K_2016_07_26/images/training/a/abbey/ADE_train_00000001.jpg": b"jpg",
+            }
+        ),
         "/VOCtrainval_03-May-2010.tar": _tar({"VOCdevkit/VOC2010/ImageSets/Main/trainval.txt": b"2008_000002\n"}, "w"),
         "/pascal_context_trainval.tar.gz": _tar({"trainval/2008_000002.mat": b"mat", "labels.txt": b"1: accordion\n"}),
         "/pascal_part_trainval.tar.gz": _tar({"trainval/Annotations_Part/2008_000002.mat": b"mat"}),
@@ -644,18 +836,28 @@ def archives(tmp_path_factory):
 
 
 def _download(archive_mirror, data_dir, photo_mirror=None, timeout=120):
-    env = {**os.environ, "MIT_SEMSEG_BRODEN_MIRROR": archive_mirror, "PYTHON": sys.executable,
-           "MIT_SEMSEG_OPENSURFACES_MIRROR": photo_mirror or archive_mirror}
+    env = {
+        **os.environ,
+        "MIT_SEMSEG_BRODEN_MIRROR": archive_mirror,
+        "PYTHON": sys.executable,
+        "MIT_SEMSEG_OPENSURFACES_MIRROR": photo_mirror or archive_mirror,
+    }
     start = time.monotonic()
     script = data_dir / "download_Broden+.sh"
-    result = subprocess.run([str(script), "--no-progress", "--splits", str(data_dir / "splits")], capture_output=True,
-                            text=True, timeout=timeout, env=env, cwd=data_dir)
+    result = subprocess.run(
+        [str(script), "--no-progress", "--splits", str(data_dir / "splits")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=data_dir,
+    )
     return result, time.monotonic() - start
 
 
 @pytest.fixture
 def checkout(tmp_path, raw_tree):
-    """The script in a folder of its own, so that its data/broden/raw lands in tmp_path, with the fixture's split lists."""
+    """The script in a folder of its own, so that its data/broden/raw lands in tmp_path; the fixture's split lists."""
     shutil.copy(REPO / "download_Broden+.sh", tmp_path)
     shutil.copytree(raw_tree / "splits", tmp_path / "splits")
     return tmp_path
@@ -681,11 +883,18 @@ def test_download_script_fetches_and_unpacks_every_source(checkout, archives):
         result, _ = _download(url, checkout)
         assert result.returncode == 0, result.stderr
         assert [path for path, _ in server.requests] == ["/dtd-r1.0.1.tar.gz"]  # the rest was skipped
-        assert server.requests[0][1].startswith("bytes=")                       # and the part resumed
+        assert server.requests[0][1].startswith("bytes=")  # and the part resumed
         assert "Pascal-Context: already in" in result.stdout
     assert (raw / "dtd/labels/labels_joint_anno.txt").is_file()
-    assert sorted(p.name for p in raw.iterdir()) == ["ade20k", "downloads", "dtd", "opensurfaces", "pascal_context",
-                                                     "pascal_part", "voc2010"]
+    assert sorted(p.name for p in raw.iterdir()) == [
+        "ade20k",
+        "downloads",
+        "dtd",
+        "opensurfaces",
+        "pascal_context",
+        "pascal_part",
+        "voc2010",
+    ]
     assert list((raw / "downloads").iterdir()) == []  # archives are deleted once unpacked
 
 
@@ -695,9 +904,12 @@ def test_opensurfaces_photos_offline_missing_and_resumed(checkout, archives):
         result, seconds = _download(url, checkout, photo_mirror=closed_port_url("/"))
     raw = checkout / "data/broden/raw/opensurfaces"
     assert result.returncode == 1 and seconds < 30
-    assert "error: OpenSurfaces: 1 problems with the 2 photos the split lists use (run again to retry):" \
-           in result.stderr
-    assert "cannot reach the photos' host http://127.0.0.1:" in result.stderr and "2 photos not fetched" in result.stderr
+    assert (
+        "error: OpenSurfaces: 1 problems with the 2 photos the split lists use (run again to retry):" in result.stderr
+    )
+    assert (
+        "cannot reach the photos' host http://127.0.0.1:" in result.stderr and "2 photos not fetched" in result.stderr
+    )
     assert (raw / "photos.csv").is_file() and (raw / "photos-labels/12.png").is_file()  # labels need no photo
     with serve({"/photos/000b.jpg": archives["/photos/000b.jpg"]}) as (url, server):
         result, _ = _download(closed_port_url("/"), checkout, photo_mirror=url)
@@ -718,10 +930,13 @@ def test_download_refuses_unexpected_and_unsafe_archives(checkout, archives):
         result, _ = _download(url, checkout)
     raw = checkout / "data/broden/raw"
     assert result.returncode == 1
-    assert "Pascal-Part: data/broden/raw/downloads/pascal_part_trainval.tar.gz cannot be unpacked " \
-           "(OutsideDestinationError" in result.stderr
-    assert "OpenSurfaces: data/broden/raw/downloads/opensurfaces-release-0.zip holds no photos.photo.json" \
-        in result.stderr
+    assert (
+        "Pascal-Part: data/broden/raw/downloads/pascal_part_trainval.tar.gz cannot be unpacked "
+        "(OutsideDestinationError" in result.stderr
+    )
+    assert (
+        "OpenSurfaces: data/broden/raw/downloads/opensurfaces-release-0.zip holds no photos.photo.json" in result.stderr
+    )
     assert not (checkout / "data/broden/escape.txt").exists() and not (raw / "opensurfaces").exists()
     assert not list(raw.glob(".unpacking-*")) and (raw / "dtd").is_dir()
 
@@ -738,19 +953,57 @@ def test_download_script_offline_fails_within_seconds(checkout):
 
 def test_prepared_fixture_trains_and_evaluates(prepared, tmp_path):
     out, _ = prepared
-    opts = ["DIR", str(tmp_path / "ckpt"), "DATASET.root_dataset", str(out), "DATASET.list_train",
-            str(out / "training.jsonl"), "DATASET.list_val", str(out / "validation.jsonl"), "MODEL.arch_encoder",
-            "resnet18", "MODEL.arch_decoder", "upp_lite", "MODEL.fc_dim", "512", "MODEL.pretrained", "False",
-            "DATASET.imgSizes", "(64,)", "DATASET.imgMaxSize", "128", "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "4",
-            "TRAIN.batch_size_per_gpu", "2", "TRAIN.workers", "1", "TRAIN.disp_iter", "1", "VAL.checkpoint",
-            "epoch_1.pth"]
+    opts = [
+        "DIR",
+        str(tmp_path / "ckpt"),
+        "DATASET.root_dataset",
+        str(out),
+        "DATASET.list_train",
+        str(out / "training.jsonl"),
+        "DATASET.list_val",
+        str(out / "validation.jsonl"),
+        "MODEL.arch_encoder",
+        "resnet18",
+        "MODEL.arch_decoder",
+        "upp_lite",
+        "MODEL.fc_dim",
+        "512",
+        "MODEL.pretrained",
+        "False",
+        "DATASET.imgSizes",
+        "(64,)",
+        "DATASET.imgMaxSize",
+        "128",
+        "TRAIN.num_epoch",
+        "1",
+        "TRAIN.epoch_iters",
+        "4",
+        "TRAIN.batch_size_per_gpu",
+        "2",
+        "TRAIN.workers",
+        "1",
+        "TRAIN.disp_iter",
+        "1",
+        "VAL.checkpoint",
+        "epoch_1.pth",
+    ]
     config = str(REPO / "config/broden-resnet50-upp.yaml")
-    train = subprocess.run([sys.executable, "train.py", "--cfg", config, "--gpus", "cpu", *opts],
-                           capture_output=True, text=True, timeout=600, cwd=REPO)
+    train = subprocess.run(
+        [sys.executable, "train.py", "--cfg", config, "--gpus", "cpu", *opts],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     assert "ade20k_pascal (" in train.stderr and "os (" in train.stderr
-    evaluate = subprocess.run([sys.executable, "eval_multipro.py", "--cfg", config, "--gpus", "cpu", *opts],
-                              capture_output=True, text=True, timeout=600, cwd=REPO)
+    evaluate = subprocess.run(
+        [sys.executable, "eval_multipro.py", "--cfg", config, "--gpus", "cpu", *opts],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     summary = json.loads((tmp_path / "ckpt/eval_epoch_1.json").read_text())
     assert summary["images"] == 3

@@ -1,4 +1,5 @@
 """Saving and loading weights: round trips, tolerated differences, and errors that name the file."""
+
 import collections
 import io
 import os
@@ -33,8 +34,9 @@ def saved_pair(tmp_path):
 def test_round_trip_gives_the_same_outputs(saved_pair):
     enc, dec, tmp = saved_pair
     enc2 = ModelBuilder.build_encoder("mobilenetv2dilated", weights=str(tmp / "encoder_epoch_1.pth"))
-    dec2 = ModelBuilder.build_decoder("c1_deepsup", fc_dim=320, num_class=5, weights=str(tmp / "decoder_epoch_1.pth"),
-                                      use_softmax=True)
+    dec2 = ModelBuilder.build_decoder(
+        "c1_deepsup", fc_dim=320, num_class=5, weights=str(tmp / "decoder_epoch_1.pth"), use_softmax=True
+    )
     dec.use_softmax = True
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
@@ -47,20 +49,26 @@ def test_round_trip_gives_the_same_outputs(saved_pair):
 
 def test_module_prefix_is_stripped_and_num_batches_tracked_may_be_missing(saved_pair, tmp_path):
     _, dec, _ = saved_pair
-    state = collections.OrderedDict(("module." + k, v) for k, v in dec.state_dict().items()
-                                    if not k.endswith("num_batches_tracked"))
+    state = collections.OrderedDict(
+        ("module." + k, v) for k, v in dec.state_dict().items() if not k.endswith("num_batches_tracked")
+    )
     torch.save(state, tmp_path / "wrapped.pth")
     net = ModelBuilder.build_decoder("c1_deepsup", fc_dim=320, num_class=5, weights=str(tmp_path / "wrapped.pth"))
     assert torch.equal(net.conv_last.weight, dec.conv_last.weight)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s.pop("cbr.1.running_mean"), r"missing keys \(1\): cbr\.1\.running_mean"),
-    (lambda s: s.pop("cbr.1._tmp_running_var"), r"missing keys \(1\): cbr\.1\._tmp_running_var"),
-    (lambda s: s.__setitem__("extra.weight", torch.zeros(1)), r"unexpected keys \(1\): extra\.weight"),
-    (lambda s: s.__setitem__("conv_last.bias", torch.zeros(7)),
-     r"mis-shaped keys \(1\): conv_last\.bias \(file \(7,\), model \(5,\)\)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s.pop("cbr.1.running_mean"), r"missing keys \(1\): cbr\.1\.running_mean"),
+        (lambda s: s.pop("cbr.1._tmp_running_var"), r"missing keys \(1\): cbr\.1\._tmp_running_var"),
+        (lambda s: s.__setitem__("extra.weight", torch.zeros(1)), r"unexpected keys \(1\): extra\.weight"),
+        (
+            lambda s: s.__setitem__("conv_last.bias", torch.zeros(7)),
+            r"mis-shaped keys \(1\): conv_last\.bias \(file \(7,\), model \(5,\)\)",
+        ),
+    ],
+)
 def test_mismatched_checkpoints_name_the_file_and_the_keys(saved_pair, tmp_path, change, message):
     _, dec, _ = saved_pair
     state = dec.state_dict()

@@ -1,4 +1,5 @@
 """The original's ADE20K class table and colours ship with the package; other class counts get our palette."""
+
 import csv
 from pathlib import Path
 
@@ -12,6 +13,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ade2
 
 def test_the_original_table_with_its_statistics():
     from mit_semseg.data.classes import OBJECT150_CSV
+
     with open(OBJECT150_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["Idx", "Ratio", "Train", "Val", "Stuff", "Name"]
@@ -31,6 +33,7 @@ def test_150_classes_are_drawn_in_the_original_colours():
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="shared/reference is not beside this checkout")
 def test_shipped_tables_equal_the_reference():
     from mit_semseg.data.classes import COLOR150_CSV, OBJECT150_CSV
+
     assert OBJECT150_CSV.read_bytes() == (REFERENCE / "object150_info.csv").read_bytes()
     assert COLOR150_CSV.read_bytes() == (REFERENCE / "color150.csv").read_bytes()
 

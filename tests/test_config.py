@@ -1,4 +1,5 @@
 """The defaults, the seven presets, and every config error."""
+
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,11 @@ def test_defaults_are_the_originals():
     assert cfg.DATASET.imgSizes == (300, 375, 450, 525, 600)
     assert (cfg.DATASET.imgMaxSize, cfg.DATASET.padding_constant, cfg.DATASET.segm_downsampling_rate) == (1000, 8, 8)
     assert (cfg.DATASET.num_class, cfg.DATASET.random_flip) == (150, True)
-    assert (cfg.MODEL.arch_encoder, cfg.MODEL.arch_decoder, cfg.MODEL.fc_dim) == ("resnet50dilated", "ppm_deepsup", 2048)
+    assert (cfg.MODEL.arch_encoder, cfg.MODEL.arch_decoder, cfg.MODEL.fc_dim) == (
+        "resnet50dilated",
+        "ppm_deepsup",
+        2048,
+    )
     assert (cfg.MODEL.pretrained, cfg.MODEL.bn_momentum) == (True, 0.001)
     t = cfg.TRAIN
     assert (t.batch_size_per_gpu, t.num_epoch, t.start_epoch, t.epoch_iters, t.optim) == (2, 20, 0, 5000, "SGD")
@@ -47,21 +52,29 @@ def test_presets(name):
 
 
 def test_command_line_overrides_the_file_and_leaves_defaults_alone():
-    c = load_config(CONFIG_DIR / "ade20k-resnet18dilated-ppm_deepsup.yaml",
-                    ["TRAIN.num_epoch", "3", "DATASET.imgSizes", "(200, 250)", "MODEL.arch_encoder", "ResNet18Dilated"])
+    c = load_config(
+        CONFIG_DIR / "ade20k-resnet18dilated-ppm_deepsup.yaml",
+        ["TRAIN.num_epoch", "3", "DATASET.imgSizes", "(200, 250)", "MODEL.arch_encoder", "ResNet18Dilated"],
+    )
     assert c.TRAIN.num_epoch == 3 and c.DATASET.imgSizes == (200, 250)
     assert c.MODEL.arch_encoder == "resnet18dilated"
     assert cfg.TRAIN.num_epoch == 20 and cfg.MODEL.arch_encoder == "resnet50dilated"
 
 
 def test_unknown_key_names_itself_and_the_closest(tmp_path):
-    with pytest.raises(ConfigError, match=r"command line: unknown config key 'MODEL\.arch_encodr'; "
-                                          r"did you mean 'MODEL\.arch_encoder'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"command line: unknown config key 'MODEL\.arch_encodr'; "
+        r"did you mean 'MODEL\.arch_encoder'\?",
+    ):
         load_config(None, ["MODEL.arch_encodr", "resnet18"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("TRAIN:\n  lr_encodr: 0.1\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key 'TRAIN\.lr_encodr'; "
-                                          r"did you mean 'TRAIN\.lr_encoder'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"bad\.yaml: unknown config key 'TRAIN\.lr_encodr'; "
+        r"did you mean 'TRAIN\.lr_encoder'\?",
+    ):
         load_config(bad)
 
 
@@ -73,25 +86,33 @@ def test_unknown_architecture_lists_the_valid_ones():
 
 
 def test_fc_dim_mismatch_says_the_right_value():
-    with pytest.raises(ConfigError, match=r"MODEL\.fc_dim is 2048, but encoder hrnetv2 gives 720 channels: "
-                                          r"set MODEL\.fc_dim 720"):
+    with pytest.raises(
+        ConfigError,
+        match=r"MODEL\.fc_dim is 2048, but encoder hrnetv2 gives 720 channels: "
+        r"set MODEL\.fc_dim 720",
+    ):
         load_config(None, ["MODEL.arch_encoder", "hrnetv2"])
 
 
 def test_padding_must_be_a_multiple_of_the_label_rate():
-    with pytest.raises(ConfigError, match=r"padding_constant \(12\) must be a multiple of .*segm_downsampling_rate \(8\)"):
+    with pytest.raises(
+        ConfigError, match=r"padding_constant \(12\) must be a multiple of .*segm_downsampling_rate \(8\)"
+    ):
         load_config(None, ["DATASET.padding_constant", "12"])
     assert load_config(None, ["DATASET.padding_constant", "32"]).DATASET.padding_constant == 32
 
 
-@pytest.mark.parametrize("opts, message", [
-    (["TRAIN.lr_encoder", "fast"], r"command line: .*Type mismatch.*TRAIN\.lr_encoder"),
-    (["TRAIN.num_epoch"], r"KEY VALUE pairs; 'TRAIN\.num_epoch' has no value"),
-    (["DATASET.imgSizes", "(300, -1)"], r"DATASET\.imgSizes must be positive integers"),
-    (["DATASET.num_class", "0"], r"DATASET\.num_class must be positive"),
-    (["MODEL.bn_momentum", "1.5"], r"MODEL\.bn_momentum must be in \(0, 1\]"),
-    (["TRAIN.batch_size_per_gpu", "0"], r"TRAIN\.batch_size_per_gpu must be positive"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["TRAIN.lr_encoder", "fast"], r"command line: .*Type mismatch.*TRAIN\.lr_encoder"),
+        (["TRAIN.num_epoch"], r"KEY VALUE pairs; 'TRAIN\.num_epoch' has no value"),
+        (["DATASET.imgSizes", "(300, -1)"], r"DATASET\.imgSizes must be positive integers"),
+        (["DATASET.num_class", "0"], r"DATASET\.num_class must be positive"),
+        (["MODEL.bn_momentum", "1.5"], r"MODEL\.bn_momentum must be in \(0, 1\]"),
+        (["TRAIN.batch_size_per_gpu", "0"], r"TRAIN\.batch_size_per_gpu must be positive"),
+    ],
+)
 def test_bad_values(opts, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, opts)

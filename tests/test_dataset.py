@@ -30,16 +30,37 @@ def synthetic(tmp_path_factory):
 
 
 def _cfg(root, *opts):
-    return load_config(None, ["DATASET.root_dataset", str(root), "DATASET.num_class", str(NUM_CLASS),
-                              "DATASET.imgSizes", "(96, 128)", "DATASET.imgMaxSize", "200",
-                              "TRAIN.batch_size_per_gpu", "3", "TRAIN.workers", "0", "TRAIN.seed", "5",
-                              "MODEL.arch_encoder", "mobilenetv2dilated", "MODEL.fc_dim", "320", *opts])
+    return load_config(
+        None,
+        [
+            "DATASET.root_dataset",
+            str(root),
+            "DATASET.num_class",
+            str(NUM_CLASS),
+            "DATASET.imgSizes",
+            "(96, 128)",
+            "DATASET.imgMaxSize",
+            "200",
+            "TRAIN.batch_size_per_gpu",
+            "3",
+            "TRAIN.workers",
+            "0",
+            "TRAIN.seed",
+            "5",
+            "MODEL.arch_encoder",
+            "mobilenetv2dilated",
+            "MODEL.fc_dim",
+            "320",
+            *opts,
+        ],
+    )
 
 
 def test_sampler_groups_by_orientation_and_is_reproducible():
     portrait = [i % 3 == 0 for i in range(30)]
-    sampler = GroupedBatchSampler(portrait, batch_size=4, img_sizes=(100, 200), random_flip=True, num_batches=12,
-                                  seed=1)
+    sampler = GroupedBatchSampler(
+        portrait, batch_size=4, img_sizes=(100, 200), random_flip=True, num_batches=12, seed=1
+    )
     batches = list(sampler)
     assert len(batches) == len(sampler) == 12
     for batch in batches:
@@ -57,8 +78,10 @@ def test_sampler_groups_by_orientation_and_is_reproducible():
 
 def test_ranks_draw_disjoint_shares():
     portrait = [False] * 40
-    shares = [[i for b in GroupedBatchSampler(portrait, 2, (100,), False, 10, seed=0, rank=r, world_size=2)
-               for i, _, _ in b] for r in (0, 1)]
+    shares = [
+        [i for b in GroupedBatchSampler(portrait, 2, (100,), False, 10, seed=0, rank=r, world_size=2) for i, _, _ in b]
+        for r in (0, 1)
+    ]
     assert set(shares[0]).isdisjoint(shares[1]) and len(set(shares[0]) | set(shares[1])) == 40
     with pytest.raises(DataError, match="3 records cannot be shared among 4 processes"):
         GroupedBatchSampler([False] * 3, 1, (100,), False, 1, seed=0, world_size=4)
@@ -67,8 +90,12 @@ def test_ranks_draw_disjoint_shares():
 def _write_pair(folder, name, image, label):
     cv2.imwrite(str(folder / f"{name}.png"), image[..., ::-1])
     cv2.imwrite(str(folder / f"{name}_seg.png"), label)
-    return {"fpath_img": str(folder / f"{name}.png"), "fpath_segm": str(folder / f"{name}_seg.png"),
-            "height": image.shape[0], "width": image.shape[1]}
+    return {
+        "fpath_img": str(folder / f"{name}.png"),
+        "fpath_segm": str(folder / f"{name}_seg.png"),
+        "height": image.shape[0],
+        "width": image.shape[1],
+    }
 
 
 def test_batch_sizes_padding_and_label_alignment(tmp_path):
@@ -80,8 +107,9 @@ def test_batch_sizes_padding_and_label_alignment(tmp_path):
     wide = _write_pair(tmp_path, "wide", image, label)
     small = _write_pair(tmp_path, "small", np.zeros((20, 30, 3), np.uint8), np.ones((20, 30), np.uint8))
     dataset = TrainDataset([wide, small], num_class=3, img_max_size=1000)
-    batch = finish_batch(TrainCollate(padding_constant=16, segm_downsampling_rate=8)([dataset[(0, 40, False)],
-                                                                                       dataset[(1, 40, True)]]))
+    batch = finish_batch(
+        TrainCollate(padding_constant=16, segm_downsampling_rate=8)([dataset[(0, 40, False)], dataset[(1, 40, True)]])
+    )
     # both at short side 40: 40 x 60 and 40 x 60, padded to 48 x 64
     assert batch["img_data"].shape == (2, 3, 48, 64) and batch["seg_label"].shape == (2, 6, 8)
     assert batch["img_data"].dtype == torch.float32 and batch["seg_label"].dtype == torch.int64
@@ -117,7 +145,9 @@ def test_flip_mirrors_image_and_label(tmp_path):
     label[:, :2] = 2
     rec = _write_pair(tmp_path, "f", image, label)
     flipped = TrainDataset([rec], 2, 100)[(0, 8, True)]
-    assert (flipped.image[:, 6:] == 255).all() and (flipped.label[:, 6:] == 2).all() and (flipped.label[:, :6] == 1).all()
+    assert (
+        (flipped.image[:, 6:] == 255).all() and (flipped.label[:, 6:] == 2).all() and (flipped.label[:, :6] == 1).all()
+    )
 
 
 def test_loader_same_seed_same_batches_with_or_without_workers(synthetic):
@@ -128,8 +158,10 @@ def test_loader_same_seed_same_batches_with_or_without_workers(synthetic):
     for a, b in zip(serial, parallel):
         assert torch.equal(a["img_data"], b["img_data"]) and torch.equal(a["seg_label"], b["seg_label"])
     other = list(build_train_loader(records, _cfg(root, "TRAIN.seed", "6"), num_batches=4))
-    assert any(a["img_data"].shape != b["img_data"].shape or not torch.equal(a["img_data"], b["img_data"])
-               for a, b in zip(serial, other))
+    assert any(
+        a["img_data"].shape != b["img_data"].shape or not torch.equal(a["img_data"], b["img_data"])
+        for a, b in zip(serial, other)
+    )
     for batch in serial:
         n, _, h, w = batch["img_data"].shape
         assert n == 3 and h % 8 == 0 and w % 8 == 0 and batch["seg_label"].shape == (3, h // 8, w // 8)
@@ -145,14 +177,26 @@ class _RandomDraws(Dataset):
 
 
 def test_workers_draw_independent_random_streams():
-    loader = DataLoader(_RandomDraws(), batch_size=1, num_workers=2, worker_init_fn=seed_worker,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        _RandomDraws(),
+        batch_size=1,
+        num_workers=2,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(0),
+    )
     draws = [(int(v), int(w)) for v, w in loader]
     by_worker = {w: [v for v, ww in draws if ww == w] for w in (0, 1)}
     assert set(by_worker[0]).isdisjoint(by_worker[1])
-    again = [(int(v), int(w)) for v, w in DataLoader(_RandomDraws(), batch_size=1, num_workers=2,
-                                                     worker_init_fn=seed_worker,
-                                                     generator=torch.Generator().manual_seed(0))]
+    again = [
+        (int(v), int(w))
+        for v, w in DataLoader(
+            _RandomDraws(),
+            batch_size=1,
+            num_workers=2,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(0),
+        )
+    ]
     assert draws == again
 
 
@@ -201,12 +245,16 @@ def test_validation_sample_at_every_scale(synthetic):
         assert list(tensor.shape) == [1, 3, *expected]
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("imagenet", [(10 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224, (30 / 255 - 0.406) / 0.225]),
-    ("caffe", [30 - 102.9801, 20 - 115.9465, 10 - 122.7717]),  # BGR, 0..255 minus the caffe mean
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("imagenet", [(10 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224, (30 / 255 - 0.406) / 0.225]),
+        ("caffe", [30 - 102.9801, 20 - 115.9465, 10 - 122.7717]),  # BGR, 0..255 minus the caffe mean
+    ],
+)
 def test_input_normalisations_by_hand(kind, expected):
     from mit_semseg.data.transforms import normalise, normalise_batch
+
     rgb = torch.tensor([10, 20, 30], dtype=torch.uint8)
     images = rgb.view(1, 1, 1, 3).expand(1, 2, 3, 3).contiguous()  # N x H x W x 3
     batch = normalise_batch(images, torch.tensor([[2, 2]]), kind)

@@ -1,4 +1,5 @@
 """Metrics against brute force, the original's helpers, multi-scale fusion, and eval_multipro.py itself."""
+
 import json
 import os
 import signal
@@ -34,8 +35,10 @@ def test_original_helpers_equal_the_histogram_approach(num_class):
     for _ in range(10):
         pred = rng.integers(-1, num_class + 2, (31, 45))
         label = rng.integers(-1, num_class + 2, (31, 45))
-        ours, reference = intersectionAndUnion(pred, label, num_class), histogram_intersection_and_union(pred, label,
-                                                                                                         num_class)
+        ours, reference = (
+            intersectionAndUnion(pred, label, num_class),
+            histogram_intersection_and_union(pred, label, num_class),
+        )
         for a, b in zip(ours, reference):
             assert np.array_equal(a, b) and a.dtype == b.dtype
     acc, valid = accuracy(np.array([[0, 1, 2]]), np.array([[0, 2, -1]]))
@@ -76,8 +79,12 @@ def test_fused_scales_equal_full_size_softmax_average():
     torch.manual_seed(0)
     logits = [torch.randn(9, 7, 11) * 4, torch.randn(9, 12, 15) * 4, torch.randn(9, 3, 5) * 4]
     pred, mean = fuse(logits, (61, 83), probabilities=True)
-    reference = sum(F.softmax(F.interpolate(x[None], size=(61, 83), mode="bilinear", align_corners=False), 1)[0]
-                    for x in logits) / 3
+    reference = (
+        sum(
+            F.softmax(F.interpolate(x[None], size=(61, 83), mode="bilinear", align_corners=False), 1)[0] for x in logits
+        )
+        / 3
+    )
     torch.testing.assert_close(mean, reference, atol=1e-5, rtol=1e-5)
     assert torch.equal(pred, reference.argmax(0))
 
@@ -97,17 +104,45 @@ def evalset(tmp_path_factory):
 
 
 def _opts(root, *extra):
-    return ["DIR", str(root / "ckpt"), "DATASET.root_dataset", str(root), "DATASET.list_val",
-            str(root / "validation.odgt"), "DATASET.num_class", str(NUM_CLASS), "DATASET.imgSizes", "(64, 96)",
-            "DATASET.imgMaxSize", "160", "DATASET.class_info", str(root / "class_info.csv"),
-            "MODEL.arch_encoder", "mobilenetv2dilated", "MODEL.arch_decoder", "c1_deepsup", "MODEL.fc_dim", "320",
-            "VAL.checkpoint", "epoch_1.pth", *extra]
+    return [
+        "DIR",
+        str(root / "ckpt"),
+        "DATASET.root_dataset",
+        str(root),
+        "DATASET.list_val",
+        str(root / "validation.odgt"),
+        "DATASET.num_class",
+        str(NUM_CLASS),
+        "DATASET.imgSizes",
+        "(64, 96)",
+        "DATASET.imgMaxSize",
+        "160",
+        "DATASET.class_info",
+        str(root / "class_info.csv"),
+        "MODEL.arch_encoder",
+        "mobilenetv2dilated",
+        "MODEL.arch_decoder",
+        "c1_deepsup",
+        "MODEL.fc_dim",
+        "320",
+        "VAL.checkpoint",
+        "epoch_1.pth",
+        *extra,
+    ]
 
 
 def _eval_command(root, *extra, procs=1):
-    return [sys.executable, str(REPO / "eval_multipro.py"), "--cfg",
-            str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"), "--gpus", "cpu", "--procs", str(procs),
-            *_opts(root, *extra)]
+    return [
+        sys.executable,
+        str(REPO / "eval_multipro.py"),
+        "--cfg",
+        str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"),
+        "--gpus",
+        "cpu",
+        "--procs",
+        str(procs),
+        *_opts(root, *extra),
+    ]
 
 
 def test_several_workers_give_exactly_the_single_worker_result(evalset):
@@ -129,6 +164,7 @@ def test_the_evaluation_matches_a_direct_computation(evalset):
     cfg = load_config(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml", _opts(evalset))
     from mit_semseg.data.dataset import ValDataset
     from mit_semseg.data.records import read_odgt
+
     model = task_for(cfg).load("epoch_1.pth")
     matrix = ConfusionMatrix(NUM_CLASS)
     for item in ValDataset(read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset), cfg):
@@ -145,27 +181,29 @@ def test_flip_and_visualize(evalset):
     cfg = load_config(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml", _opts(evalset))
     model = task_for(cfg).load("epoch_1.pth")
     image = torch.randn(1, 3, 64, 96)
-    plain, = scale_logits(model, [image])
+    (plain,) = scale_logits(model, [image])
     both = scale_logits(model, [image], flip=True)
-    mirrored, = scale_logits(model, [image.flip(-1)])
+    (mirrored,) = scale_logits(model, [image.flip(-1)])
     assert len(both) == 2 and torch.allclose(both[0], plain, atol=1e-5)
     assert torch.allclose(both[1], mirrored.flip(-1), atol=1e-5)
-    result = subprocess.run(_eval_command(evalset, "VAL.flip", "True", "VAL.visualize", "True"), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        _eval_command(evalset, "VAL.flip", "True", "VAL.visualize", "True"), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((evalset / "ckpt" / "eval_epoch_1.json").read_text())["flip"] is True
     pictures = sorted((evalset / "ckpt" / "result").glob("*.png"))
     assert len(pictures) == 9
     first = cv2.cvtColor(cv2.imread(str(pictures[0])), cv2.COLOR_BGR2RGB)
-    original = cv2.cvtColor(cv2.imread(str(evalset / "images" / "validation" / (pictures[0].stem + ".jpg"))),
-                            cv2.COLOR_BGR2RGB)
+    original = cv2.cvtColor(
+        cv2.imread(str(evalset / "images" / "validation" / (pictures[0].stem + ".jpg"))), cv2.COLOR_BGR2RGB
+    )
     h, w = original.shape[:2]
     assert first.shape[1] == 3 * w and first.shape[0] > h  # image | ground truth | prediction, legends below
     np.testing.assert_array_equal(first[:h, :w], original)
     label = cv2.imread(str(evalset / "annotations" / "validation" / (pictures[0].stem + ".png")), cv2.IMREAD_UNCHANGED)
     colors = class_colors(NUM_CLASS)
-    np.testing.assert_array_equal(first[:h, w:2 * w], colorize(label.astype(np.int64) - 1, colors))
-    assert_legend(first[h:, w:2 * w], label.astype(np.int64) - 1, colors)
+    np.testing.assert_array_equal(first[:h, w : 2 * w], colorize(label.astype(np.int64) - 1, colors))
+    assert_legend(first[h:, w : 2 * w], label.astype(np.int64) - 1, colors)
 
 
 @pytest.mark.parametrize("procs, position", [(2, 4), (2, 6), (1, 3)])
@@ -180,15 +218,21 @@ def test_corrupt_image_fails_fast_naming_it_once(evalset, tmp_path, procs, posit
     bad_list = tmp_path / "bad.odgt"
     bad_list.write_text("\n".join(lines) + "\n")
     started = time.monotonic()
-    result = subprocess.run(_eval_command(evalset, "DATASET.list_val", str(bad_list), procs=procs),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        _eval_command(evalset, "DATASET.list_val", str(bad_list), procs=procs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 1
     assert elapsed < 60
     error = next(line for line in result.stderr.splitlines() if line.startswith("eval_multipro.py: error"))
     worker = 1 if procs == 2 else 0
-    assert error == (f"eval_multipro.py: error: worker {worker} (cpu) failed: UnreadableImage: cannot read image "
-                     f"{corrupt}: unreadable or corrupt")
+    assert error == (
+        f"eval_multipro.py: error: worker {worker} (cpu) failed: UnreadableImage: cannot read image "
+        f"{corrupt}: unreadable or corrupt"
+    )
 
 
 def _children(pid):
@@ -207,8 +251,12 @@ def _children(pid):
 def test_a_killed_worker_ends_the_run(evalset, tmp_path):
     many = tmp_path / "many.odgt"
     many.write_text((evalset / "validation.odgt").read_text() * 600)  # far more than any CPU does in a few seconds
-    process = subprocess.Popen(_eval_command(evalset, "DATASET.list_val", str(many), procs=2),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _eval_command(evalset, "DATASET.list_val", str(many), procs=2),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while len(_children(process.pid)) < 2:
         assert time.monotonic() < deadline and process.poll() is None
@@ -224,8 +272,9 @@ def test_a_killed_worker_ends_the_run(evalset, tmp_path):
 
 
 def test_missing_checkpoint_is_named(evalset):
-    result = subprocess.run(_eval_command(evalset, "VAL.checkpoint", "epoch_9.pth"), capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        _eval_command(evalset, "VAL.checkpoint", "epoch_9.pth"), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "checkpoint not found" in result.stderr and "encoder_epoch_9.pth" in result.stderr
 
 
@@ -234,9 +283,13 @@ def test_ctrl_c_ends_every_worker_cleanly(evalset, tmp_path, procs):
     many = tmp_path / "many.odgt"
     many.write_text((evalset / "validation.odgt").read_text() * 600)  # far more than any CPU does in 5 seconds
     # Ctrl-C as at a terminal, even when this suite runs as a background job (which starts with SIGINT ignored)
-    process = subprocess.Popen(_eval_command(evalset, "DATASET.list_val", str(many), procs=procs),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        _eval_command(evalset, "DATASET.list_val", str(many), procs=procs),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(5)
     assert process.poll() is None, "the evaluation ended before it could be interrupted"
     process.send_signal(signal.SIGINT)

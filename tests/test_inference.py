@@ -1,4 +1,5 @@
 """test.py, the Segmenter API, slide mode, the model zoo and demo_test.sh."""
+
 import os
 import shutil
 import subprocess
@@ -32,12 +33,36 @@ def trained(tmp_path_factory):
     """A checkpoint trained here for a few iterations, and images outside the training set."""
     root = tmp_path_factory.mktemp("trained")
     generate(str(root / "data"), num_train=6, num_val=3, seed=11, min_side=64, max_side=112)
-    opts = ["DIR", str(root / "ckpt"), "DATASET.root_dataset", str(root / "data"),
-            "DATASET.list_train", str(root / "data" / "training.odgt"), "DATASET.num_class", str(NUM_CLASS),
-            "DATASET.class_info", str(root / "data" / "class_info.csv"), "DATASET.imgSizes", "(64, 96)",
-            "DATASET.imgMaxSize", "160", "MODEL.pretrained", "False", "MODEL.bn_momentum", "0.1",
-            "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "3", "TRAIN.workers", "0", "TEST.checkpoint", "epoch_1.pth",
-            "TEST.precision", "fp32"]  # outputs are compared: one precision whatever the CPU
+    opts = [
+        "DIR",
+        str(root / "ckpt"),
+        "DATASET.root_dataset",
+        str(root / "data"),
+        "DATASET.list_train",
+        str(root / "data" / "training.odgt"),
+        "DATASET.num_class",
+        str(NUM_CLASS),
+        "DATASET.class_info",
+        str(root / "data" / "class_info.csv"),
+        "DATASET.imgSizes",
+        "(64, 96)",
+        "DATASET.imgMaxSize",
+        "160",
+        "MODEL.pretrained",
+        "False",
+        "MODEL.bn_momentum",
+        "0.1",
+        "TRAIN.num_epoch",
+        "1",
+        "TRAIN.epoch_iters",
+        "3",
+        "TRAIN.workers",
+        "0",
+        "TEST.checkpoint",
+        "epoch_1.pth",
+        "TEST.precision",
+        "fp32",
+    ]  # outputs are compared: one precision whatever the CPU
     train(load_config(CONFIG, opts), Runtime([torch.device("cpu")]))
     images = root / "photos"
     (images / "more").mkdir(parents=True)
@@ -49,8 +74,9 @@ def trained(tmp_path_factory):
 
 
 def _test_py(*args, timeout=300):
-    return subprocess.run([sys.executable, str(REPO / "test.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "test.py"), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def test_folder_with_a_corrupt_file(trained, tmp_path):
@@ -90,9 +116,25 @@ def test_auto_precision_follows_the_cpu(trained, tmp_path, monkeypatch, features
     root, opts = trained
     monkeypatch.setenv("MIT_SEMSEG_CPU_FEATURES", features)
     auto = opts + ["TEST.precision", "auto"]
-    result = subprocess.run([sys.executable, str(REPO / "test.py"), "--imgs", str(root / "photos" / "a.jpg"),
-                             "--cfg", str(CONFIG), "--gpu", "cpu", *auto, "TEST.result", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "test.py"),
+            "--imgs",
+            str(root / "photos" / "a.jpg"),
+            "--cfg",
+            str(CONFIG),
+            "--gpu",
+            "cpu",
+            *auto,
+            "TEST.result",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr
     assert f"segmenting 1 images on cpu, precision {chosen} (TEST.precision auto on " in result.stderr
     assert "pretending" in result.stderr
@@ -104,12 +146,30 @@ def test_auto_precision_follows_the_cpu(trained, tmp_path, monkeypatch, features
 
 def test_single_image_and_glob(trained, tmp_path):
     root, opts = trained
-    result = _test_py("--imgs", str(root / "photos" / "a.jpg"), "--cfg", str(CONFIG), "--gpu", "cpu", *opts,
-                      "TEST.result", str(tmp_path / "one"))
+    result = _test_py(
+        "--imgs",
+        str(root / "photos" / "a.jpg"),
+        "--cfg",
+        str(CONFIG),
+        "--gpu",
+        "cpu",
+        *opts,
+        "TEST.result",
+        str(tmp_path / "one"),
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["a.png", "a_label.png"]
-    result = _test_py("--imgs", str(root / "photos" / "**" / "*.jpg"), "--cfg", str(CONFIG), "--gpu", "cpu", *opts,
-                      "TEST.result", str(tmp_path / "glob"))
+    result = _test_py(
+        "--imgs",
+        str(root / "photos" / "**" / "*.jpg"),
+        "--cfg",
+        str(CONFIG),
+        "--gpu",
+        "cpu",
+        *opts,
+        "TEST.result",
+        str(tmp_path / "glob"),
+    )
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "glob").rglob("*_label.png"))) == 3
     missing = _test_py("--imgs", str(tmp_path / "nothing*.jpg"), "--cfg", str(CONFIG), *opts)
@@ -140,8 +200,9 @@ def test_segmenter_api(trained):
 
 def test_slide_mode(trained):
     root, opts = trained
-    segmenter = Segmenter.from_config(CONFIG, opts=opts + ["TEST.mode", "slide", "TEST.crop_size", "64",
-                                                           "TEST.stride", "32"])
+    segmenter = Segmenter.from_config(
+        CONFIG, opts=opts + ["TEST.mode", "slide", "TEST.crop_size", "64", "TEST.stride", "32"]
+    )
     image = cv2.resize(cv2.imread(str(root / "photos" / "a.jpg")), (250, 150))[..., ::-1].copy()
     labels = segmenter.predict(image)
     assert labels.shape == (150, 250) and labels.min() >= 0 and labels.max() < NUM_CLASS
@@ -158,31 +219,63 @@ def test_slide_mode(trained):
 
 
 def test_released_models_and_download(trained, tmp_path, monkeypatch):
-    assert set(zoo.MODELS) == {"ade20k-mobilenetv2dilated-c1_deepsup", "ade20k-resnet18dilated-ppm_deepsup",
-                               "ade20k-resnet50dilated-ppm_deepsup", "ade20k-resnet101dilated-ppm_deepsup",
-                               "ade20k-resnet50-upernet", "ade20k-resnet101-upernet", "ade20k-hrnetv2-c1",
-                               "upp-resnet50-upernet"}
+    assert set(zoo.MODELS) == {
+        "ade20k-mobilenetv2dilated-c1_deepsup",
+        "ade20k-resnet18dilated-ppm_deepsup",
+        "ade20k-resnet50dilated-ppm_deepsup",
+        "ade20k-resnet101dilated-ppm_deepsup",
+        "ade20k-resnet50-upernet",
+        "ade20k-resnet101-upernet",
+        "ade20k-hrnetv2-c1",
+        "upp-resnet50-upernet",
+    }
     monkeypatch.delenv("MIT_SEMSEG_MODEL_URL")
-    assert zoo.urls("ade20k-hrnetv2-c1")["encoder"] == \
-        "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-hrnetv2-c1/encoder_epoch_30.pth"
-    assert zoo.urls("upp-resnet50-upernet")["decoder"] == \
-        "http://sceneparsing.csail.mit.edu/model/unified_perceptual_parsing/upp-resnet50-upernet/decoder_epoch_40.pth"
+    assert (
+        zoo.urls("ade20k-hrnetv2-c1")["encoder"]
+        == "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-hrnetv2-c1/encoder_epoch_30.pth"
+    )
+    assert (
+        zoo.urls("upp-resnet50-upernet")["decoder"]
+        == "http://sceneparsing.csail.mit.edu/model/unified_perceptual_parsing/upp-resnet50-upernet/decoder_epoch_40.pth"
+    )
     for name, model in zoo.MODELS.items():
         cfg = load_config(zoo.config_path(name))
         assert cfg.TEST.checkpoint == model.checkpoint
     # the mobilenet model, served by a local server: our trained weights stand in for the released ones
     root, _ = trained
-    files = {f"/ade20k-mobilenetv2dilated-c1_deepsup/{part}_epoch_20.pth": (root / "ckpt" / f"{part}_epoch_1.pth")
-             .read_bytes() for part in ("encoder", "decoder")}
+    files = {
+        f"/ade20k-mobilenetv2dilated-c1_deepsup/{part}_epoch_20.pth": (
+            root / "ckpt" / f"{part}_epoch_1.pth"
+        ).read_bytes()
+        for part in ("encoder", "decoder")
+    }
     files["/ade20k-mobilenetv2dilated-c1_deepsup/decoder_epoch_20.pth"] = _decoder_with_150_classes()
     with serve(files) as (url, server):
         monkeypatch.setenv("MIT_SEMSEG_MODEL_URL", url + "/")
-        result = subprocess.run([sys.executable, str(REPO / "test.py"), "--model", "ade20k-mobilenetv2dilated-c1_deepsup",
-                                 "--imgs", str(root / "photos" / "a.jpg"), "--gpu", "cpu", "TEST.result",
-                                 str(tmp_path / "out"), "DATASET.imgSizes", "(64,)"],
-                                capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "test.py"),
+                "--model",
+                "ade20k-mobilenetv2dilated-c1_deepsup",
+                "--imgs",
+                str(root / "photos" / "a.jpg"),
+                "--gpu",
+                "cpu",
+                "TEST.result",
+                str(tmp_path / "out"),
+                "DATASET.imgSizes",
+                "(64,)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=os.environ.copy(),
+        )
         assert result.returncode == 0, result.stderr
-        segmenter = Segmenter.from_pretrained("ade20k-mobilenetv2dilated-c1_deepsup", opts=["DATASET.imgSizes", "(64,)"])
+        segmenter = Segmenter.from_pretrained(
+            "ade20k-mobilenetv2dilated-c1_deepsup", opts=["DATASET.imgSizes", "(64,)"]
+        )
         assert len(server.requests) == 2  # the second use found both files in the cache
     label = cv2.imread(str(tmp_path / "out" / "a_label.png"), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(segmenter.predict(str(root / "photos" / "a.jpg")), label.astype(np.int64) - 1)
@@ -193,6 +286,7 @@ def _decoder_with_150_classes():
     import io
 
     from mit_semseg.models import ModelBuilder
+
     buffer = io.BytesIO()
     torch.save(ModelBuilder.build_decoder("c1_deepsup", fc_dim=320, num_class=150).state_dict(), buffer)
     return buffer.getvalue()
@@ -200,31 +294,47 @@ def _decoder_with_150_classes():
 
 def test_offline_model_download_fails_with_a_message(trained):
     root, _ = trained
-    result = _test_py("--model", "ade20k-resnet18dilated-ppm_deepsup", "--imgs", str(root / "photos" / "a.jpg"),
-                      "--gpu", "cpu")
+    result = _test_py(
+        "--model", "ade20k-resnet18dilated-ppm_deepsup", "--imgs", str(root / "photos" / "a.jpg"), "--gpu", "cpu"
+    )
     assert result.returncode == 1
     assert "download of" in result.stderr and "put it at" in result.stderr
 
 
 def test_demo_test_sh_offline_ends_within_a_minute():
     started = time.monotonic()
-    result = subprocess.run([str(REPO / "demo_test.sh")], capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, ADE20K_IMAGE_URL=closed_port_url("/ADE_val_00001519.jpg"),
-                                     PYTHON=sys.executable))
+    result = subprocess.run(
+        [str(REPO / "demo_test.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, ADE20K_IMAGE_URL=closed_port_url("/ADE_val_00001519.jpg"), PYTHON=sys.executable),
+    )
     assert result.returncode != 0 and time.monotonic() - started < 60
     assert "could not download the test image" in result.stderr
 
 
-@pytest.mark.parametrize("encoder, decoder", [("resnet18dilated", "ppm_deepsup"), ("mobilenetv2dilated", "c1_deepsup"),
-                                              ("hrnetv2", "c1"), ("resnet18", "upernet")])
+@pytest.mark.parametrize(
+    "encoder, decoder",
+    [
+        ("resnet18dilated", "ppm_deepsup"),
+        ("mobilenetv2dilated", "c1_deepsup"),
+        ("hrnetv2", "c1"),
+        ("resnet18", "upernet"),
+    ],
+)
 @pytest.mark.numeric
 def test_optimised_inference_equals_the_plain_path(encoder, decoder):
     from mit_semseg.inference import prepare_for_inference
     from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule
+
     torch.manual_seed(0)
     fc = ENCODERS[encoder].fc_dim
-    plain = SegmentationModule(ModelBuilder.build_encoder(encoder, pretrained=False),
-                               ModelBuilder.build_decoder(decoder, fc, 20, use_softmax=True), torch.nn.NLLLoss())
+    plain = SegmentationModule(
+        ModelBuilder.build_encoder(encoder, pretrained=False),
+        ModelBuilder.build_decoder(decoder, fc, 20, use_softmax=True),
+        torch.nn.NLLLoss(),
+    )
     with torch.no_grad():  # non-trivial statistics, as trained weights have
         for m in plain.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -233,6 +343,7 @@ def test_optimised_inference_equals_the_plain_path(encoder, decoder):
                 m.weight.uniform_(0.5, 1.5)
     plain.eval()
     import copy
+
     fast = prepare_for_inference(copy.deepcopy(plain))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     image = torch.randn(1, 3, 96, 128)

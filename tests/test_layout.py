@@ -1,4 +1,5 @@
 """Every encoder and decoder has the original's state-dict layout and feature-map shapes."""
+
 import json
 
 import pytest

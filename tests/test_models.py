@@ -1,4 +1,5 @@
 """Encoder/decoder pairs in training and inference mode, and the pieces they are made of."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,7 +79,8 @@ def test_deep_supervision_loss_is_main_plus_scaled_aux():
     label = torch.randint(-1, NUM_CLASS, (2, 8, 12))
     label[0, :2] = -1
     loss, acc = SegmentationModule(enc, dec, nn.NLLLoss(ignore_index=-1), deep_sup_scale=0.4)(
-        {"img_data": x, "seg_label": label})
+        {"img_data": x, "seg_label": label}
+    )
     valid = label >= 0
     picked = lambda logp: -logp.permute(0, 2, 3, 1)[valid].gather(1, label[valid][:, None]).mean()
     torch.testing.assert_close(loss, picked(main) + 0.4 * picked(aux))
@@ -88,11 +90,11 @@ def test_deep_supervision_loss_is_main_plus_scaled_aux():
 
 def test_pixel_acc_by_hand():
     pred = torch.zeros(1, 3, 1, 4)
-    pred[0, :, 0, 0] = torch.tensor([1.0, 0, 0])   # class 0
-    pred[0, :, 0, 1] = torch.tensor([0, 1.0, 0])   # class 1
-    pred[0, :, 0, 2] = torch.tensor([0, 0, 1.0])   # class 2
-    pred[0, :, 0, 3] = torch.tensor([0, 0, 1.0])   # class 2
-    label = torch.tensor([[[0, 2, 2, -1]]])         # right, wrong, right, ignored
+    pred[0, :, 0, 0] = torch.tensor([1.0, 0, 0])  # class 0
+    pred[0, :, 0, 1] = torch.tensor([0, 1.0, 0])  # class 1
+    pred[0, :, 0, 2] = torch.tensor([0, 0, 1.0])  # class 2
+    pred[0, :, 0, 3] = torch.tensor([0, 0, 1.0])  # class 2
+    label = torch.tensor([[[0, 2, 2, -1]]])  # right, wrong, right, ignored
     assert SegmentationModule.pixel_acc(pred, label).item() == pytest.approx(2 / 3)
 
 
@@ -159,8 +161,16 @@ def test_synchronized_bn_saves_the_original_bookkeeping_buffers():
         bn.running_var.copy_(torch.tensor([4.0, 5.0, 6.0]))
         bn._running_iter.fill_(10.0)
     state = bn.state_dict()
-    assert list(state) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked",
-                           "_tmp_running_mean", "_tmp_running_var", "_running_iter"]
+    assert list(state) == [
+        "weight",
+        "bias",
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+        "_tmp_running_mean",
+        "_tmp_running_var",
+        "_running_iter",
+    ]
     torch.testing.assert_close(state["_tmp_running_mean"], torch.tensor([10.0, 20.0, 30.0]))
     torch.testing.assert_close(state["_tmp_running_var"], torch.tensor([40.0, 50.0, 60.0]))
 
@@ -175,8 +185,18 @@ def test_use_softmax_without_segsize_gives_probabilities_at_decoder_resolution()
 
 
 def test_registries_list_every_architecture():
-    assert set(ENCODERS) == {"mobilenetv2dilated", "resnet18", "resnet18dilated", "resnet50", "resnet50dilated",
-                             "resnet101", "resnet101dilated", "resnext101", "resnext101dilated", "hrnetv2"}
+    assert set(ENCODERS) == {
+        "mobilenetv2dilated",
+        "resnet18",
+        "resnet18dilated",
+        "resnet50",
+        "resnet50dilated",
+        "resnet101",
+        "resnet101dilated",
+        "resnext101",
+        "resnext101dilated",
+        "hrnetv2",
+    }
     assert set(DECODERS) == {"c1", "c1_deepsup", "ppm", "ppm_deepsup", "upernet", "upernet_lite", "upp", "upp_lite"}
     with pytest.raises(ValueError, match="unknown encoder architecture 'resnet51'.*resnet50dilated"):
         ModelBuilder.build_encoder("resnet51", pretrained=False)

@@ -1,4 +1,5 @@
 """The dict-scattering engine and its synchronized batch norm, simulated with threads on the CPU."""
+
 import copy
 import os
 import threading
@@ -47,10 +48,13 @@ def test_thread_replicas_equal_one_batchnorm_over_the_concatenated_batch(sizes):
     x_ref = flat(inputs).t().reshape(-1, channels, 1, 1).clone().requires_grad_()
     y_ref = ref(x_ref)
     y_ref.backward(flat(grads).t().reshape(-1, channels, 1, 1))
-    torch.testing.assert_close(flat(outs), flat([y_ref.reshape(-1, channels).t().reshape(channels, -1, 1, 1)
-                                                 .permute(1, 0, 2, 3)]), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(flat([x.grad for x in xs]), x_ref.grad.reshape(-1, channels).t(), atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(
+        flat(outs),
+        flat([y_ref.reshape(-1, channels).t().reshape(channels, -1, 1, 1).permute(1, 0, 2, 3)]),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+    torch.testing.assert_close(flat([x.grad for x in xs]), x_ref.grad.reshape(-1, channels).t(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours.bias.grad, ref.bias.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours.running_mean, ref.running_mean, atol=1e-5, rtol=1e-5)
@@ -95,15 +99,16 @@ def test_engine_equals_one_model_over_the_concatenated_batch():
     the two (equal) computations differ by rounding amplified up to 1% on some CPUs' kernels.
     """
     torch.manual_seed(3)
-    batches = [{"img_data": torch.randn(n, 3, 32, 48, dtype=torch.float64),
-                "seg_label": torch.randint(-1, 5, (n, 4, 6))} for n in (2, 1)]
+    batches = [
+        {"img_data": torch.randn(n, 3, 32, 48, dtype=torch.float64), "seg_label": torch.randint(-1, 5, (n, 4, 6))}
+        for n in (2, 1)
+    ]
     model = _segmentation_module().double().train()
     reference = copy.deepcopy(model)
     results = DictDataParallel(model, ["cpu", "cpu"])(batches)
     sum(loss for loss, _ in results).backward()
 
-    pred = reference.decoder(reference.encoder(torch.cat([b["img_data"] for b in batches]),
-                                               return_feature_maps=True))
+    pred = reference.decoder(reference.encoder(torch.cat([b["img_data"] for b in batches]), return_feature_maps=True))
     losses = [reference.crit(pred[:2], batches[0]["seg_label"]), reference.crit(pred[2:], batches[1]["seg_label"])]
     sum(losses).backward()
     for (loss, _), expected in zip(results, losses):
@@ -141,8 +146,10 @@ def test_engine_with_one_device_is_the_plain_module():
         DictDataParallel(model, ["cpu"])([batch, batch])
 
 
-@pytest.mark.parametrize("spec, expected", [("0-3", [0, 1, 2, 3]), ("0,2,4,6", [0, 2, 4, 6]), ("0", [0]),
-                                            ("cpu", []), ("CPU", []), ("1-2,5", [1, 2, 5])])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [("0-3", [0, 1, 2, 3]), ("0,2,4,6", [0, 2, 4, 6]), ("0", [0]), ("cpu", []), ("CPU", []), ("1-2,5", [1, 2, 5])],
+)
 def test_parse_gpus(spec, expected):
     assert parse_gpus(spec) == expected
 

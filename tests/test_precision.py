@@ -1,4 +1,5 @@
 """`auto` precision picks bf16 only where the device runs it natively; asking for bf16 where it is emulated warns."""
+
 import logging
 
 import pytest
@@ -10,14 +11,22 @@ from mit_semseg import precision
 @pytest.fixture
 def fake_cpu(monkeypatch):
     def use(features):
-        monkeypatch.setattr(precision, "cpu_description",
-                            lambda: {"cpu": "Test CPU 9000", "features": features, "kernels": "AVX2"})
+        monkeypatch.setattr(
+            precision, "cpu_description", lambda: {"cpu": "Test CPU 9000", "features": features, "kernels": "AVX2"}
+        )
+
     return use
 
 
-@pytest.mark.parametrize("features, expected", [(["avx2"], None), (["avx2", "avx512f"], None),
-                                                (["avx2", "avx512f", "avx512_bf16"], torch.bfloat16),
-                                                (["avx2", "amx_bf16"], torch.bfloat16)])
+@pytest.mark.parametrize(
+    "features, expected",
+    [
+        (["avx2"], None),
+        (["avx2", "avx512f"], None),
+        (["avx2", "avx512f", "avx512_bf16"], torch.bfloat16),
+        (["avx2", "amx_bf16"], torch.bfloat16),
+    ],
+)
 def test_auto_picks_bf16_only_on_cpus_with_native_bf16(fake_cpu, features, expected):
     fake_cpu(features)
     assert precision.inference_dtype("auto", "cpu") is expected
@@ -53,9 +62,16 @@ def test_this_machine_is_described():
     assert torch.backends.cpu.get_cpu_capability() in line
 
 
-@pytest.mark.parametrize("pretended, expected", [("avx2", None), ("avx2,avx512f", None), ("", None),
-                                                 ("avx2,avx512f,avx512_bf16", torch.bfloat16),
-                                                 ("avx2, amx_bf16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    "pretended, expected",
+    [
+        ("avx2", None),
+        ("avx2,avx512f", None),
+        ("", None),
+        ("avx2,avx512f,avx512_bf16", torch.bfloat16),
+        ("avx2, amx_bf16", torch.bfloat16),
+    ],
+)
 def test_pretended_cpu_features_decide_auto(monkeypatch, pretended, expected):
     """$MIT_SEMSEG_CPU_FEATURES replaces what the CPU reports, so both outcomes of auto run on any machine."""
     monkeypatch.setenv("MIT_SEMSEG_CPU_FEATURES", pretended)

@@ -1,5 +1,6 @@
 """Precise RoI pooling against two independent references: the original kernel's per-cell arithmetic, and
 brute-force numerical integration of the bilinear surface; gradients by gradcheck."""
+
 import math
 
 import numpy as np
@@ -19,10 +20,14 @@ def _value(f, y, x):
 def _cell_integral(f, i, j, ya, yb, xa, xb):
     """Integral of the bilinear patch between samples (i, j) and (i + 1, j + 1) over [ya, yb] x [xa, xb] (local
     coordinates in [0, 1]): the closed form the original kernel evaluates per cell."""
-    iu0, iu1 = (xb - xa) - (xb ** 2 - xa ** 2) / 2, (xb ** 2 - xa ** 2) / 2
-    iv0, iv1 = (yb - ya) - (yb ** 2 - ya ** 2) / 2, (yb ** 2 - ya ** 2) / 2
-    return (_value(f, i, j) * iv0 * iu0 + _value(f, i, j + 1) * iv0 * iu1 + _value(f, i + 1, j) * iv1 * iu0
-            + _value(f, i + 1, j + 1) * iv1 * iu1)
+    iu0, iu1 = (xb - xa) - (xb**2 - xa**2) / 2, (xb**2 - xa**2) / 2
+    iv0, iv1 = (yb - ya) - (yb**2 - ya**2) / 2, (yb**2 - ya**2) / 2
+    return (
+        _value(f, i, j) * iv0 * iu0
+        + _value(f, i, j + 1) * iv0 * iu1
+        + _value(f, i + 1, j) * iv1 * iu0
+        + _value(f, i + 1, j + 1) * iv1 * iu1
+    )
 
 
 def reference_kernel(features, rois, ph, pw, scale):
@@ -43,8 +48,9 @@ def reference_kernel(features, rois, ph, pw, scale):
                     total = 0.0
                     for i in range(math.floor(ys), math.ceil(ye)):
                         for j in range(math.floor(xs), math.ceil(xe)):
-                            total += _cell_integral(f, i, j, max(ys, i) - i, min(ye, i + 1) - i,
-                                                    max(xs, j) - j, min(xe, j + 1) - j)
+                            total += _cell_integral(
+                                f, i, j, max(ys, i) - i, min(ye, i + 1) - i, max(xs, j) - j, min(xe, j + 1) - j
+                            )
                     out[k, c, p, q] = total / (bw * bh)
     return torch.from_numpy(out)
 
@@ -59,13 +65,17 @@ def brute_force(f, y0, x0, y1, x1, n=400):
     return (wy @ f @ wx.T).mean()
 
 
-ROIS = torch.tensor([[0, 0.0, 0.0, 7.0, 5.0],       # the whole map, as the pyramid pooling uses it
-                     [1, 1.3, 0.7, 4.9, 3.2],       # inside, fractional
-                     [0, -2.5, -1.0, 3.0, 2.0],     # past the top-left edge
-                     [1, 5.5, 3.5, 9.0, 7.5],       # past the bottom-right edge, beyond the surface
-                     [0, 2.0, 2.0, 2.0, 4.0],       # empty: zero width
-                     [1, 3.0, 1.0, 2.0, 4.0],       # x1 < x0
-                     [0, 2.25, 1.5, 2.75, 1.75]])   # smaller than one cell
+ROIS = torch.tensor(
+    [
+        [0, 0.0, 0.0, 7.0, 5.0],  # the whole map, as the pyramid pooling uses it
+        [1, 1.3, 0.7, 4.9, 3.2],  # inside, fractional
+        [0, -2.5, -1.0, 3.0, 2.0],  # past the top-left edge
+        [1, 5.5, 3.5, 9.0, 7.5],  # past the bottom-right edge, beyond the surface
+        [0, 2.0, 2.0, 2.0, 4.0],  # empty: zero width
+        [1, 3.0, 1.0, 2.0, 4.0],  # x1 < x0
+        [0, 2.25, 1.5, 2.75, 1.75],
+    ]
+)  # smaller than one cell
 
 
 @pytest.mark.parametrize("ph, pw, scale", [(1, 1, 1.0), (2, 3, 1.0), (3, 2, 0.5), (6, 6, 1.0)])
@@ -115,8 +125,7 @@ def test_float32_module_and_autocast():
     assert "pooled_height=2, pooled_width=3" in repr(pool)
     out = pool(features, ROIS)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), prroi_pool2d(features.double(), ROIS.double(), 2, 3), atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(out.double(), prroi_pool2d(features.double(), ROIS.double(), 2, 3), atol=1e-5, rtol=1e-5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = pool(features.bfloat16(), ROIS)
     assert torch.isfinite(low.float()).all()
@@ -136,5 +145,6 @@ def test_bad_arguments_are_named():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_equals_cpu():
     features = torch.randn(2, 3, 5, 7, dtype=torch.float64)
-    torch.testing.assert_close(prroi_pool2d(features.cuda(), ROIS.double().cuda(), 3, 3).cpu(),
-                               prroi_pool2d(features, ROIS.double(), 3, 3))
+    torch.testing.assert_close(
+        prroi_pool2d(features.cuda(), ROIS.double().cuda(), 3, 3).cpu(), prroi_pool2d(features, ROIS.double(), 3, 3)
+    )

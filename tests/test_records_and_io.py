@@ -1,4 +1,5 @@
 """Record lists and image/label reading, including every kind of bad input."""
+
 import json
 import struct
 import zlib
@@ -20,13 +21,19 @@ def _record(img="a.jpg", seg="a.png", w=4, h=3):
     return json.dumps({"fpath_img": img, "fpath_segm": seg, "width": w, "height": h})
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    ('{"fpath_img": "a.jpg", ', r"line 2: malformed JSON"),
-    ('{"fpath_img": "a.jpg", "fpath_segm": "a.png", "width": 4}', r"line 2: missing key 'height'"),
-    ('{"fpath_img": "a.jpg", "fpath_segm": "a.png", "width": 0, "height": 3}', r"line 2: width must be a positive"),
-    ('{"fpath_img": "a.jpg", "fpath_segm": "a.png", "width": 4, "height": -3}', r"line 2: height must be a positive"),
-    ('[1, 2]', r"line 2: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ('{"fpath_img": "a.jpg", ', r"line 2: malformed JSON"),
+        ('{"fpath_img": "a.jpg", "fpath_segm": "a.png", "width": 4}', r"line 2: missing key 'height'"),
+        ('{"fpath_img": "a.jpg", "fpath_segm": "a.png", "width": 0, "height": 3}', r"line 2: width must be a positive"),
+        (
+            '{"fpath_img": "a.jpg", "fpath_segm": "a.png", "width": 4, "height": -3}',
+            r"line 2: height must be a positive",
+        ),
+        ("[1, 2]", r"line 2: expected a JSON object"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, bad_line, message):
     path = _write_lines(tmp_path / "list.odgt", [_record(), bad_line])
     with pytest.raises(DataError, match=message) as err:
@@ -59,8 +66,12 @@ def test_paths_relative_to_root_or_absolute(tmp_path):
     records = read_odgt(path, "/data/root", check_files=False)
     assert records[0]["fpath_img"] == "/data/root/a.jpg" and records[1]["fpath_img"] == absolute
     write_odgt(tmp_path / "copy.odgt", [{"fpath_img": "x.jpg", "fpath_segm": "x.png", "width": 2, "height": 1}])
-    assert json.loads((tmp_path / "copy.odgt").read_text()) == {"fpath_img": "x.jpg", "fpath_segm": "x.png",
-                                                                "width": 2, "height": 1}
+    assert json.loads((tmp_path / "copy.odgt").read_text()) == {
+        "fpath_img": "x.jpg",
+        "fpath_segm": "x.png",
+        "width": 2,
+        "height": 1,
+    }
 
 
 def _png_chunk(kind, data):
@@ -71,9 +82,13 @@ def write_palette_png(path, indices, colors):
     """An 8-bit indexed-colour PNG, written by hand (OpenCV cannot write one)."""
     h, w = indices.shape
     raw = b"".join(b"\x00" + row.astype(np.uint8).tobytes() for row in indices)
-    png = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
-           + _png_chunk(b"PLTE", bytes(np.asarray(colors, np.uint8).ravel()))
-           + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+        + _png_chunk(b"PLTE", bytes(np.asarray(colors, np.uint8).ravel()))
+        + _png_chunk(b"IDAT", zlib.compress(raw))
+        + _png_chunk(b"IEND", b"")
+    )
     path.write_bytes(png)
 
 
@@ -93,8 +108,9 @@ def test_every_image_kind_loads_as_rgb(tmp_path):
     assert np.array_equal(read_image(str(tmp_path / "deep.png")), [[[255, 0, 0], [0, 0, 16]]])
 
     write_palette_png(tmp_path / "palette.png", np.array([[0, 1], [1, 0]]), [[255, 0, 0], [0, 0, 255]])
-    assert np.array_equal(read_image(str(tmp_path / "palette.png")),
-                          [[[255, 0, 0], [0, 0, 255]], [[0, 0, 255], [255, 0, 0]]])
+    assert np.array_equal(
+        read_image(str(tmp_path / "palette.png")), [[[255, 0, 0], [0, 0, 255]], [[0, 0, 255], [255, 0, 0]]]
+    )
 
 
 def test_corrupt_and_missing_images_are_unreadable(tmp_path):

@@ -1,5 +1,6 @@
 """The task layer: one model factory for every entry point, each task's config checks, and the engine's pieces
 that used to branch on the task (training statistics, channels-last on several devices, exit codes)."""
+
 import subprocess
 import sys
 
@@ -39,12 +40,28 @@ def test_the_factory_builds_each_tasks_module(tmp_path):
     model = build_model(_small())
     assert isinstance(model, SegmentationModule) and model.deep_sup_scale == 0.4
     assert model.decoder.conv_last.out_channels == 5 and model.decoder.cbr_deepsup[0].in_channels == 160
-    cfg = load_config(UPP, ["MODEL.arch_encoder", "resnet18", "MODEL.fc_dim", "512", "MODEL.arch_decoder",
-                            "upp_lite", "MODEL.pretrained", "False", "DATASET.label_tables",
-                            str(write_small_tables(tmp_path))])
+    cfg = load_config(
+        UPP,
+        [
+            "MODEL.arch_encoder",
+            "resnet18",
+            "MODEL.fc_dim",
+            "512",
+            "MODEL.arch_decoder",
+            "upp_lite",
+            "MODEL.pretrained",
+            "False",
+            "DATASET.label_tables",
+            str(write_small_tables(tmp_path)),
+        ],
+    )
     model = task_for(cfg).build_model()
-    assert isinstance(model, UnifiedParsingModule) and model.loss_weights == {"object": 1.0, "part": 0.5,
-                                                                             "scene": 0.25, "material": 1.0}
+    assert isinstance(model, UnifiedParsingModule) and model.loss_weights == {
+        "object": 1.0,
+        "part": 0.5,
+        "scene": 0.25,
+        "material": 1.0,
+    }
     assert [m[0].in_channels for m in model.decoder.fpn_in] == [64, 128, 256]
 
 
@@ -107,8 +124,7 @@ def test_channels_last_reaches_every_replica(devices):
     group = [{"img_data": torch.randn(2, 3, 8, 8)} for _ in range(devices)]
     for memory_format, expected in ((torch.channels_last, True), (torch.contiguous_format, False)):
         model.formats.clear()
-        train_step(step_module, group, torch.device("cpu"), memory_format, optimizer, scaler,
-                   lambda raw: {"acc": raw})
+        train_step(step_module, group, torch.device("cpu"), memory_format, optimizer, scaler, lambda raw: {"acc": raw})
         assert model.formats == [expected] * devices
 
 
@@ -122,18 +138,31 @@ def test_devices_are_parsed_one_way():
 @pytest.mark.parametrize("script", ["train.py", "eval_multipro.py", "test.py"])
 def test_a_bad_config_exits_2_in_every_script(script, tmp_path):
     flags = ["--imgs", str(tmp_path)] if script == "test.py" else []
-    result = subprocess.run([sys.executable, str(REPO / script), "--cfg", str(SEGMENTATION), *flags,
-                             "MODEL.arch_decoder", "fcn"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / script), "--cfg", str(SEGMENTATION), *flags, "MODEL.arch_decoder", "fcn"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode == 2, result.stderr
     assert f"{script}: error: MODEL.arch_decoder: unknown architecture 'fcn'" in result.stderr
 
 
 def test_the_gpu_smoke_run_runs_its_checks_on_the_cpu():
     """bench/gpu_check.py (make gpu-check) with --device cpu: the checks that apply run, the table says so."""
-    result = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--only", "engine,test.py,fp16"],
-                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--only", "engine,test.py,fp16"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    rows = {line[:28].strip(): line[28:].split()[0] for line in result.stdout.splitlines()
-            if line[:28].strip() in ("engine", "test.py", "train fp16 + channels-last")}
+    rows = {
+        line[:28].strip(): line[28:].split()[0]
+        for line in result.stdout.splitlines()
+        if line[:28].strip() in ("engine", "test.py", "train fp16 + channels-last")
+    }
     assert rows == {"engine": "ok", "test.py": "ok", "train fp16 + channels-last": "skipped"}
     assert "3 checks in" in result.stdout and "2 ok, 0 failed, 1 skipped" in result.stdout

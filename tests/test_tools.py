@@ -1,4 +1,5 @@
 """The .odgt tool, the synthetic generator, downloads and the ADE20K script, all offline."""
+
 import hashlib
 import io
 import json
@@ -84,8 +85,9 @@ PAYLOAD = os.urandom(300_000)
 
 def test_download_whole_file(tmp_path):
     with serve({"/w.pth": PAYLOAD}) as (url, _):
-        path = download(url + "/w.pth", str(tmp_path / "w.pth"), sha256=hashlib.sha256(PAYLOAD).hexdigest(),
-                        progress=False)
+        path = download(
+            url + "/w.pth", str(tmp_path / "w.pth"), sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False
+        )
     assert Path(path).read_bytes() == PAYLOAD and not Path(path + ".part").exists()
 
 
@@ -152,9 +154,13 @@ def test_ade20k_download_unzips_and_writes_lists(tmp_path):
 
 def test_download_script_offline_fails_within_seconds(tmp_path):
     started = time.monotonic()
-    result = subprocess.run([str(REPO / "download_ADE20K.sh")], capture_output=True, text=True, timeout=60,
-                            env=dict(os.environ, ADE20K_URL=closed_port_url("/ADEChallengeData2016.zip"),
-                                     PYTHON=sys.executable))
+    result = subprocess.run(
+        [str(REPO / "download_ADE20K.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, ADE20K_URL=closed_port_url("/ADEChallengeData2016.zip"), PYTHON=sys.executable),
+    )
     assert result.returncode != 0 and time.monotonic() - started < 20
     assert "download of http://127.0.0.1" in result.stderr and "failed" in result.stderr
 
@@ -163,6 +169,7 @@ def test_a_wheel_holds_every_module_and_table():
     """setuptools packs only folders with __init__.py and the package-data globs: every module and table is in one."""
     import tomllib
     from setuptools import find_packages
+
     packages = set(find_packages(str(REPO), include=["mit_semseg*"]))
     folders = {str(p.parent.relative_to(REPO)).replace(os.sep, ".") for p in (REPO / "mit_semseg").rglob("*.py")}
     assert folders <= packages, folders - packages

@@ -1,4 +1,5 @@
 """Training through the real command line: epochs, checkpoints, exact resume, Ctrl-C, NaN, torchrun."""
+
 import math
 import os
 import signal
@@ -30,39 +31,76 @@ def scenes(tmp_path_factory):
 
 
 def _opts(scenes, directory, *extra):
-    return ["DIR", str(directory), "DATASET.root_dataset", str(scenes),
-            "DATASET.list_train", str(scenes / "training.odgt"), "DATASET.num_class", str(NUM_CLASS),
-            "DATASET.imgSizes", "(64, 80)", "DATASET.imgMaxSize", "128",
-            "MODEL.arch_encoder", "mobilenetv2dilated", "MODEL.arch_decoder", "c1_deepsup", "MODEL.fc_dim", "320",
-            "MODEL.pretrained", "False", "MODEL.bn_momentum", "0.1", "TRAIN.num_epoch", "2",
-            "TRAIN.epoch_iters", "4", "TRAIN.workers", "2", "TRAIN.disp_iter", "2", *extra]
+    return [
+        "DIR",
+        str(directory),
+        "DATASET.root_dataset",
+        str(scenes),
+        "DATASET.list_train",
+        str(scenes / "training.odgt"),
+        "DATASET.num_class",
+        str(NUM_CLASS),
+        "DATASET.imgSizes",
+        "(64, 80)",
+        "DATASET.imgMaxSize",
+        "128",
+        "MODEL.arch_encoder",
+        "mobilenetv2dilated",
+        "MODEL.arch_decoder",
+        "c1_deepsup",
+        "MODEL.fc_dim",
+        "320",
+        "MODEL.pretrained",
+        "False",
+        "MODEL.bn_momentum",
+        "0.1",
+        "TRAIN.num_epoch",
+        "2",
+        "TRAIN.epoch_iters",
+        "4",
+        "TRAIN.workers",
+        "2",
+        "TRAIN.disp_iter",
+        "2",
+        *extra,
+    ]
 
 
 def run_train(scenes, directory, *extra, flags=(), timeout=300, launcher=()):
-    command = [*(launcher or [sys.executable]), str(REPO / "train.py"),
-               "--cfg", str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"), "--gpus", "cpu", *flags,
-               *_opts(scenes, directory, *extra)]
+    command = [
+        *(launcher or [sys.executable]),
+        str(REPO / "train.py"),
+        "--cfg",
+        str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"),
+        "--gpus",
+        "cpu",
+        *flags,
+        *_opts(scenes, directory, *extra),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_poly_learning_rate_by_hand():
     assert poly_lr(0.02, 0, 100, 0.9) == 0.02
     assert poly_lr(0.02, 50, 100, 0.9) == pytest.approx(0.02 * math.exp(0.9 * math.log(0.5)))
-    assert poly_lr(0.01, 99, 100, 0.9) == pytest.approx(0.01 * 0.01 ** 0.9)
+    assert poly_lr(0.01, 99, 100, 0.9) == pytest.approx(0.01 * 0.01**0.9)
     encoder, decoder = nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
     groups = param_groups(encoder, 0.02) + param_groups(decoder, 0.01)
     optimizer = torch.optim.SGD(groups, lr=0.02, momentum=0.9, weight_decay=1e-4)
     set_lr(optimizer, 25, 100, 0.9)
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
-        [0.02 * 0.75 ** 0.9] * 2 + [0.01 * 0.75 ** 0.9] * 2)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.02 * 0.75**0.9] * 2 + [0.01 * 0.75**0.9] * 2)
 
 
 def test_weight_decay_only_on_conv_and_linearcheckpoint_weights():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Linear(4, 2))
     decay, no_decay = param_groups(model, 0.1)
     assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
-    assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[1].weight), id(model[1].bias),
-                                                   id(model[2].bias)}
+    assert {id(p) for p in no_decay["params"]} == {
+        id(model[0].bias),
+        id(model[1].weight),
+        id(model[1].bias),
+        id(model[2].bias),
+    }
     assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
 
 
@@ -86,8 +124,15 @@ def test_one_epoch_through_the_command_line(scenes, tmp_path):
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
     names = {p.name for p in run.iterdir()}
-    assert {"encoder_epoch_1.pth", "decoder_epoch_1.pth", "config.yaml", "history.json", "train.log",
-            "training.png", "train_state_epoch_1_iter_0.pth"} <= names
+    assert {
+        "encoder_epoch_1.pth",
+        "decoder_epoch_1.pth",
+        "config.yaml",
+        "history.json",
+        "train.log",
+        "training.png",
+        "train_state_epoch_1_iter_0.pth",
+    } <= names
     weights = checkpoint_weights(run, 1)
     assert not any(k.startswith("module.") for k in weights["encoder"])
     ModelBuilder.build_encoder("mobilenetv2dilated", weights=str(run / "encoder_epoch_1.pth"))
@@ -99,7 +144,9 @@ def test_one_epoch_through_the_command_line(scenes, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.startswith("epoch 1/1: ")]
     assert [line.split(" it ")[0] for line in lines] == ["epoch 1/1: 2/4", "epoch 1/1: 4/4"]
     assert all(", loss " in line and ", acc " in line and ", lr " in line for line in lines)
-    assert "\r" not in result.stderr and len(lines) == len([line for line in log.splitlines() if " epoch 1/1: " in line])
+    assert "\r" not in result.stderr and len(lines) == len(
+        [line for line in log.splitlines() if " epoch 1/1: " in line]
+    )
 
 
 def test_a_terminal_gets_a_progress_bar(scenes, tmp_path):
@@ -107,10 +154,18 @@ def test_a_terminal_gets_a_progress_bar(scenes, tmp_path):
     import pty
     import struct
     import termios
+
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
-    command = [sys.executable, str(REPO / "train.py"), "--cfg", str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"),
-               "--gpus", "cpu", *_opts(scenes, tmp_path / "run", "TRAIN.num_epoch", "1")]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--cfg",
+        str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"),
+        "--gpus",
+        "cpu",
+        *_opts(scenes, tmp_path / "run", "TRAIN.num_epoch", "1"),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower, cwd=REPO)
     os.close(follower)
     output = b""
@@ -152,9 +207,15 @@ def test_start_epoch_continues_like_resume(scenes, tmp_path):
 
 def test_ctrl_c_saves_a_resumable_state(scenes, tmp_path):
     run = tmp_path / "interrupted"
-    command = [sys.executable, str(REPO / "train.py"), "--cfg",
-               str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"), "--gpus", "cpu",
-               *_opts(scenes, run, "TRAIN.epoch_iters", "400", "TRAIN.num_epoch", "1")]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--cfg",
+        str(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"),
+        "--gpus",
+        "cpu",
+        *_opts(scenes, run, "TRAIN.epoch_iters", "400", "TRAIN.num_epoch", "1"),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 120
     while not (run / "train.log").exists() or "training mobilenetv2dilated" not in (run / "train.log").read_text():

@@ -1,4 +1,5 @@
 """Multi-task records, part targets and their validity, batches, the multi-source sampler, and the losses."""
+
 import json
 import math
 
@@ -45,8 +46,15 @@ def test_validity_is_decided_after_resizing_to_label_resolution(tables, tmp_path
     parts[0, 0] = 1  # one leg pixel, not at a cell centre of the 4 x 4 label cells
     for name, array in (("a.jpg", image), ("o.png", objects), ("p.png", parts)):
         cv2.imwrite(str(tmp_path / name), array)
-    record = {"fpath_img": str(tmp_path / "a.jpg"), "fpath_object": str(tmp_path / "o.png"),
-              "fpath_part": str(tmp_path / "p.png"), "scene": 1, "source": "x", "width": 16, "height": 16}
+    record = {
+        "fpath_img": str(tmp_path / "a.jpg"),
+        "fpath_object": str(tmp_path / "o.png"),
+        "fpath_part": str(tmp_path / "p.png"),
+        "scene": 1,
+        "source": "x",
+        "width": 16,
+        "height": 16,
+    }
     dataset = MultiTaskTrainDataset([record], tables, 1000)
     batch = MultiTaskCollate(tables, 4, 4)([dataset[(0, 16, False)]])
     assert batch["tasks"] == ("object", "part", "scene")
@@ -61,10 +69,18 @@ def test_validity_is_decided_after_resizing_to_label_resolution(tables, tmp_path
 def test_records_are_validated_with_line_numbers(tables, tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"x")
     good = {"fpath_img": "a.jpg", "width": 4, "height": 4, "source": "s", "fpath_material": "m.png"}
-    lines = [good, dict(good, scene=7), {"fpath_img": "a.jpg", "width": 4, "height": 4, "source": "s"},
-             dict(good, fpath_part="p.png")]
-    messages = ["1 files listed are missing:\n  " + str(tmp_path / "m.png"), "line 1: scene must be -1 (none) or a "
-                "label 0..1, got 7", "line 1: no annotation", "line 1: fpath_part needs fpath_object"]
+    lines = [
+        good,
+        dict(good, scene=7),
+        {"fpath_img": "a.jpg", "width": 4, "height": 4, "source": "s"},
+        dict(good, fpath_part="p.png"),
+    ]
+    messages = [
+        "1 files listed are missing:\n  " + str(tmp_path / "m.png"),
+        "line 1: scene must be -1 (none) or a label 0..1, got 7",
+        "line 1: no annotation",
+        "line 1: fpath_part needs fpath_object",
+    ]
     for record, message in zip(lines, messages):
         (tmp_path / "list.jsonl").write_text(json.dumps(record) + "\n")
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -74,17 +90,26 @@ def test_records_are_validated_with_line_numbers(tables, tmp_path):
     records = read_multitask_records(tmp_path / "list.jsonl", tmp_path, tables)
     assert records[0]["scene"] == -1 and records[0]["fpath_material"] == str(tmp_path / "m.png")
     assert source_tasks(records + [{"source": "t", "scene": 0, "fpath_object": "o"}]) == {
-        "s": ("material",), "t": ("object", "scene")}
+        "s": ("material",),
+        "t": ("object", "scene"),
+    }
 
 
 def test_a_label_out_of_range_is_named(tables, tmp_path):
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
     cv2.imwrite(str(tmp_path / "m.png"), np.full((8, 8), 3, np.uint8))  # materials are 0..2
-    record = {"fpath_img": str(tmp_path / "a.jpg"), "fpath_material": str(tmp_path / "m.png"), "scene": -1,
-              "source": "s", "width": 8, "height": 8}
+    record = {
+        "fpath_img": str(tmp_path / "a.jpg"),
+        "fpath_material": str(tmp_path / "m.png"),
+        "scene": -1,
+        "source": "s",
+        "width": 8,
+        "height": 8,
+    }
     sample = MultiTaskTrainDataset([record], tables, 100)[(0, 8, False)]
-    assert sample.fatal == (f"label {tmp_path / 'm.png'} has value 3, above the last label of material.csv in "
-                            f"{tables.folder} (2)")
+    assert sample.fatal == (
+        f"label {tmp_path / 'm.png'} has value 3, above the last label of material.csv in {tables.folder} (2)"
+    )
 
 
 def test_every_iteration_draws_one_source_for_all_devices_in_proportion():
@@ -97,11 +122,16 @@ def test_every_iteration_draws_one_source_for_all_devices_in_proportion():
     assert all(drawn[i] == drawn[i + 1] for i in range(0, 2000, 2))  # both devices of an iteration
     share = sum(d == {"a"} for d in drawn[::2]) / 1000
     assert abs(share - 0.75) < 0.05
-    resumed = list(MultiSourceBatchSampler(sources, [i % 3 == 0 for i in range(400)], 2, (64, 96), True, 2000, 2,
-                                           seed=5, start=1234))
+    resumed = list(
+        MultiSourceBatchSampler(
+            sources, [i % 3 == 0 for i in range(400)], 2, (64, 96), True, 2000, 2, seed=5, start=1234
+        )
+    )
     assert resumed == batches[1234:]
-    ranks = [list(MultiSourceBatchSampler(sources, [False] * 400, 2, (64,), False, 50, 1, seed=5, rank=r,
-                                          world_size=2)) for r in range(2)]
+    ranks = [
+        list(MultiSourceBatchSampler(sources, [False] * 400, 2, (64,), False, 50, 1, seed=5, rank=r, world_size=2))
+        for r in range(2)
+    ]
     assert [{sources[b[0][0]]} for b in ranks[0]] == [{sources[b[0][0]]} for b in ranks[1]]  # ranks agree
     assert not {i for b in ranks[0][:50] for i, _, _ in b} & {i for b in ranks[1][:50] for i, _, _ in b}
 

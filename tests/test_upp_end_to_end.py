@@ -1,5 +1,6 @@
 """Unified Perceptual Parsing through the real scripts: train.py (one process, torchrun), eval_multipro.py, test.py,
 the Segmenter API, and the multi-device engine against one model."""
+
 import copy
 import json
 import subprocess
@@ -37,16 +38,50 @@ def upp_set(tmp_path_factory):
 
 
 def _opts(root, directory, *extra):
-    return ["DIR", str(directory), "DATASET.root_dataset", str(root), "DATASET.list_train",
-            str(root / "training.jsonl"), "DATASET.list_val", str(root / "validation.jsonl"), "DATASET.label_tables",
-            str(root / "tables"), "DATASET.imgSizes", "(64, 96)", "DATASET.imgMaxSize", "128", "TRAIN.num_epoch", "1",
-            "TRAIN.epoch_iters", "4", "TRAIN.batch_size_per_gpu", "2", "TRAIN.workers", "1", "TRAIN.disp_iter", "2",
-            "VAL.checkpoint", "epoch_1.pth", "TEST.checkpoint", "epoch_1.pth", "TEST.precision", "fp32", *extra]
+    return [
+        "DIR",
+        str(directory),
+        "DATASET.root_dataset",
+        str(root),
+        "DATASET.list_train",
+        str(root / "training.jsonl"),
+        "DATASET.list_val",
+        str(root / "validation.jsonl"),
+        "DATASET.label_tables",
+        str(root / "tables"),
+        "DATASET.imgSizes",
+        "(64, 96)",
+        "DATASET.imgMaxSize",
+        "128",
+        "TRAIN.num_epoch",
+        "1",
+        "TRAIN.epoch_iters",
+        "4",
+        "TRAIN.batch_size_per_gpu",
+        "2",
+        "TRAIN.workers",
+        "1",
+        "TRAIN.disp_iter",
+        "2",
+        "VAL.checkpoint",
+        "epoch_1.pth",
+        "TEST.checkpoint",
+        "epoch_1.pth",
+        "TEST.precision",
+        "fp32",
+        *extra,
+    ]
 
 
 def _run(script, root, directory, *extra, launcher=(), flags=("--gpus", "cpu")):
-    command = [*(launcher or [sys.executable]), str(REPO / script), "--cfg", str(CONFIG), *flags,
-               *_opts(root, directory, *extra)]
+    command = [
+        *(launcher or [sys.executable]),
+        str(REPO / script),
+        "--cfg",
+        str(CONFIG),
+        *flags,
+        *_opts(root, directory, *extra),
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
@@ -91,9 +126,23 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
     root, directory, _ = trained
     images = sorted((root / "images" / "validation").glob("*.jpg"))[:2]
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, str(REPO / "test.py"), "--imgs", str(images[0].parent), "--cfg",
-                             str(CONFIG), "--gpu", "cpu", *_opts(root, directory, "TEST.result", str(out))],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "test.py"),
+            "--imgs",
+            str(images[0].parent),
+            "--cfg",
+            str(CONFIG),
+            "--gpu",
+            "cpu",
+            *_opts(root, directory, "TEST.result", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "scene: " in result.stdout
     cfg = load_config(CONFIG, _opts(root, directory))
@@ -124,10 +173,11 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
             inside = obj == group.object_label
             labels = np.asarray(group.part_labels)[probs["part"][g].argmax(0)]
             assert np.array_equal(part[inside], labels[inside])
-        for k, (labels, names) in enumerate(((obj, tables.objects), (part, tables.parts),
-                                             (material, tables.materials)), start=1):
+        for k, (labels, names) in enumerate(
+            ((obj, tables.objects), (part, tables.parts), (material, tables.materials)), start=1
+        ):
             colors = palette(len(names))[1:]  # label 0 (unlabelled) is black
-            panel = picture[:, k * w:(k + 1) * w]
+            panel = picture[:, k * w : (k + 1) * w]
             np.testing.assert_array_equal(panel[:h], colorize(labels.astype(np.int64) - 1, colors))
             assert_legend(panel[h:], labels.astype(np.int64) - 1, colors)
         # a pixel's part belongs to its object's group; 0 where that object has no parts
@@ -143,8 +193,9 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
 
 def test_torchrun_two_ranks_with_skipped_heads(upp_set, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = _run("train.py", upp_set, tmp_path / "ddp", "TRAIN.epoch_iters", "6", "TRAIN.disp_iter", "4",
-                  launcher=launcher)
+    result = _run(
+        "train.py", upp_set, tmp_path / "ddp", "TRAIN.epoch_iters", "6", "TRAIN.disp_iter", "4", launcher=launcher
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "weights identical on all 2 ranks" in result.stderr
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
@@ -157,8 +208,11 @@ def test_two_replicas_equal_one_model_over_the_concatenated_batch(upp_set):
     """The engine's synchronized batch norm and gradients on a multi-task batch, in float64."""
     cfg = load_config(CONFIG, _opts(upp_set, "unused"))
     tables = read_label_tables(cfg.DATASET.label_tables)
-    records = [r for r in read_multitask_records(cfg.DATASET.list_train, cfg.DATASET.root_dataset, tables)
-               if r["source"] == "scenes"]
+    records = [
+        r
+        for r in read_multitask_records(cfg.DATASET.list_train, cfg.DATASET.root_dataset, tables)
+        if r["source"] == "scenes"
+    ]
     dataset = MultiTaskTrainDataset(records, tables, 128)
     collate = MultiTaskCollate(tables, 32, 4)
     batches = []
@@ -174,12 +228,15 @@ def test_two_replicas_equal_one_model_over_the_concatenated_batch(upp_set):
     reference = copy.deepcopy(model)
     results = DictDataParallel(model, ["cpu", "cpu"])(batches)
     sum(loss for loss, _ in results).backward()
-    whole = {k: (torch.cat([b[k] for b in batches]) if torch.is_tensor(batches[0][k]) else batches[0][k])
-             for k in batches[0]}
+    whole = {
+        k: (torch.cat([b[k] for b in batches]) if torch.is_tensor(batches[0][k]) else batches[0][k]) for k in batches[0]
+    }
     pred = reference.decoder(reference.encoder(whole["img_data"], return_feature_maps=True), tasks=whole["tasks"])
     rows = lambda v, r: [g[r] for g in v] if isinstance(v, list) else v[r] if torch.is_tensor(v) else v
-    losses = [reference.loss({k: rows(v, r) for k, v in pred.items()}, {k: rows(v, r) for k, v in whole.items()})[0]
-              for r in (slice(0, 2), slice(2, 3))]
+    losses = [
+        reference.loss({k: rows(v, r) for k, v in pred.items()}, {k: rows(v, r) for k, v in whole.items()})[0]
+        for r in (slice(0, 2), slice(2, 3))
+    ]
     sum(losses).backward()
     for (loss, _), expected in zip(results, losses):
         torch.testing.assert_close(loss, expected, atol=1e-10, rtol=1e-10)
@@ -193,18 +250,43 @@ def test_two_replicas_equal_one_model_over_the_concatenated_batch(upp_set):
 def test_two_epochs_equal_one_plus_a_resumed_one(upp_set, tmp_path):
     straight = _run("train.py", upp_set, tmp_path / "straight", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3")
     assert straight.returncode == 0, straight.stderr[-3000:]
-    first = _run("train.py", upp_set, tmp_path / "resumed", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3",
-                 flags=("--gpus", "cpu", "--stop-after-epoch", "1"))
+    first = _run(
+        "train.py",
+        upp_set,
+        tmp_path / "resumed",
+        "TRAIN.num_epoch",
+        "2",
+        "TRAIN.epoch_iters",
+        "3",
+        flags=("--gpus", "cpu", "--stop-after-epoch", "1"),
+    )
     assert first.returncode == 0, first.stderr[-3000:]
-    second = _run("train.py", upp_set, tmp_path / "resumed", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3",
-                  flags=("--gpus", "cpu", "--resume"))
+    second = _run(
+        "train.py",
+        upp_set,
+        tmp_path / "resumed",
+        "TRAIN.num_epoch",
+        "2",
+        "TRAIN.epoch_iters",
+        "3",
+        flags=("--gpus", "cpu", "--resume"),
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert_same_weights(checkpoint_weights(tmp_path / "straight", 2), checkpoint_weights(tmp_path / "resumed", 2))
 
 
 def test_bf16_training_runs_every_head(upp_set, tmp_path):
-    result = _run("train.py", upp_set, tmp_path / "bf16", "TRAIN.amp", "bf16", "TRAIN.epoch_iters", "2",
-                  "DATASET.imgSizes", "(64,)")
+    result = _run(
+        "train.py",
+        upp_set,
+        tmp_path / "bf16",
+        "TRAIN.amp",
+        "bf16",
+        "TRAIN.epoch_iters",
+        "2",
+        "DATASET.imgSizes",
+        "(64,)",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "precision bf16" in result.stderr
     history = json.loads((tmp_path / "bf16" / "history.json").read_text())

@@ -1,4 +1,5 @@
 """The UPP decoder: the original's checkpoint layout, its heads' outputs in training and inference, label tables."""
+
 import json
 from pathlib import Path
 
@@ -58,21 +59,31 @@ def test_over_resnet18_with_own_tables_in_training_and_inference(tmp_path):
 def test_skipped_heads_get_no_gradient(tmp_path):
     encoder = ModelBuilder.build_encoder("resnet18", pretrained=False)
     decoder = ModelBuilder.build_decoder("upp_lite", fc_dim=512, label_tables=str(write_small_tables(tmp_path)))
-    decoder(encoder(torch.randn(2, 3, 64, 64), return_feature_maps=True), tasks=("material",))["material"].sum()\
-        .backward()
+    decoder(encoder(torch.randn(2, 3, 64, 64), return_feature_maps=True), tasks=("material",))[
+        "material"
+    ].sum().backward()
     assert decoder.material_head[1].weight.grad is not None and decoder.fpn_in[0][0].weight.grad is not None
     assert decoder.object_head[1].weight.grad is None and decoder.conv_fusion[0].weight.grad is None
     assert decoder.scene_head[2].weight.grad is None
 
 
-@pytest.mark.parametrize("file, text, message", [
-    ("object.csv", "label,name\n0,-\n2,wall\n", "labels must run 0..1 in order"),
-    ("part.csv", "id,name\n0,-\n", "expected the columns label,name"),
-    ("object_part_hierarchy.csv", "object_label,object_name,part_labels,part_names\n9,x,0;1,-;leg\n",
-     "line 2: object label 9 is not in object.csv"),
-    ("object_part_hierarchy.csv", "object_label,object_name,part_labels,part_names\n1,table,1;2,leg;top\n",
-     "part labels must start with 0"),
-])
+@pytest.mark.parametrize(
+    "file, text, message",
+    [
+        ("object.csv", "label,name\n0,-\n2,wall\n", "labels must run 0..1 in order"),
+        ("part.csv", "id,name\n0,-\n", "expected the columns label,name"),
+        (
+            "object_part_hierarchy.csv",
+            "object_label,object_name,part_labels,part_names\n9,x,0;1,-;leg\n",
+            "line 2: object label 9 is not in object.csv",
+        ),
+        (
+            "object_part_hierarchy.csv",
+            "object_label,object_name,part_labels,part_names\n1,table,1;2,leg;top\n",
+            "part labels must start with 0",
+        ),
+    ],
+)
 def test_bad_tables_are_named(tmp_path, file, text, message):
     folder = write_small_tables(tmp_path)
     (folder / file).write_text(text)
@@ -85,6 +96,7 @@ def test_upp_configs_are_validated(tmp_path):
     from helpers import REPO
 
     from mit_semseg.config import ConfigError, load_config
+
     preset = REPO / "config" / "broden-resnet50-upp.yaml"
     cfg = load_config(preset)
     assert cfg.MODEL.arch_decoder == "upp" and cfg.MODEL.input_normalisation == "caffe" and cfg.TRAIN.num_epoch == 40
@@ -99,17 +111,21 @@ def test_upp_configs_are_validated(tmp_path):
 
 def _hat_weights(a: float, b: float, n: int) -> np.ndarray:
     """The integral over [a, b] of each sample's hat function max(0, 1 - |x - k|), k = 0..n-1 (closed form)."""
+
     def antiderivative(t):
         return 0.0 if t <= -1 else (t + 1) ** 2 / 2 if t <= 0 else 1 - (1 - t) ** 2 / 2 if t <= 1 else 1.0
+
     return np.array([antiderivative(b - k) - antiderivative(a - k) for k in range(n)])
 
 
 def _bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
     """C x h0 x w0 resized to C x h x w, bilinear with align_corners False, by hand."""
+
     def taps(out, size):
         src = np.maximum((np.arange(out) + 0.5) * size / out - 0.5, 0)
         i0 = np.minimum(np.floor(src).astype(int), size - 1)
         return i0, np.minimum(i0 + 1, size - 1), src - i0
+
     y0, y1, wy = taps(h, x.shape[1])
     x0, x1, wx = taps(w, x.shape[2])
     rows = x[:, y0] * (1 - wy)[None, :, None] + x[:, y1] * wy[None, :, None]
@@ -118,8 +134,9 @@ def _bilinear(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def _bn_relu(x: np.ndarray, bn) -> np.ndarray:
     scale = bn.weight.detach().numpy() / np.sqrt(bn.running_var.numpy() + bn.eps)
-    return np.maximum(0, (x - bn.running_mean.numpy()[:, None, None]) * scale[:, None, None]
-                      + bn.bias.detach().numpy()[:, None, None])
+    return np.maximum(
+        0, (x - bn.running_mean.numpy()[:, None, None]) * scale[:, None, None] + bn.bias.detach().numpy()[:, None, None]
+    )
 
 
 @pytest.mark.numeric
@@ -148,8 +165,9 @@ def test_pyramid_pooling_upsamples_then_convolves_as_the_original(tmp_path):
                 pooled[:, i, j] = np.einsum("chw,h,w->c", x, wy, wx) / (h / scale * w / scale)
         up = _bilinear(pooled, h, w)
         branches.append(_bn_relu(np.einsum("oc,chw->ohw", conv[0].weight.detach().numpy()[:, :, 0, 0], up), conv[1]))
-    fused = torch.nn.functional.conv2d(torch.from_numpy(np.concatenate(branches))[None],
-                                       decoder.ppm_last_conv[0].weight.detach(), padding=1)[0].numpy()
+    fused = torch.nn.functional.conv2d(
+        torch.from_numpy(np.concatenate(branches))[None], decoder.ppm_last_conv[0].weight.detach(), padding=1
+    )[0].numpy()
     want = _bn_relu(fused, decoder.ppm_last_conv[1])
     with torch.no_grad():
         got = decoder._context(conv5)[0].numpy()
@@ -157,7 +175,9 @@ def test_pyramid_pooling_upsamples_then_convolves_as_the_original(tmp_path):
     # the other order (the PSPNet-style `ppm`: conv, then upsample) is measurably another function
     with torch.no_grad():
         rois = torch.tensor([[0, 0, 0, w, h]], dtype=torch.float64)
-        swapped = [conv5] + [torch.nn.functional.interpolate(conv(pool(conv5, rois)), (h, w), mode="bilinear")
-                             for pool, conv in zip(decoder.ppm_pooling, decoder.ppm_conv)]
+        swapped = [conv5] + [
+            torch.nn.functional.interpolate(conv(pool(conv5, rois)), (h, w), mode="bilinear")
+            for pool, conv in zip(decoder.ppm_pooling, decoder.ppm_conv)
+        ]
         other = decoder.ppm_last_conv(torch.cat(swapped, 1))[0].numpy()
     assert np.abs(other - want).max() > 1e-3

@@ -1,4 +1,5 @@
 """Every configuration key with its default; `config/*.yaml` and the command line override them."""
+
 from yacs.config import CfgNode as CN
 
 _C = CN()

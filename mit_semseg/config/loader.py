@@ -1,4 +1,5 @@
 """Load a yacs config from a YAML file and command-line options, and validate it."""
+
 from __future__ import annotations
 
 import difflib
@@ -59,14 +60,18 @@ def validate(cfg: CfgNode) -> None:
     cfg.MODEL.arch_decoder = cfg.MODEL.arch_decoder.lower()
     encoder = ENCODERS.get(cfg.MODEL.arch_encoder)
     if encoder is None:
-        raise ConfigError(f"MODEL.arch_encoder: unknown architecture '{cfg.MODEL.arch_encoder}'; "
-                          f"valid: {', '.join(ENCODERS)}")
+        raise ConfigError(
+            f"MODEL.arch_encoder: unknown architecture '{cfg.MODEL.arch_encoder}'; valid: {', '.join(ENCODERS)}"
+        )
     if cfg.MODEL.arch_decoder not in DECODERS:
-        raise ConfigError(f"MODEL.arch_decoder: unknown architecture '{cfg.MODEL.arch_decoder}'; "
-                          f"valid: {', '.join(DECODERS)}")
+        raise ConfigError(
+            f"MODEL.arch_decoder: unknown architecture '{cfg.MODEL.arch_decoder}'; valid: {', '.join(DECODERS)}"
+        )
     if cfg.MODEL.fc_dim != encoder.fc_dim:
-        raise ConfigError(f"MODEL.fc_dim is {cfg.MODEL.fc_dim}, but encoder {cfg.MODEL.arch_encoder} gives "
-                          f"{encoder.fc_dim} channels: set MODEL.fc_dim {encoder.fc_dim}")
+        raise ConfigError(
+            f"MODEL.fc_dim is {cfg.MODEL.fc_dim}, but encoder {cfg.MODEL.arch_encoder} gives "
+            f"{encoder.fc_dim} channels: set MODEL.fc_dim {encoder.fc_dim}"
+        )
     data = cfg.DATASET
     sizes = data.imgSizes if isinstance(data.imgSizes, (tuple, list)) else (data.imgSizes,)
     if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
@@ -75,19 +80,24 @@ def validate(cfg: CfgNode) -> None:
         if data[key] <= 0:
             raise ConfigError(f"DATASET.{key} must be positive, got {data[key]}")
     if data.padding_constant % data.segm_downsampling_rate:
-        raise ConfigError(f"DATASET.padding_constant ({data.padding_constant}) must be a multiple of "
-                          f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})")
+        raise ConfigError(
+            f"DATASET.padding_constant ({data.padding_constant}) must be a multiple of "
+            f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})"
+        )
     if cfg.MODEL.input_normalisation not in NORMALISATIONS:
-        raise ConfigError(f"MODEL.input_normalisation: unknown '{cfg.MODEL.input_normalisation}'; valid: "
-                          f"{', '.join(NORMALISATIONS)}")
+        raise ConfigError(
+            f"MODEL.input_normalisation: unknown '{cfg.MODEL.input_normalisation}'; valid: {', '.join(NORMALISATIONS)}"
+        )
     if not 0.0 < cfg.MODEL.bn_momentum <= 1.0:
         raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {cfg.MODEL.bn_momentum}")
     if cfg.TEST.mode not in ("whole", "slide"):
         raise ConfigError(f"TEST.mode must be whole or slide, got '{cfg.TEST.mode}'")
     for key in ("crop_size", "stride"):
         if cfg.TEST[key] <= 0 or cfg.TEST[key] % data.padding_constant:
-            raise ConfigError(f"TEST.{key} ({cfg.TEST[key]}) must be a positive multiple of DATASET.padding_constant "
-                              f"({data.padding_constant})")
+            raise ConfigError(
+                f"TEST.{key} ({cfg.TEST[key]}) must be a positive multiple of DATASET.padding_constant "
+                f"({data.padding_constant})"
+            )
     if cfg.TEST.stride > cfg.TEST.crop_size:
         raise ConfigError(f"TEST.stride ({cfg.TEST.stride}) must not exceed TEST.crop_size ({cfg.TEST.crop_size})")
     if cfg.TRAIN.amp not in ("none", "bf16", "fp16", "auto"):
@@ -98,8 +108,13 @@ def validate(cfg: CfgNode) -> None:
             raise ConfigError(f"{key} must be one of {', '.join(INFERENCE_PRECISIONS)}, got '{cfg[section][name]}'")
     if cfg.TRAIN.optim.lower() != "sgd":
         raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{cfg.TRAIN.optim}'")
-    for key in ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters", "VAL.batch_size",
-                "TEST.batch_size"):
+    for key in (
+        "TRAIN.batch_size_per_gpu",
+        "TRAIN.num_epoch",
+        "TRAIN.epoch_iters",
+        "VAL.batch_size",
+        "TEST.batch_size",
+    ):
         section, name = key.split(".")
         if cfg[section][name] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[section][name]}")

@@ -5,6 +5,7 @@
 Downloads ADEChallengeData2016.zip into DIR (default `data`), resuming a partial download,
 unzips it, and writes DIR/training.odgt and DIR/validation.odgt.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ def prepare(data_dir: str, url: str = ADE20K_URL) -> None:
             raise DataError(f"{archive} is not a valid zip file ({err}); delete it and run again") from err
     for split in ("training", "validation"):
         out = os.path.join(data_dir, f"{split}.odgt")
-        report = make_odgt(os.path.join(dataset, "images", split), os.path.join(dataset, "annotations", split),
-                           root=data_dir)
+        report = make_odgt(
+            os.path.join(dataset, "images", split), os.path.join(dataset, "annotations", split), root=data_dir
+        )
         if not report.records:
             raise DataError(f"no image/label pairs found under {dataset} for {split}")
         write_odgt(out, report.records)

@@ -1,4 +1,5 @@
 """Class names and colours: the 150 ADE20K classes and colours of the original, and a palette for other counts."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """Datasets, the aspect-ratio grouped batch sampler and the loaders built on them."""
+
 from __future__ import annotations
 
 import logging
@@ -38,9 +39,19 @@ class GroupedBatchSampler(Sampler[list[SampleKey]]):
     its own share of every permutation.
     """
 
-    def __init__(self, portrait: Sequence[bool], batch_size: int, img_sizes: Sequence[int], random_flip: bool,
-                 num_batches: int, seed: int, epoch: int = 0, start: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self,
+        portrait: Sequence[bool],
+        batch_size: int,
+        img_sizes: Sequence[int],
+        random_flip: bool,
+        num_batches: int,
+        seed: int,
+        epoch: int = 0,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if len(portrait) < world_size:
             raise DataError(f"{len(portrait)} records cannot be shared among {world_size} processes")
         self.portrait = np.asarray(portrait, dtype=bool)
@@ -57,7 +68,7 @@ class GroupedBatchSampler(Sampler[list[SampleKey]]):
         buckets: dict[bool, list[int]] = {True: [], False: []}
         produced = 0
         while True:
-            for index in order.permutation(len(self.portrait))[self.rank::self.world_size].tolist():
+            for index in order.permutation(len(self.portrait))[self.rank :: self.world_size].tolist():
                 bucket = buckets[bool(self.portrait[index])]
                 bucket.append(index)
                 if len(bucket) < self.batch_size:
@@ -130,7 +141,7 @@ class TrainCollate:
         labels = np.full((len(good), height // self.rate, width // self.rate), -1, dtype=np.int64)
         for i, s in enumerate(good):
             cells = label_cells(s.label, self.rate).astype(np.int64) - 1
-            labels[i, :cells.shape[0], :cells.shape[1]] = cells
+            labels[i, : cells.shape[0], : cells.shape[1]] = cells
         batch["seg_label"] = torch.from_numpy(labels)
         return batch
 
@@ -140,14 +151,17 @@ def padded_images(samples: list, padding: int) -> tuple[dict, list]:
     `fatal`, `num_samples`) and, when any sample was read, its `images` (uint8, padded to a multiple of
     `padding`) and `sizes`. Also returns the samples that were read."""
     good = [s for s in samples if s.image is not None]
-    batch: dict = {"failed": [s.error for s in samples if s.error],
-                   "fatal": next((s.fatal for s in samples if s.fatal), ""), "num_samples": len(samples)}
+    batch: dict = {
+        "failed": [s.error for s in samples if s.error],
+        "fatal": next((s.fatal for s in samples if s.fatal), ""),
+        "num_samples": len(samples),
+    }
     if good:
         height = round_up(max(s.image.shape[0] for s in good), padding)
         width = round_up(max(s.image.shape[1] for s in good), padding)
         images = np.zeros((len(good), height, width, 3), dtype=np.uint8)
         for i, s in enumerate(good):
-            images[i, :s.image.shape[0], :s.image.shape[1]] = s.image
+            images[i, : s.image.shape[0], : s.image.shape[1]] = s.image
         batch.update(images=torch.from_numpy(images), sizes=torch.tensor([s.image.shape[:2] for s in good]))
     return batch, good
 
@@ -196,8 +210,10 @@ class SkippedSamples:
             self.failed.append(message)
         if len(self.failed) > 1 and len(self.failed) > self.limit * self.drawn:
             listed = "\n  ".join(self.failed)
-            raise DataError(f"{len(self.failed)} of the {self.drawn} training samples drawn could not be read "
-                            f"(more than {self.limit:.0%}):\n  {listed}")
+            raise DataError(
+                f"{len(self.failed)} of the {self.drawn} training samples drawn could not be read "
+                f"(more than {self.limit:.0%}):\n  {listed}"
+            )
 
 
 def seed_worker(worker_id: int) -> None:
@@ -207,13 +223,31 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_train_loader(records: Sequence[dict], cfg, num_batches: int, epoch: int = 0, start: int = 0,
-                       rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> TrainLoader:
+def build_train_loader(
+    records: Sequence[dict],
+    cfg,
+    num_batches: int,
+    epoch: int = 0,
+    start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> TrainLoader:
     """A loader of `num_batches` training batch dicts (one per device and step) for `epoch`, from batch `start`."""
     data = cfg.DATASET
     dataset = TrainDataset(records, data.num_class, data.imgMaxSize)
-    sampler = GroupedBatchSampler(dataset.portrait(), cfg.TRAIN.batch_size_per_gpu, data.imgSizes,
-                                  data.random_flip, num_batches, cfg.TRAIN.seed, epoch, start, rank, world_size)
+    sampler = GroupedBatchSampler(
+        dataset.portrait(),
+        cfg.TRAIN.batch_size_per_gpu,
+        data.imgSizes,
+        data.random_flip,
+        num_batches,
+        cfg.TRAIN.seed,
+        epoch,
+        start,
+        rank,
+        world_size,
+    )
     collate = TrainCollate(data.padding_constant, data.segm_downsampling_rate)
     return train_loader(dataset, sampler, collate, cfg, epoch, pin_memory)
 
@@ -221,10 +255,19 @@ def build_train_loader(records: Sequence[dict], cfg, num_batches: int, epoch: in
 def train_loader(dataset: Dataset, sampler: Sampler, collate, cfg, epoch: int, pin_memory: bool) -> TrainLoader:
     """The data loader of training: TRAIN.workers processes, seeded by TRAIN.seed and the epoch."""
     workers = cfg.TRAIN.workers
-    return TrainLoader(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                                  pin_memory=pin_memory, worker_init_fn=seed_worker,
-                                  generator=torch.Generator().manual_seed(cfg.TRAIN.seed + epoch),
-                                  prefetch_factor=4 if workers else None), cfg.MODEL.input_normalisation)
+    return TrainLoader(
+        DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            pin_memory=pin_memory,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(cfg.TRAIN.seed + epoch),
+            prefetch_factor=4 if workers else None,
+        ),
+        cfg.MODEL.input_normalisation,
+    )
 
 
 class ValDataset(Dataset):
@@ -240,7 +283,11 @@ class ValDataset(Dataset):
         record = self.records[index]
         image = read_image(record["fpath_img"])
         label = read_label(record["fpath_segm"], self.data.num_class, size=image.shape[:2])
-        return {"img_ori": image, "seg_label": torch.from_numpy(label.astype(np.int64) - 1),
-                "img_data": multi_scale_images(image, self.data.imgSizes, self.data.imgMaxSize,
-                                               self.data.padding_constant, self.normalisation),
-                "info": record["fpath_img"]}
+        return {
+            "img_ori": image,
+            "seg_label": torch.from_numpy(label.astype(np.int64) - 1),
+            "img_data": multi_scale_images(
+                image, self.data.imgSizes, self.data.imgMaxSize, self.data.padding_constant, self.normalisation
+            ),
+            "info": record["fpath_img"],
+        }

@@ -1,4 +1,5 @@
 """Reading images as RGB uint8 and labels as class-index maps, with OpenCV."""
+
 from __future__ import annotations
 
 import cv2
@@ -43,8 +44,9 @@ def read_image(path: str) -> np.ndarray:
     raise DataError(f"image {path}: unsupported number of channels ({channels})")
 
 
-def read_label(path: str, num_class: int | None, size: tuple[int, int] | None = None,
-               limit: str = "DATASET.num_class") -> np.ndarray:
+def read_label(
+    path: str, num_class: int | None, size: tuple[int, int] | None = None, limit: str = "DATASET.num_class"
+) -> np.ndarray:
     """An H x W uint8 or uint16 map of class indices, 0 = unlabelled, 1..num_class the classes.
 
     `size` is the (height, width) the label must have, its image's; `num_class` None skips the
@@ -55,8 +57,10 @@ def read_label(path: str, num_class: int | None, size: tuple[int, int] | None = 
     except FileNotFoundError as err:
         raise UnreadableImage(f"cannot read label {path}: file not found") from err
     if label.ndim == 3 and label.shape[2] != 1:
-        raise DataError(f"label {path} has {label.shape[2]} channels; a label must be a single-channel map of "
-                        "class indices (0 = unlabelled, 1..num_class)")
+        raise DataError(
+            f"label {path} has {label.shape[2]} channels; a label must be a single-channel map of "
+            "class indices (0 = unlabelled, 1..num_class)"
+        )
     label = label.reshape(label.shape[:2])
     if label.dtype not in (np.uint8, np.uint16):
         raise DataError(f"label {path}: unsupported pixel type {label.dtype}; use 8- or 16-bit PNG")

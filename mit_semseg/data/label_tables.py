@@ -6,6 +6,7 @@ A folder holds `object.csv`, `part.csv`, `scene.csv`, `material.csv` (columns `l
 `;`, each list starting with part 0, the object's own "no part" class). The Broden+ tables ship with
 the package and are the default.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,6 +28,7 @@ TABLE_FILES = tuple(f"{head}.csv" for head in HEADS) + ("object_part_hierarchy.c
 @dataclass(frozen=True)
 class PartGroup:
     """An object with parts: the part head's group of `len(part_labels)` channels for it."""
+
     object_label: int
     object_name: str
     part_labels: tuple[int, ...]  # table labels; index k in the group is part_labels[k]
@@ -51,7 +53,7 @@ class LabelTables:
         """[object, index in its group] -> part label; 0 for objects without parts."""
         lookup = np.zeros((len(self.objects), max(self.part_group_sizes, default=1)), np.int64)
         for group in self.groups:
-            lookup[group.object_label, :len(group.part_labels)] = group.part_labels
+            lookup[group.object_label, : len(group.part_labels)] = group.part_labels
         return lookup
 
     def part_labels(self, objects: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -61,8 +63,12 @@ class LabelTables:
     @property
     def num_classes(self) -> dict[str, int]:
         """Output channels of each head (the part head's: all groups together)."""
-        return {"object": len(self.objects), "part": sum(self.part_group_sizes), "scene": len(self.scenes),
-                "material": len(self.materials)}
+        return {
+            "object": len(self.objects),
+            "part": sum(self.part_group_sizes),
+            "scene": len(self.scenes),
+            "material": len(self.materials),
+        }
 
 
 def read_csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict]:
@@ -101,8 +107,9 @@ def _groups(path: Path, objects: tuple[str, ...], parts: tuple[str, ...]) -> tup
         if not 0 < obj < len(objects):
             raise DataError(f"{where}: object label {obj} is not in object.csv (1..{len(objects) - 1})")
         if labels[0] != 0 or len(set(labels)) != len(labels) or not all(0 <= p < len(parts) for p in labels):
-            raise DataError(f"{where}: part labels must start with 0, be distinct and be in part.csv "
-                            f"(0..{len(parts) - 1})")
+            raise DataError(
+                f"{where}: part labels must start with 0, be distinct and be in part.csv (0..{len(parts) - 1})"
+            )
         if len(names) != len(labels):
             raise DataError(f"{where}: {len(labels)} part labels but {len(names)} part names")
         groups.append(PartGroup(obj, row["object_name"], labels, names))
@@ -115,8 +122,14 @@ def _groups(path: Path, objects: tuple[str, ...], parts: tuple[str, ...]) -> tup
 def _read(folder: str) -> LabelTables:
     root = Path(folder)
     objects, parts = read_names(root / "object.csv"), read_names(root / "part.csv")
-    return LabelTables(folder, objects, parts, read_names(root / "scene.csv"), read_names(root / "material.csv"),
-                       _groups(root / "object_part_hierarchy.csv", objects, parts))
+    return LabelTables(
+        folder,
+        objects,
+        parts,
+        read_names(root / "scene.csv"),
+        read_names(root / "material.csv"),
+        _groups(root / "object_part_hierarchy.csv", objects, parts),
+    )
 
 
 def read_label_tables(folder: str | os.PathLike | None = None) -> LabelTables:

@@ -6,6 +6,7 @@ Images and annotations are paired by file stem (`a/b.jpg` with `a/b.png`), searc
 Paths in the list are relative to `--root` (default: the folder of OUT.odgt). Unmatched files and
 pairs whose sizes differ are reported and left out; the label values found are reported too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def make_odgt(images: str, annotations: str, root: str, workers: int = 4) -> Odg
         if not os.path.isdir(folder):
             raise DataError(f"folder not found: {folder}")
     image_files, label_files = _by_stem(images, IMAGE_EXTENSIONS), _by_stem(annotations, LABEL_EXTENSIONS)
-    report = OdgtReport(images_without_label=sorted(image_files[s] for s in image_files.keys() - label_files.keys()),
-                        labels_without_image=sorted(label_files[s] for s in label_files.keys() - image_files.keys()))
+    report = OdgtReport(
+        images_without_label=sorted(image_files[s] for s in image_files.keys() - label_files.keys()),
+        labels_without_image=sorted(label_files[s] for s in label_files.keys() - image_files.keys()),
+    )
     stems = sorted(image_files.keys() & label_files.keys())
     values: set[int] = set()
     with ThreadPoolExecutor(workers) as pool:
@@ -69,9 +72,14 @@ def make_odgt(images: str, annotations: str, root: str, workers: int = 4) -> Odg
                 report.problems.append(problem)
                 continue
             values.update(int(v) for v in found)
-            report.records.append({"fpath_img": os.path.relpath(image_files[stem], root),
-                                   "fpath_segm": os.path.relpath(label_files[stem], root),
-                                   "width": size[1], "height": size[0]})
+            report.records.append(
+                {
+                    "fpath_img": os.path.relpath(image_files[stem], root),
+                    "fpath_segm": os.path.relpath(label_files[stem], root),
+                    "width": size[1],
+                    "height": size[0],
+                }
+            )
     report.label_values = sorted(values)
     return report
 
@@ -79,9 +87,11 @@ def make_odgt(images: str, annotations: str, root: str, workers: int = 4) -> Odg
 def summary(report: OdgtReport, out: str) -> str:
     """What `make_odgt` found, as printed: counts, unmatched files, pairs left out, label values."""
     lines = [f"wrote {len(report.records)} records to {out}"]
-    for title, items in (("images without a label", report.images_without_label),
-                         ("labels without an image", report.labels_without_image),
-                         ("pairs left out", report.problems)):
+    for title, items in (
+        ("images without a label", report.images_without_label),
+        ("labels without an image", report.labels_without_image),
+        ("pairs left out", report.problems),
+    ):
         if items:
             lines.append(f"{title} ({len(items)}):")
             lines += [f"  {item}" for item in items[:20]]
@@ -109,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if not report.records:
-        print(summary(report, args.out).replace("wrote 0 records to", "no valid pairs; nothing written to"),
-              file=sys.stderr)
+        print(
+            summary(report, args.out).replace("wrote 0 records to", "no valid pairs; nothing written to"),
+            file=sys.stderr,
+        )
         return 1
     write_odgt(args.out, report.records)
     print(summary(report, args.out))

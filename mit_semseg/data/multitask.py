@@ -7,6 +7,7 @@ such as `ade20k`) and any of `fpath_object` (16-bit PNG of object labels, 0 = un
 `DATASET.root_dataset`. The tasks a source trains are the annotations its records carry; every
 batch of one training iteration comes from one source, so every device runs the same heads.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ MAPS = {"object": "fpath_object", "part": "fpath_part", "material": "fpath_mater
 TASK_ORDER = ("object", "part", "scene", "material")
 
 
-def read_multitask_records(path: str | os.PathLike, root: str | os.PathLike, tables: LabelTables,
-                           check_files: bool = True) -> list[dict]:
+def read_multitask_records(
+    path: str | os.PathLike, root: str | os.PathLike, tables: LabelTables, check_files: bool = True
+) -> list[dict]:
     """Read and validate a multi-task record list; paths are resolved against `root`, `scene` defaults to -1."""
     records = [_record(record, where, root, tables) for where, record in read_json_lines(path)]
     if check_files:
@@ -77,8 +79,11 @@ class MultiTaskSample:
 def read_maps(record: dict, tables: LabelTables, size: tuple[int, int]) -> dict[str, np.ndarray]:
     """The record's label maps, checked against the tables' label ranges and the image's size."""
     top = {"object": len(tables.objects) - 1, "part": len(tables.parts) - 1, "material": len(tables.materials) - 1}
-    return {task: read_label(record[key], top[task], size, f"the last label of {task}.csv in {tables.folder}")
-            for task, key in MAPS.items() if key in record}
+    return {
+        task: read_label(record[key], top[task], size, f"the last label of {task}.csv in {tables.folder}")
+        for task, key in MAPS.items()
+        if key in record
+    }
 
 
 class MultiTaskTrainDataset(Dataset):
@@ -105,8 +110,9 @@ class MultiTaskTrainDataset(Dataset):
         if flip:
             image, maps = cv2.flip(image, 1), {k: cv2.flip(v, 1) for k, v in maps.items()}
         h, w = scaled_size(image.shape[0], image.shape[1], short, self.img_max_size)
-        return MultiTaskSample(resize_image(image, h, w), {k: resize_label(v, h, w) for k, v in maps.items()},
-                               record["scene"], tasks, path)
+        return MultiTaskSample(
+            resize_image(image, h, w), {k: resize_label(v, h, w) for k, v in maps.items()}, record["scene"], tasks, path
+        )
 
 
 class PartTargets:
@@ -160,7 +166,7 @@ class MultiTaskCollate:
                 cells["part"], valid[i] = self.parts(cells["object"], cells.get("part", np.zeros_like(cells["object"])))
             for task, target in maps.items():
                 if task in cells:
-                    target[i, :cells[task].shape[0], :cells[task].shape[1]] = cells[task]
+                    target[i, : cells[task].shape[0], : cells[task].shape[1]] = cells[task]
         batch.update(tasks=tasks, **{f"seg_{task}": torch.from_numpy(m) for task, m in maps.items()})
         if "part" in tasks:
             batch["valid_part"] = torch.from_numpy(valid)
@@ -177,24 +183,47 @@ class MultiSourceBatchSampler(Sampler[list[SampleKey]]):
     grouped stream of batches (rank shares as `GroupedBatchSampler`). `start` resumes exactly.
     """
 
-    def __init__(self, sources: Sequence[str], portrait: Sequence[bool], batch_size: int, img_sizes: Sequence[int],
-                 random_flip: bool, num_batches: int, per_step: int, seed: int, epoch: int = 0, start: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        sources: Sequence[str],
+        portrait: Sequence[bool],
+        batch_size: int,
+        img_sizes: Sequence[int],
+        random_flip: bool,
+        num_batches: int,
+        per_step: int,
+        seed: int,
+        epoch: int = 0,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.names = sorted(set(sources))
         self.members = [np.flatnonzero(np.asarray(sources) == name) for name in self.names]
         self.weights = np.array([len(m) for m in self.members], np.float64) / len(sources)
         portrait = np.asarray(portrait, bool)
-        self.streams = [GroupedBatchSampler(portrait[m], batch_size, img_sizes, random_flip, num_batches,
-                                            seed + 1_000_003 * (k + 1), epoch, 0, rank, world_size)
-                        for k, m in enumerate(self.members)]
+        self.streams = [
+            GroupedBatchSampler(
+                portrait[m],
+                batch_size,
+                img_sizes,
+                random_flip,
+                num_batches,
+                seed + 1_000_003 * (k + 1),
+                epoch,
+                0,
+                rank,
+                world_size,
+            )
+            for k, m in enumerate(self.members)
+        ]
         self.num_batches, self.per_step, self.seed, self.epoch, self.start = num_batches, per_step, seed, epoch, start
 
     def __len__(self) -> int:
         return self.num_batches - self.start
 
     def source_of(self, iteration: int) -> int:
-        return int(np.random.default_rng([self.seed, self.epoch, iteration]).choice(len(self.names),
-                                                                                   p=self.weights))
+        return int(np.random.default_rng([self.seed, self.epoch, iteration]).choice(len(self.names), p=self.weights))
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
         streams = [iter(s) for s in self.streams]
@@ -205,15 +234,35 @@ class MultiSourceBatchSampler(Sampler[list[SampleKey]]):
                 yield [(int(self.members[k][index]), short, flip) for index, short, flip in batch]
 
 
-def build_multitask_train_loader(records: Sequence[dict], tables: LabelTables, cfg, num_batches: int, per_step: int,
-                                 epoch: int = 0, start: int = 0, rank: int = 0, world_size: int = 1,
-                                 pin_memory: bool = False) -> TrainLoader:
+def build_multitask_train_loader(
+    records: Sequence[dict],
+    tables: LabelTables,
+    cfg,
+    num_batches: int,
+    per_step: int,
+    epoch: int = 0,
+    start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> TrainLoader:
     """`build_train_loader` for multi-task records: each iteration's `per_step` batches come from one source."""
     data = cfg.DATASET
     dataset = MultiTaskTrainDataset(records, tables, data.imgMaxSize)
-    sampler = MultiSourceBatchSampler([str(r["source"]) for r in records], [r["height"] > r["width"] for r in records],
-                                      cfg.TRAIN.batch_size_per_gpu, data.imgSizes, data.random_flip, num_batches,
-                                      per_step, cfg.TRAIN.seed, epoch, start, rank, world_size)
+    sampler = MultiSourceBatchSampler(
+        [str(r["source"]) for r in records],
+        [r["height"] > r["width"] for r in records],
+        cfg.TRAIN.batch_size_per_gpu,
+        data.imgSizes,
+        data.random_flip,
+        num_batches,
+        per_step,
+        cfg.TRAIN.seed,
+        epoch,
+        start,
+        rank,
+        world_size,
+    )
     collate = MultiTaskCollate(tables, data.padding_constant, data.segm_downsampling_rate)
     return train_loader(dataset, sampler, collate, cfg, epoch, pin_memory)
 
@@ -231,7 +280,12 @@ class MultiTaskValDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         image = read_image(record["fpath_img"])
-        return {"img_ori": image, "maps": read_maps(record, self.tables, image.shape[:2]), "scene": record["scene"],
-                "img_data": multi_scale_images(image, self.data.imgSizes, self.data.imgMaxSize,
-                                               self.data.padding_constant, self.normalisation),
-                "info": record["fpath_img"]}
+        return {
+            "img_ori": image,
+            "maps": read_maps(record, self.tables, image.shape[:2]),
+            "scene": record["scene"],
+            "img_data": multi_scale_images(
+                image, self.data.imgSizes, self.data.imgMaxSize, self.data.padding_constant, self.normalisation
+            ),
+            "info": record["fpath_img"],
+        }

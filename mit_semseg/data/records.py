@@ -3,6 +3,7 @@
 Each record has `fpath_img`, `fpath_segm`, `width` and `height`; paths are relative to the
 dataset root unless absolute.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ Scenes have a sky, a ground of grass or road, sometimes a wall, and objects in f
 classes on purpose, so shape and texture matter too. Object outlines are left unlabelled (0),
 as in ADE20K. Sizes and aspect ratios vary, portrait and landscape.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,9 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
             shade = 1.0 - 0.35 * (np.hypot(rows - cy + size / 5, cols - cx + size / 5) / max(size, 1)).clip(0, 1)
             layer = np.array(base) * shade[..., None]
         elif cls == ROOF:
-            points = np.array([[cx, cy - size // 2], [cx - size // 2, cy + size // 3],
-                               [cx + size // 2, cy + size // 3]])
+            points = np.array(
+                [[cx, cy - size // 2], [cx - size // 2, cy + size // 3], [cx + size // 2, cy + size // 3]]
+            )
             cv2.fillPoly(mask, [points.astype(np.int32)], 1)
             layer = np.array(base) + _noise(rng, (height, width), 6)
         elif cls == BOX:
@@ -102,8 +104,9 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def generate(out: str, num_train: int = 300, num_val: int = 60, seed: int = 0,
-             min_side: int = 160, max_side: int = 320) -> dict[str, str]:
+def generate(
+    out: str, num_train: int = 300, num_val: int = 60, seed: int = 0, min_side: int = 160, max_side: int = 320
+) -> dict[str, str]:
     """Write images, annotations, `training.odgt`, `validation.odgt` and `class_info.csv` under `out`."""
     lists = {}
     for split, count in (("training", num_train), ("validation", num_val)):
@@ -118,8 +121,9 @@ def generate(out: str, num_train: int = 300, num_val: int = 60, seed: int = 0,
             image, label = render_scene(rng, height, width)
             stem = f"synthetic_{split}_{i:05d}"
             image_rel, label_rel = f"images/{split}/{stem}.jpg", f"annotations/{split}/{stem}.png"
-            cv2.imwrite(os.path.join(out, image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 92])
+            cv2.imwrite(
+                os.path.join(out, image_rel), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+            )
             cv2.imwrite(os.path.join(out, label_rel), label)
             records.append({"fpath_img": image_rel, "fpath_segm": label_rel, "width": width, "height": height})
         lists[split] = os.path.join(out, f"{split}.odgt")
@@ -139,8 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     lists = generate(args.out, args.train, args.val, args.seed)
-    print(f"wrote {args.train} training and {args.val} validation scenes ({NUM_CLASS} classes) to {args.out}: "
-          f"{lists['training']}, {lists['validation']}")
+    print(
+        f"wrote {args.train} training and {args.val} validation scenes ({NUM_CLASS} classes) to {args.out}: "
+        f"{lists['training']}, {lists['validation']}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ house) and rooms (wall, floor, tables with tops and legs); the scene type is tol
 the image contains. Source `surfaces` annotates materials only: regions of brick, wood, metal and
 fabric textures. The set's label tables are written beside the record lists (`tables/`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,12 @@ from .records import write_json_lines
 
 OBJECTS = ("-", "sky", "grass", "road", "wall", "floor", "house", "car", "table", "tree")
 PARTS = ("-", "roof", "door", "window", "wheel", "leg", "top", "trunk", "crown")
-GROUPS = {"house": ("-", "roof", "door", "window"), "car": ("-", "wheel", "window"), "table": ("-", "leg", "top"),
-          "tree": ("-", "trunk", "crown")}
+GROUPS = {
+    "house": ("-", "roof", "door", "window"),
+    "car": ("-", "wheel", "window"),
+    "table": ("-", "leg", "top"),
+    "tree": ("-", "trunk", "crown"),
+}
 SCENES = ("street", "garden", "room")
 MATERIALS = ("-", "brick", "wood", "metal", "fabric")
 SPLITS = {"training": 1, "validation": 2}
@@ -69,25 +74,36 @@ def _house(c: Canvas, x: float, base: float, size: float) -> None:
     c.fill(c.mask(lambda m: cv2.fillPoly(m, [roof], 1)), (150, 40, 30), "house", "roof")
     c.fill(c.rect(x + 0.4 * w, base - 0.45 * h, x + 0.6 * w, base), (90, 60, 30), "house", "door")
     for wx in (0.12, 0.7):
-        c.fill(c.rect(x + wx * w, base - 0.8 * h, x + (wx + 0.18) * w, base - 0.55 * h), (120, 180, 220), "house",
-               "window")
+        c.fill(
+            c.rect(x + wx * w, base - 0.8 * h, x + (wx + 0.18) * w, base - 0.55 * h), (120, 180, 220), "house", "window"
+        )
 
 
 def _car(c: Canvas, x: float, base: float, size: float) -> None:
     w, h = size, size * 0.35
-    c.fill(c.rect(x, base - h, x + w, base - 0.2 * h), c.rng.choice([(200, 30, 30), (30, 60, 200), (230, 200, 40)]),
-           "car")
+    c.fill(
+        c.rect(x, base - h, x + w, base - 0.2 * h), c.rng.choice([(200, 30, 30), (30, 60, 200), (230, 200, 40)]), "car"
+    )
     c.fill(c.rect(x + 0.25 * w, base - 1.6 * h, x + 0.75 * w, base - h), (110, 170, 210), "car", "window")
     for wx in (0.22, 0.78):
-        c.fill(c.mask(lambda m: cv2.circle(m, (int(x + wx * w), int(base - 0.2 * h)), max(2, int(0.28 * h)), 1, -1)),
-               (25, 25, 25), "car", "wheel")
+        c.fill(
+            c.mask(lambda m: cv2.circle(m, (int(x + wx * w), int(base - 0.2 * h)), max(2, int(0.28 * h)), 1, -1)),
+            (25, 25, 25),
+            "car",
+            "wheel",
+        )
 
 
 def _tree(c: Canvas, x: float, base: float, size: float) -> None:
     c.fill(c.rect(x - 0.08 * size, base - size, x + 0.08 * size, base), (100, 70, 40), "tree", "trunk")
     centre = (int(x), int(base - size))
-    c.fill(c.mask(lambda m: cv2.circle(m, centre, max(3, int(0.4 * size)), 1, -1)), (40, 130, 40), "tree", "crown",
-           noise=20)
+    c.fill(
+        c.mask(lambda m: cv2.circle(m, centre, max(3, int(0.4 * size)), 1, -1)),
+        (40, 130, 40),
+        "tree",
+        "crown",
+        noise=20,
+    )
 
 
 def _table(c: Canvas, x: float, base: float, size: float) -> None:
@@ -113,8 +129,12 @@ def render_scene(rng: np.random.Generator, height: int, width: int, scene: int):
         return c.image, c.objects, c.parts
     c.fill(rows < horizon, (120, 170, 235), "sky", noise=3)
     ground = "road" if SCENES[scene] == "street" else "grass"
-    c.fill(rows >= horizon, (95, 95, 100) if ground == "road" else (70, 140, 60), ground,
-           noise=4 if ground == "road" else 25)
+    c.fill(
+        rows >= horizon,
+        (95, 95, 100) if ground == "road" else (70, 140, 60),
+        ground,
+        noise=4 if ground == "road" else 25,
+    )
     if SCENES[scene] == "street":
         for _ in range(count()):
             size = width * rng.uniform(0.25, 0.4)
@@ -127,8 +147,12 @@ def render_scene(rng: np.random.Generator, height: int, width: int, scene: int):
             size = width * rng.uniform(0.2, 0.3)
             _house(c, place(size), horizon + 0.05 * height, size)
         for _ in range(count() + 1):
-            _tree(c, rng.uniform(0.05, 0.95) * width, rng.uniform(horizon + 0.1 * height, height),
-                  height * rng.uniform(0.25, 0.45))
+            _tree(
+                c,
+                rng.uniform(0.05, 0.95) * width,
+                rng.uniform(horizon + 0.1 * height, height),
+                height * rng.uniform(0.25, 0.45),
+            )
     return c.image, c.objects, c.parts
 
 
@@ -144,8 +168,9 @@ def _texture(rng: np.random.Generator, material: str, height: int, width: int) -
     elif material == "metal":
         base = np.array([170, 175, 185]) + (rows / max(height, 1) * 40)[..., None]
     else:  # fabric: a woven check
-        base = np.where((((rows // 4) + (cols // 4)) % 2 == 0)[..., None], np.array([60, 80, 170]),
-                        np.array([200, 200, 220]))
+        base = np.where(
+            (((rows // 4) + (cols // 4)) % 2 == 0)[..., None], np.array([60, 80, 170]), np.array([200, 200, 220])
+        )
     return base + rng.normal(0, 6, (height, width, 1))
 
 
@@ -168,8 +193,15 @@ def _size(rng: np.random.Generator, min_side: int, max_side: int) -> tuple[int, 
     return (int(long / ratio), long) if ratio >= 1 else (long, int(long * ratio))
 
 
-def generate(out: str, num_train: int = 240, num_val: int = 60, seed: int = 0, min_side: int = 96,
-             max_side: int = 160, surface_share: float = 0.3) -> None:
+def generate(
+    out: str,
+    num_train: int = 240,
+    num_val: int = 60,
+    seed: int = 0,
+    min_side: int = 96,
+    max_side: int = 160,
+    surface_share: float = 0.3,
+) -> None:
     """Write images, labels, `training.jsonl`, `validation.jsonl` and `tables/` under `out`."""
     write_tables(os.path.join(out, "tables"))
     for split, count in (("training", num_train), ("validation", num_val)):
@@ -190,8 +222,12 @@ def generate(out: str, num_train: int = 240, num_val: int = 60, seed: int = 0, m
                 image, objects, parts = render_scene(rng, height, width, scene)
                 cv2.imwrite(os.path.join(out, "labels", f"{name}_object.png"), objects)
                 cv2.imwrite(os.path.join(out, "labels", f"{name}_part.png"), parts)
-                record.update(source="scenes", fpath_object=f"labels/{name}_object.png",
-                              fpath_part=f"labels/{name}_part.png", scene=scene)
+                record.update(
+                    source="scenes",
+                    fpath_object=f"labels/{name}_object.png",
+                    fpath_part=f"labels/{name}_part.png",
+                    scene=scene,
+                )
             picture = cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
             cv2.imwrite(os.path.join(out, "images", f"{name}.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 95])
             records.append(record)

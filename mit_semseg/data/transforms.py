@@ -1,4 +1,5 @@
 """Sizes, normalisation and label downsampling shared by training, evaluation and inference."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ CAFFE_MEAN_BGR = (102.9801, 115.9465, 122.7717)
 @dataclass(frozen=True)
 class Normalisation:
     """Network input channel c = RGB channel `order[c]` (0..255) * `scale[c]` + `offset[c]`."""
+
     order: tuple[int, int, int]
     scale: tuple[float, float, float]
     offset: tuple[float, float, float]
@@ -23,8 +25,11 @@ class Normalisation:
 
 NORMALISATIONS = {
     # the segmentation models': RGB, (v / 255 - mean) / std with ImageNet's mean and std
-    "imagenet": Normalisation((0, 1, 2), tuple(1 / (255 * s) for s in IMAGENET_STD),
-                              tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))),
+    "imagenet": Normalisation(
+        (0, 1, 2),
+        tuple(1 / (255 * s) for s in IMAGENET_STD),
+        tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)),
+    ),
     # Unified Perceptual Parsing's: BGR, 0..255 minus the caffe mean, std 1
     "caffe": Normalisation((2, 1, 0), (1.0, 1.0, 1.0), tuple(-m for m in CAFFE_MEAN_BGR)),
 }
@@ -88,11 +93,12 @@ def label_cells(label: np.ndarray, rate: int) -> np.ndarray:
 
     A cell whose centre falls outside the label (a partial last cell) is left out; the caller pads with -1.
     """
-    return label[rate // 2::rate, rate // 2::rate]
+    return label[rate // 2 :: rate, rate // 2 :: rate]
 
 
-def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int,
-                       kind: str = "imagenet") -> list[torch.Tensor]:
+def multi_scale_images(
+    image: np.ndarray, img_sizes, max_size: int, padding: int, kind: str = "imagenet"
+) -> list[torch.Tensor]:
     """The image at every short side of `img_sizes` (capped by `max_size`, rounded up to `padding`), 1 x 3 x h x w.
 
     Resized as the original evaluation does (PIL's bilinear, antialiased when shrinking), through
@@ -105,7 +111,10 @@ def multi_scale_images(image: np.ndarray, img_sizes, max_size: int, padding: int
     for short in img_sizes:
         h, w = scaled_size(height, width, short, max_size)
         h, w = round_up(h, padding), round_up(w, padding)
-        resized = source if (h, w) == (height, width) else F.interpolate(
-            source, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        resized = (
+            source
+            if (h, w) == (height, width)
+            else F.interpolate(source, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+        )
         out.append(normalise(resized, kind))
     return out

@@ -1,4 +1,5 @@
 """Registries of encoders and decoders, and ModelBuilder, the original's entry point to them."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -34,25 +35,34 @@ RESNET18_MAPS = (64, 128, 256, 512)
 def _plain_and_dilated(factory: Callable[..., nn.Module], maps: tuple[int, ...], imagenet_file: str):
     """Registry entries `<name>` and `<name>dilated` of a ResNet-style factory."""
     name = imagenet_file.split("-")[0]
-    return {name + suffix: EncoderSpec(partial(factory, dilated=dilated), maps, imagenet_file, ("fc.",))
-            for suffix, dilated in (("", False), ("dilated", True))}
+    return {
+        name + suffix: EncoderSpec(partial(factory, dilated=dilated), maps, imagenet_file, ("fc.",))
+        for suffix, dilated in (("", False), ("dilated", True))
+    }
 
 
 ENCODERS: dict[str, EncoderSpec] = {
-    "mobilenetv2dilated": EncoderSpec(mobilenet.mobilenetv2dilated, (24, 32, 64, 160, 320), "mobilenet_v2.pth.tar",
-                                      ("classifier.", "features.18.")),
+    "mobilenetv2dilated": EncoderSpec(
+        mobilenet.mobilenetv2dilated, (24, 32, 64, 160, 320), "mobilenet_v2.pth.tar", ("classifier.", "features.18.")
+    ),
     **_plain_and_dilated(resnet.resnet18, RESNET18_MAPS, "resnet18-imagenet.pth"),
     **_plain_and_dilated(resnet.resnet50, RESNET_MAPS, "resnet50-imagenet.pth"),
     **_plain_and_dilated(resnet.resnet101, RESNET_MAPS, "resnet101-imagenet.pth"),
     **_plain_and_dilated(resnet.resnext101, RESNET_MAPS, "resnext101-imagenet.pth"),
-    "hrnetv2": EncoderSpec(hrnet.hrnetv2, (720,), "hrnetv2_w48-imagenet.pth",
-                           ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."),
-                           bn_momentum=hrnet.HRNET_BN_MOMENTUM),
+    "hrnetv2": EncoderSpec(
+        hrnet.hrnetv2,
+        (720,),
+        "hrnetv2_w48-imagenet.pth",
+        ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."),
+        bn_momentum=hrnet.HRNET_BN_MOMENTUM,
+    ),
 }
+
 
 @dataclass(frozen=True)
 class DecoderSpec:
     """A decoder class and the constructor options its registry name fixes (the FPN width)."""
+
     cls: type
     options: Mapping[str, object] = field(default_factory=dict)
 
@@ -83,8 +93,9 @@ def _registered_widths(fc_dim: int) -> tuple[int, ...] | None:
     return widths.pop() if len(widths) == 1 else None
 
 
-def build_encoder(arch: str, weights: str = "", pretrained: bool = True,
-                  bn_momentum: float = ORIGINAL_BN_MOMENTUM) -> nn.Module:
+def build_encoder(
+    arch: str, weights: str = "", pretrained: bool = True, bn_momentum: float = ORIGINAL_BN_MOMENTUM
+) -> nn.Module:
     """An encoder; `weights` loads a checkpoint, else `pretrained` loads the ImageNet weights."""
     spec: EncoderSpec = lookup(ENCODERS, arch, "encoder")
     momentum = spec.bn_momentum if spec.bn_momentum is not None else bn_momentum
@@ -95,15 +106,22 @@ def build_encoder(arch: str, weights: str = "", pretrained: bool = True,
         try:
             path = pretrained_path(spec.imagenet_file)
         except DownloadError as err:
-            raise DownloadError(f"{err}; or build the encoder without ImageNet weights (pretrained=False, "
-                                "MODEL.pretrained False)") from err
+            raise DownloadError(
+                f"{err}; or build the encoder without ImageNet weights (pretrained=False, MODEL.pretrained False)"
+            ) from err
         load_weights(net, path, drop_prefixes=spec.imagenet_drop, optional_suffixes=OPTIONAL_KEYS + COMPAT_BUFFERS)
     return net
 
 
-def build_decoder(arch: str, in_channels: Sequence[int], num_class: int = 150, label_tables=None,
-                  weights: str = "", use_softmax: bool = False,
-                  bn_momentum: float = ORIGINAL_BN_MOMENTUM) -> nn.Module:
+def build_decoder(
+    arch: str,
+    in_channels: Sequence[int],
+    num_class: int = 150,
+    label_tables=None,
+    weights: str = "",
+    use_softmax: bool = False,
+    bn_momentum: float = ORIGINAL_BN_MOMENTUM,
+) -> nn.Module:
     """A decoder for an encoder whose maps have `in_channels` channels (the encoder spec's `feature_channels`).
 
     Its classes are `num_class`, or for the decoders that read label tables (UPP) the tables in the
@@ -111,9 +129,14 @@ def build_decoder(arch: str, in_channels: Sequence[int], num_class: int = 150, l
     original's initialisation.
     """
     spec: DecoderSpec = lookup(DECODERS, arch, "decoder")
-    net = spec.cls.from_widths(tuple(in_channels), num_class=num_class, label_tables=label_tables,
-                               use_softmax=use_softmax, norm_layer=partial(SynchronizedBatchNorm2d, momentum=bn_momentum),
-                               **spec.options)
+    net = spec.cls.from_widths(
+        tuple(in_channels),
+        num_class=num_class,
+        label_tables=label_tables,
+        use_softmax=use_softmax,
+        norm_layer=partial(SynchronizedBatchNorm2d, momentum=bn_momentum),
+        **spec.options,
+    )
     if weights:
         load_weights(net, weights)
     else:
@@ -134,8 +157,13 @@ class ModelBuilder:
             nn.init.constant_(m.bias, 1e-4)
 
     @staticmethod
-    def build_encoder(arch: str = "resnet50dilated", fc_dim: int = 512, weights: str = "",
-                      pretrained: bool = True, bn_momentum: float = ORIGINAL_BN_MOMENTUM) -> nn.Module:
+    def build_encoder(
+        arch: str = "resnet50dilated",
+        fc_dim: int = 512,
+        weights: str = "",
+        pretrained: bool = True,
+        bn_momentum: float = ORIGINAL_BN_MOMENTUM,
+    ) -> nn.Module:
         """An encoder; `weights` loads a checkpoint, else `pretrained` loads the ImageNet weights.
 
         `fc_dim` is accepted for the original's signature; the encoder fixes its own width.
@@ -143,9 +171,16 @@ class ModelBuilder:
         return build_encoder(arch, weights, pretrained, bn_momentum)
 
     @staticmethod
-    def build_decoder(arch: str = "ppm_deepsup", fc_dim: int = 512, num_class: int = 150, weights: str = "",
-                      use_softmax: bool = False, fpn_inplanes: Sequence[int] | None = None,
-                      bn_momentum: float = ORIGINAL_BN_MOMENTUM, label_tables: str | None = None) -> nn.Module:
+    def build_decoder(
+        arch: str = "ppm_deepsup",
+        fc_dim: int = 512,
+        num_class: int = 150,
+        weights: str = "",
+        use_softmax: bool = False,
+        fpn_inplanes: Sequence[int] | None = None,
+        bn_momentum: float = ORIGINAL_BN_MOMENTUM,
+        label_tables: str | None = None,
+    ) -> nn.Module:
         """A decoder for an encoder whose last map has `fc_dim` channels (the original's signature).
 
         UPerNet and UPP read all the encoder's maps: their widths are `fpn_inplanes`, or those of the
@@ -157,5 +192,8 @@ class ModelBuilder:
         if widths is None:
             if spec.cls.needs_all_widths:
                 raise ValueError(f"{arch} cannot tell the encoder's map widths from fc_dim={fc_dim}; pass fpn_inplanes")
-            widths = (fc_dim // 2, fc_dim)  # what the others read: the last map, and the one before for deep supervision
+            widths = (
+                fc_dim // 2,
+                fc_dim,
+            )  # what the others read: the last map, and the one before for deep supervision
         return build_decoder(arch, widths, num_class, label_tables, weights, use_softmax, bn_momentum)

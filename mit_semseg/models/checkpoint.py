@@ -1,4 +1,5 @@
 """Reading state dicts from disk safely and loading them strictly, with errors that name the file."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,12 @@ def _listing(title: str, items: list[str]) -> str:
     return f"\n  {title} ({len(items)}): " + ", ".join(items[:MAX_LISTED]) + more
 
 
-def load_weights(module: nn.Module, path: str | os.PathLike, drop_prefixes: Iterable[str] = (),
-                 optional_suffixes: Iterable[str] = OPTIONAL_KEYS) -> None:
+def load_weights(
+    module: nn.Module,
+    path: str | os.PathLike,
+    drop_prefixes: Iterable[str] = (),
+    optional_suffixes: Iterable[str] = OPTIONAL_KEYS,
+) -> None:
     """Load `path` into `module` strictly, except for keys ending in `optional_suffixes`.
 
     Keys starting with one of `drop_prefixes` (an ImageNet classifier, say) are ignored.
@@ -46,12 +51,18 @@ def load_weights(module: nn.Module, path: str | os.PathLike, drop_prefixes: Iter
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith(optional)]
     unexpected = [k for k in state if k not in expected]
-    misshaped = [f"{k} (file {tuple(v.shape)}, model {tuple(expected[k].shape)})"
-                 for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    misshaped = [
+        f"{k} (file {tuple(v.shape)}, model {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
     if missing or unexpected or misshaped:
         message = f"{os.fspath(path)} does not fit {type(module).__name__}:"
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("mis-shaped keys", misshaped)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("mis-shaped keys", misshaped),
+        ):
             if items:
                 message += _listing(title, items)
         raise CheckpointError(message)

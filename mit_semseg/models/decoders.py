@@ -7,6 +7,7 @@ return class probabilities, resized bilinearly to `segSize` first when it is giv
 Each decoder class declares whether it is deep-supervised (`deep_sup`) and is built for an
 encoder from the widths of the encoder's maps (`from_widths`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -69,8 +70,14 @@ class C1(Decoder):
     `deepsup_dim`: the width of the second-to-last map, which deep supervision reads (the original: fc_dim // 2).
     """
 
-    def __init__(self, num_class: int = 150, fc_dim: int = 2048, use_softmax: bool = False,
-                 norm_layer: NormLayer = SynchronizedBatchNorm2d, deepsup_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        num_class: int = 150,
+        fc_dim: int = 2048,
+        use_softmax: bool = False,
+        norm_layer: NormLayer = SynchronizedBatchNorm2d,
+        deepsup_dim: int | None = None,
+    ) -> None:
         super().__init__(use_softmax)
         self.cbr = conv3x3_bn_relu(fc_dim, fc_dim // 4, norm_layer=norm_layer)
         if self.deep_sup:
@@ -98,18 +105,34 @@ class PPM(Decoder):
     `deepsup_dim`: the width of the second-to-last map, which deep supervision reads (the original: fc_dim // 2).
     """
 
-    def __init__(self, num_class: int = 150, fc_dim: int = 4096, use_softmax: bool = False,
-                 pool_scales: Sequence[int] = PPM_SCALES, norm_layer: NormLayer = SynchronizedBatchNorm2d,
-                 deepsup_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        num_class: int = 150,
+        fc_dim: int = 4096,
+        use_softmax: bool = False,
+        pool_scales: Sequence[int] = PPM_SCALES,
+        norm_layer: NormLayer = SynchronizedBatchNorm2d,
+        deepsup_dim: int | None = None,
+    ) -> None:
         super().__init__(use_softmax)
         self.ppm = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False),
-                          norm_layer(PPM_CHANNELS), nn.ReLU(inplace=True)) for scale in pool_scales)
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(scale),
+                nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False),
+                norm_layer(PPM_CHANNELS),
+                nn.ReLU(inplace=True),
+            )
+            for scale in pool_scales
+        )
         if self.deep_sup:
             self.cbr_deepsup = conv3x3_bn_relu(deepsup_dim or fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
         self.conv_last = nn.Sequential(
             nn.Conv2d(fc_dim + len(pool_scales) * PPM_CHANNELS, 512, 3, padding=1, bias=False),
-            norm_layer(512), nn.ReLU(inplace=True), nn.Dropout2d(0.1), nn.Conv2d(512, num_class, 1))
+            norm_layer(512),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.1),
+            nn.Conv2d(512, num_class, 1),
+        )
         if self.deep_sup:
             self.conv_last_deepsup = nn.Conv2d(fc_dim // 4, num_class, 1)
             self.dropout_deepsup = nn.Dropout2d(0.1)
@@ -129,19 +152,23 @@ class PPMDeepsup(PPM):
     deep_sup = True
 
 
-def add_pyramid_and_fpn(module: nn.Module, fc_dim: int, fpn_inplanes: Sequence[int], fpn_dim: int, scales: int,
-                        norm_layer: NormLayer) -> None:
+def add_pyramid_and_fpn(
+    module: nn.Module, fc_dim: int, fpn_inplanes: Sequence[int], fpn_dim: int, scales: int, norm_layer: NormLayer
+) -> None:
     """UPerNet's layers after the pooling, registered on `module` in the original's order: `ppm_conv` (1x1
     conv-BN-ReLU per scale), `ppm_last_conv`, and the FPN's lateral `fpn_in` and output `fpn_out` convs."""
     module.ppm_conv = nn.ModuleList(
-        nn.Sequential(nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False), norm_layer(PPM_CHANNELS),
-                      nn.ReLU(inplace=True)) for _ in range(scales))
+        nn.Sequential(nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False), norm_layer(PPM_CHANNELS), nn.ReLU(inplace=True))
+        for _ in range(scales)
+    )
     module.ppm_last_conv = conv3x3_bn_relu(fc_dim + scales * PPM_CHANNELS, fpn_dim, norm_layer=norm_layer)
     module.fpn_in = nn.ModuleList(
         nn.Sequential(nn.Conv2d(width, fpn_dim, 1, bias=False), norm_layer(fpn_dim), nn.ReLU(inplace=True))
-        for width in fpn_inplanes[:-1])
+        for width in fpn_inplanes[:-1]
+    )
     module.fpn_out = nn.ModuleList(
-        nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1])
+        nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer)) for _ in fpn_inplanes[:-1]
+    )
 
 
 def pyramid_context(module: nn.Module, conv5: torch.Tensor, pooled: list[torch.Tensor]) -> torch.Tensor:
@@ -149,8 +176,9 @@ def pyramid_context(module: nn.Module, conv5: torch.Tensor, pooled: list[torch.T
     conv-BN-ReLU (`ppm_conv`; the ReLU does not commute with the resize), concatenated with `conv5`, fused by
     `ppm_last_conv`."""
     size = conv5.shape[-2:]
-    return module.ppm_last_conv(torch.cat([conv5] + [conv(resize(p, size)) for p, conv in zip(pooled, module.ppm_conv)],
-                                          1))
+    return module.ppm_last_conv(
+        torch.cat([conv5] + [conv(resize(p, size)) for p, conv in zip(pooled, module.ppm_conv)], 1)
+    )
 
 
 def top_down(module: nn.Module, f: torch.Tensor, conv_out: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -171,20 +199,28 @@ class UPerNet(Decoder):
 
     needs_all_widths = True
 
-    def __init__(self, num_class: int = 150, fc_dim: int = 4096, use_softmax: bool = False,
-                 pool_scales: Sequence[int] = PPM_SCALES, fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
-                 fpn_dim: int = 256, norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+    def __init__(
+        self,
+        num_class: int = 150,
+        fc_dim: int = 4096,
+        use_softmax: bool = False,
+        pool_scales: Sequence[int] = PPM_SCALES,
+        fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
+        fpn_dim: int = 256,
+        norm_layer: NormLayer = SynchronizedBatchNorm2d,
+    ) -> None:
         super().__init__(use_softmax)
         if fpn_inplanes[-1] != fc_dim:
             raise ValueError(f"UPerNet: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
         self.ppm_pooling = nn.ModuleList(nn.AdaptiveAvgPool2d(scale) for scale in pool_scales)
         add_pyramid_and_fpn(self, fc_dim, fpn_inplanes, fpn_dim, len(pool_scales), norm_layer)
-        self.conv_last = nn.Sequential(conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer),
-                                       nn.Conv2d(fpn_dim, num_class, 1))
+        self.conv_last = nn.Sequential(
+            conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer),
+            nn.Conv2d(fpn_dim, num_class, 1),
+        )
 
     @classmethod
-    def from_widths(cls, in_channels: Sequence[int], num_class: int = 150, label_tables=None,
-                    **options) -> UPerNet:
+    def from_widths(cls, in_channels: Sequence[int], num_class: int = 150, label_tables=None, **options) -> UPerNet:
         return cls(num_class=num_class, fc_dim=in_channels[-1], fpn_inplanes=tuple(in_channels), **options)
 
     def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """HRNetV2-W48 encoder: four parallel resolutions, fused repeatedly, returned as one 720-channel map."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -35,14 +36,16 @@ class HighResolutionModule(nn.Module):
         n = len(channels)
         self.branches = nn.ModuleList(
             nn.Sequential(*[BasicBlock(c, c, norm_layer=norm_layer) for _ in range(BLOCKS_PER_BRANCH)])
-            for c in channels)
+            for c in channels
+        )
         self.fuse_layers = nn.ModuleList()
         for i in range(n):
             row = nn.ModuleList()
             for j in range(n):
                 if j > i:  # lower resolution: 1x1 conv + BN, resized in forward
-                    row.append(nn.Sequential(nn.Conv2d(channels[j], channels[i], 1, bias=False),
-                                             norm_layer(channels[i])))
+                    row.append(
+                        nn.Sequential(nn.Conv2d(channels[j], channels[i], 1, bias=False), norm_layer(channels[i]))
+                    )
                 elif j == i:
                     row.append(None)
                 else:  # higher resolution: i - j stride-2 3x3 convs, ReLU between them only
@@ -75,8 +78,10 @@ def _transition(previous: Sequence[int], current: Sequence[int], norm_layer: Nor
         if i < len(previous):
             layers.append(_conv_bn(previous[i], c, norm_layer, 1, relu=True) if c != previous[i] else None)
         else:
-            steps = [_conv_bn(previous[-1], c if k == i - len(previous) else previous[-1], norm_layer, 2, relu=True)
-                     for k in range(i + 1 - len(previous))]
+            steps = [
+                _conv_bn(previous[-1], c if k == i - len(previous) else previous[-1], norm_layer, 2, relu=True)
+                for k in range(i + 1 - len(previous))
+            ]
             layers.append(nn.Sequential(*steps))
     return layers
 
@@ -93,8 +98,9 @@ class HRNetV2Encoder(nn.Module):
         previous: Sequence[int] = (64 * Bottleneck.expansion,)
         for k, (modules, channels) in enumerate(HRNET_W48_STAGES, start=1):
             self.add_module(f"transition{k}", _transition(previous, channels, norm_layer))
-            self.add_module(f"stage{k + 1}", nn.Sequential(
-                *[HighResolutionModule(channels, norm_layer) for _ in range(modules)]))
+            self.add_module(
+                f"stage{k + 1}", nn.Sequential(*[HighResolutionModule(channels, norm_layer) for _ in range(modules)])
+            )
             previous = channels
         init_conv_bn_(self)
 

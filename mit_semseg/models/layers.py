@@ -1,4 +1,5 @@
 """Small layers and helpers shared by encoders and decoders."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,8 +20,9 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
-def conv3x3_bn_relu(in_planes: int, out_planes: int, stride: int = 1,
-                    norm_layer: NormLayer = SynchronizedBatchNorm2d) -> nn.Sequential:
+def conv3x3_bn_relu(
+    in_planes: int, out_planes: int, stride: int = 1, norm_layer: NormLayer = SynchronizedBatchNorm2d
+) -> nn.Sequential:
     """The original's `cbr`: 3x3 conv, batch norm, ReLU."""
     return nn.Sequential(conv3x3(in_planes, out_planes, stride), norm_layer(out_planes), nn.ReLU(inplace=True))
 

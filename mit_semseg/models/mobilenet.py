@@ -1,4 +1,5 @@
 """MobileNetV2 (width 1.0) encoder, dilated to output stride 8, without its last 1x1 conv."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,15 @@ from torch import nn
 from .layers import NormLayer, dilate_, init_conv_bn_
 
 # (expansion t, channels c, repeats n, first stride s) of MobileNetV2's inverted-residual stages.
-INVERTED_RESIDUAL_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                              (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+INVERTED_RESIDUAL_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 # Indices into `features` whose outputs are returned as feature maps (plus the last one).
 FEATURE_MAP_INDICES = (2, 4, 7, 14)
 
@@ -21,9 +29,13 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers += [nn.Conv2d(inp, hidden, 1, bias=False), norm_layer(hidden), nn.ReLU6(inplace=True)]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), norm_layer(hidden),
-                   nn.ReLU6(inplace=True),
-                   nn.Conv2d(hidden, oup, 1, bias=False), norm_layer(oup)]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            norm_layer(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, oup, 1, bias=False),
+            norm_layer(oup),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,8 +47,9 @@ class MobileNetV2DilatedEncoder(nn.Module):
 
     def __init__(self, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
-        blocks: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), norm_layer(32),
-                                                 nn.ReLU6(inplace=True))]
+        blocks: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), norm_layer(32), nn.ReLU6(inplace=True))
+        ]
         channels = 32
         for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
             for i in range(n):

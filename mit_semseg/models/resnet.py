@@ -1,4 +1,5 @@
 """ResNet and ResNeXt encoders with the original's deep stem, plain or dilated (output stride 8)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,8 +13,14 @@ from .layers import NormLayer, conv1x1, conv3x3, dilate_, init_conv_bn_
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = norm_layer(planes)
@@ -35,8 +42,14 @@ class Bottleneck(nn.Module):
     expansion = 4
     groups = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = norm_layer(planes)
@@ -62,13 +75,20 @@ class GroupBottleneck(Bottleneck):
     groups = 32
 
 
-def make_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int, blocks: int,
-               stride: int, norm_layer: NormLayer) -> nn.Sequential:
+def make_layer(
+    block: type[BasicBlock] | type[Bottleneck],
+    inplanes: int,
+    planes: int,
+    blocks: int,
+    stride: int,
+    norm_layer: NormLayer,
+) -> nn.Sequential:
     """A stage of `blocks` residual blocks; the first one may change stride and width."""
     downsample = None
     if stride != 1 or inplanes != planes * block.expansion:
-        downsample = nn.Sequential(conv1x1(inplanes, planes * block.expansion, stride),
-                                   norm_layer(planes * block.expansion))
+        downsample = nn.Sequential(
+            conv1x1(inplanes, planes * block.expansion, stride), norm_layer(planes * block.expansion)
+        )
     layers = [block(inplanes, planes, stride, downsample, norm_layer=norm_layer)]
     layers += [block(planes * block.expansion, planes, norm_layer=norm_layer) for _ in range(1, blocks)]
     return nn.Sequential(*layers)
@@ -77,9 +97,14 @@ def make_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes
 class ResNetEncoder(nn.Module):
     """Deep-stem ResNet without its classifier; returns the outputs of layer1..layer4."""
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
-                 widths: Sequence[int] = (64, 128, 256, 512), dilated: bool = False,
-                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        widths: Sequence[int] = (64, 128, 256, 512),
+        dilated: bool = False,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+    ) -> None:
         super().__init__()
         self.conv1 = conv3x3(3, 64, stride=2)
         self.bn1 = norm_layer(64)
@@ -126,5 +151,6 @@ def resnet101(dilated: bool = False, norm_layer: NormLayer = nn.BatchNorm2d) -> 
 
 
 def resnext101(dilated: bool = False, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNetEncoder:
-    return ResNetEncoder(GroupBottleneck, (3, 4, 23, 3), widths=(128, 256, 512, 1024), dilated=dilated,
-                         norm_layer=norm_layer)
+    return ResNetEncoder(
+        GroupBottleneck, (3, 4, 23, 3), widths=(128, 256, 512, 1024), dilated=dilated, norm_layer=norm_layer
+    )

@@ -1,4 +1,5 @@
 """SegmentationModule: encoder + decoder + loss, as the original's training and inference wrapper."""
+
 from __future__ import annotations
 
 import torch
@@ -8,8 +9,9 @@ from torch import nn
 class SegmentationModule(nn.Module):
     """`forward(feed_dict)` gives (loss, pixel accuracy); with `segSize` it gives probabilities (N, C, H, W)."""
 
-    def __init__(self, net_enc: nn.Module, net_dec: nn.Module, crit: nn.Module,
-                 deep_sup_scale: float | None = None) -> None:
+    def __init__(
+        self, net_enc: nn.Module, net_dec: nn.Module, crit: nn.Module, deep_sup_scale: float | None = None
+    ) -> None:
         super().__init__()
         self.encoder = net_enc
         self.decoder = net_dec

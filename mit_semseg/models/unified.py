@@ -1,4 +1,5 @@
 """UnifiedParsingModule: encoder + UPP decoder + the multi-task losses of Unified Perceptual Parsing."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,13 @@ def accuracy(log_probs: torch.Tensor, target: torch.Tensor, ignore: int) -> torc
     return ((log_probs.argmax(1) == target) & valid).sum() / valid.sum().clamp_min(1)
 
 
-def part_loss(groups: list[torch.Tensor], seg_part: torch.Tensor, seg_object: torch.Tensor,
-              valid_part: torch.Tensor, object_labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def part_loss(
+    groups: list[torch.Tensor],
+    seg_part: torch.Tensor,
+    seg_object: torch.Tensor,
+    valid_part: torch.Tensor,
+    object_labels: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The part loss and accuracy: per group, the mean NLL over the pixels of its object in images where the
     group is valid, summed over groups; accuracy over all those pixels."""
     loss = seg_part.new_zeros((), dtype=torch.float32)
@@ -46,8 +52,9 @@ class UnifiedParsingModule(nn.Module):
     `seg_material` (0 unlabelled), `seg_part` with `valid_part`, `scene` (-1 none).
     """
 
-    def __init__(self, net_enc: nn.Module, net_dec: nn.Module, tables: LabelTables,
-                 loss_weights: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, net_enc: nn.Module, net_dec: nn.Module, tables: LabelTables, loss_weights: dict[str, float] | None = None
+    ) -> None:
         super().__init__()
         self.encoder, self.decoder = net_enc, net_dec
         self.part_objects = [g.object_label for g in tables.groups]
@@ -70,7 +77,8 @@ class UnifiedParsingModule(nn.Module):
             losses["scene"] = masked_nll(pred["scene"], feed_dict["scene"], -1)
             stats["scene_acc"] = accuracy(pred["scene"], feed_dict["scene"], -1)
         if "part" in pred:
-            losses["part"], stats["part_acc"] = part_loss(pred["part"], feed_dict["seg_part"], feed_dict["seg_object"],
-                                                          feed_dict["valid_part"], self.part_objects)
+            losses["part"], stats["part_acc"] = part_loss(
+                pred["part"], feed_dict["seg_part"], feed_dict["seg_object"], feed_dict["valid_part"], self.part_objects
+            )
         stats.update({f"{task}_loss": value.detach() for task, value in losses.items()})
         return sum(self.loss_weights[task] * value for task, value in losses.items()), stats

@@ -4,6 +4,7 @@ Pyramid pooling uses Precise RoI pooling of the whole last map; a top-down FPN g
 scene head reads the pooled context, the material head P2, and the object and part heads the
 fusion of P2..P5. The part head has one group of channels per object with parts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -33,9 +34,16 @@ class UPPDecoder(nn.Module):
     deep_sup = False
     needs_all_widths = True
 
-    def __init__(self, tables: LabelTables, fc_dim: int = 2048, use_softmax: bool = False,
-                 pool_scales: Sequence[int] = PPM_SCALES, fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
-                 fpn_dim: int = 256, norm_layer: NormLayer = SynchronizedBatchNorm2d) -> None:
+    def __init__(
+        self,
+        tables: LabelTables,
+        fc_dim: int = 2048,
+        use_softmax: bool = False,
+        pool_scales: Sequence[int] = PPM_SCALES,
+        fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
+        fpn_dim: int = 256,
+        norm_layer: NormLayer = SynchronizedBatchNorm2d,
+    ) -> None:
         super().__init__()
         if fpn_inplanes[-1] != fc_dim:
             raise ValueError(f"UPP: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
@@ -45,15 +53,23 @@ class UPPDecoder(nn.Module):
         self.ppm_pooling = nn.ModuleList(PrRoIPool2D(scale, scale, 1.0) for scale in pool_scales)
         add_pyramid_and_fpn(self, fc_dim, fpn_inplanes, fpn_dim, len(pool_scales), norm_layer)
         self.conv_fusion = conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer)
-        self.scene_head = nn.Sequential(conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer),
-                                        nn.AdaptiveAvgPool2d(1), nn.Conv2d(fpn_dim, classes["scene"], 1))
+        self.scene_head = nn.Sequential(
+            conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(fpn_dim, classes["scene"], 1),
+        )
         self.object_head = _head(fpn_dim, classes["object"], norm_layer)
         self.part_head = _head(fpn_dim, classes["part"], norm_layer)
         self.material_head = _head(fpn_dim, classes["material"], norm_layer)
 
     @classmethod
-    def from_widths(cls, in_channels: Sequence[int], num_class: int | None = None,
-                    label_tables: LabelTables | str | None = None, **options) -> UPPDecoder:
+    def from_widths(
+        cls,
+        in_channels: Sequence[int],
+        num_class: int | None = None,
+        label_tables: LabelTables | str | None = None,
+        **options,
+    ) -> UPPDecoder:
         """The decoder for an encoder whose maps have `in_channels` channels; its classes come from the label
         tables (a folder, or None for the Broden+ tables shipped), not from `num_class`."""
         tables = label_tables if isinstance(label_tables, LabelTables) else read_label_tables(label_tables)

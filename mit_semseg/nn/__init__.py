@@ -1,6 +1,13 @@
 """Neural-network building blocks shared by the models."""
+
 from .batchnorm import DistributedBatchNorm2d, SynchronizedBatchNorm2d, link_replicas, to_distributed
 from .prroi_pool import PrRoIPool2D, prroi_pool2d
 
-__all__ = ["DistributedBatchNorm2d", "PrRoIPool2D", "SynchronizedBatchNorm2d", "link_replicas", "prroi_pool2d",
-           "to_distributed"]
+__all__ = [
+    "DistributedBatchNorm2d",
+    "PrRoIPool2D",
+    "SynchronizedBatchNorm2d",
+    "link_replicas",
+    "prroi_pool2d",
+    "to_distributed",
+]

@@ -1,4 +1,5 @@
 """The project's batch norm: `nn.BatchNorm2d` with the original's checkpoint buffers and cross-replica sync."""
+
 from __future__ import annotations
 
 import threading
@@ -59,8 +60,14 @@ class CompatBuffers:
     saved, so checkpoints load into the original code and back.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = ORIGINAL_BN_MOMENTUM,
-                 affine: bool = True, **kwargs) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = ORIGINAL_BN_MOMENTUM,
+        affine: bool = True,
+        **kwargs,
+    ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, affine=affine, **kwargs)
         self.register_buffer("_tmp_running_mean", torch.zeros(num_features))
         self.register_buffer("_tmp_running_var", torch.ones(num_features))

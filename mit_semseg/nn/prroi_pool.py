@@ -6,6 +6,7 @@ the bin's area. The surface is a sum of separable hat functions, one per sample,
 over a bin is `sum_ij F[i, j] * Wy[i] * Wx[j]`, where `Wy` and `Wx` integrate a hat function over
 the bin's extent along each axis: two small matrix products per roi, no loop over pixels.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, samples:
     return cumulative[:, 1:] - cumulative[:, :-1]
 
 
-def prroi_pool2d(features: torch.Tensor, rois: torch.Tensor, pooled_height: int, pooled_width: int,
-                 spatial_scale: float = 1.0) -> torch.Tensor:
+def prroi_pool2d(
+    features: torch.Tensor, rois: torch.Tensor, pooled_height: int, pooled_width: int, spatial_scale: float = 1.0
+) -> torch.Tensor:
     """Precise RoI pooling of `features` (N, C, H, W) over `rois` (K, 5) rows `[batch_index, x0, y0, x1, y1]`.
 
     Returns (K, C, pooled_height, pooled_width). Coordinates are multiplied by `spatial_scale`
@@ -39,8 +41,9 @@ def prroi_pool2d(features: torch.Tensor, rois: torch.Tensor, pooled_height: int,
     if features.dim() != 4:
         raise ValueError(f"prroi_pool2d: features must be (N, C, H, W), got shape {tuple(features.shape)}")
     if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError(f"prroi_pool2d: rois must be (K, 5) rows [batch_index, x0, y0, x1, y1], got shape "
-                         f"{tuple(rois.shape)}")
+        raise ValueError(
+            f"prroi_pool2d: rois must be (K, 5) rows [batch_index, x0, y0, x1, y1], got shape {tuple(rois.shape)}"
+        )
     if pooled_height <= 0 or pooled_width <= 0:
         raise ValueError(f"prroi_pool2d: pooled size must be positive, got {pooled_height} x {pooled_width}")
     dtype = torch.promote_types(features.dtype, torch.float32)
@@ -70,5 +73,6 @@ class PrRoIPool2D(nn.Module):
         return prroi_pool2d(features, rois, self.pooled_height, self.pooled_width, self.spatial_scale)
 
     def extra_repr(self) -> str:
-        return f"pooled_height={self.pooled_height}, pooled_width={self.pooled_width}, " \
-               f"spatial_scale={self.spatial_scale}"
+        return (
+            f"pooled_height={self.pooled_height}, pooled_width={self.pooled_width}, spatial_scale={self.spatial_scale}"
+        )

@@ -3,6 +3,7 @@
 The decoder of a config decides its task: `task_for(cfg)` is asked once by training, evaluation,
 `test.py`, `Segmenter` and the benches, which then only call the task's methods (`Task`).
 """
+
 from __future__ import annotations
 
 from ..models.builder import DECODERS, lookup

@@ -1,4 +1,5 @@
 """The interface of a task, and the model factory every entry point uses."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -45,8 +46,15 @@ class Task:
         m = self.cfg.MODEL
         weights = weights or {"encoder": m.weights_encoder, "decoder": m.weights_decoder}
         encoder = build_encoder(m.arch_encoder, weights["encoder"], m.pretrained and not inference, m.bn_momentum)
-        decoder = build_decoder(m.arch_decoder, ENCODERS[m.arch_encoder].feature_channels, self.cfg.DATASET.num_class,
-                                self.cfg.DATASET.label_tables, weights["decoder"], inference, m.bn_momentum)
+        decoder = build_decoder(
+            m.arch_decoder,
+            ENCODERS[m.arch_encoder].feature_channels,
+            self.cfg.DATASET.num_class,
+            self.cfg.DATASET.label_tables,
+            weights["decoder"],
+            inference,
+            m.bn_momentum,
+        )
         return self.module(encoder, decoder)
 
     def load(self, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> nn.Module:
@@ -75,8 +83,17 @@ class Task:
         """A few words on the training records, after their count (e.g. their sources)."""
         return ""
 
-    def train_loader(self, records: Sequence[dict], num_batches: int, per_step: int, epoch: int, start: int,
-                     rank: int, world_size: int, pin_memory: bool):
+    def train_loader(
+        self,
+        records: Sequence[dict],
+        num_batches: int,
+        per_step: int,
+        epoch: int,
+        start: int,
+        rank: int,
+        world_size: int,
+        pin_memory: bool,
+    ):
         """The epoch's training batches from batch `start`; `per_step` batches (one per device) make a step."""
         raise NotImplementedError
 

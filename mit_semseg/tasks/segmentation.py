@@ -1,4 +1,5 @@
 """Semantic segmentation (the original's task): one class per pixel, `.odgt` record lists, a confusion matrix."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -78,8 +79,10 @@ class SegmentationTask(Task):
         label = item["seg_label"].numpy()
         pred = predict(model, item["img_data"], label.shape, self.cfg.VAL.flip).numpy()
         if picture_path:
-            write_picture(picture_path, [item["img_ori"], labelled(label, self.names, self.colors),
-                                         labelled(pred, self.names, self.colors)])
+            write_picture(
+                picture_path,
+                [item["img_ori"], labelled(label, self.names, self.colors), labelled(pred, self.names, self.colors)],
+            )
         return confusion_counts(pred, label, self.cfg.DATASET.num_class)
 
     def metrics(self) -> SegmentationMetrics:
@@ -91,9 +94,11 @@ class SegmentationTask(Task):
         for c in sorted(summary["classes"], key=lambda c: c["iou"])[:10]:
             print(f"  {c['name']:<24} IoU {c['iou']:.4f}  accuracy {100 * c['accuracy']:.2f}%")
         print(f"Per-class IoU and accuracy: {path}")
-        print(f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; pixel accuracy "
-              f"{100 * summary['pixel_accuracy']:.2f}%, mean class accuracy {100 * summary['mean_accuracy']:.2f}%, "
-              f"frequency-weighted IoU {summary['frequency_weighted_iou']:.4f}")
+        print(
+            f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; pixel accuracy "
+            f"{100 * summary['pixel_accuracy']:.2f}%, mean class accuracy {100 * summary['mean_accuracy']:.2f}%, "
+            f"frequency-weighted IoU {summary['frequency_weighted_iou']:.4f}"
+        )
         print(f"Mean IoU: {summary['mean_iou']:.4f}, Accuracy: {100 * summary['pixel_accuracy']:.2f}%")
 
     def class_names(self) -> list[str]:

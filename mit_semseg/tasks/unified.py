@@ -9,6 +9,7 @@ Evaluation, per head:
   ground-truth object; accuracy over ground-truth part pixels > 0, IoU of each part 1..n_i-1 and
   their mean; the reported part figures are means over the groups seen in validation.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,13 @@ TOP_SCENES = 5
 
 
 @torch.inference_mode()
-def predict_multitask(model: UnifiedParsingModule, img_data: list[torch.Tensor], size: tuple[int, int],
-                      flip: bool = False, probabilities: bool = False):
+def predict_multitask(
+    model: UnifiedParsingModule,
+    img_data: list[torch.Tensor],
+    size: tuple[int, int],
+    flip: bool = False,
+    probabilities: bool = False,
+):
     """Every head's prediction for one image given at every scale (probabilities averaged over scales).
 
     `scene`: S probabilities; `object`, `material`: H x W class maps; `part`: H x W, each pixel's index
@@ -64,7 +70,7 @@ def predict_multitask(model: UnifiedParsingModule, img_data: list[torch.Tensor],
         inside = objects == obj
         if not (probabilities or inside.any()):
             continue
-        group = fuse([x["part"][bounds[g]:bounds[g + 1]] for x in logits], size, probabilities)
+        group = fuse([x["part"][bounds[g] : bounds[g + 1]] for x in logits], size, probabilities)
         index = group[0] if probabilities else group
         part[inside] = index[inside]
         if probabilities:
@@ -73,13 +79,16 @@ def predict_multitask(model: UnifiedParsingModule, img_data: list[torch.Tensor],
     if not probabilities:
         return dict(pred, material=fused["material"].cpu())
     pred["material"] = fused["material"][0].cpu()
-    probs = {"scene": scene.cpu(), "object": fused["object"][1].cpu(), "material": fused["material"][1].cpu(),
-             "part": part_probs}
+    probs = {
+        "scene": scene.cpu(),
+        "object": fused["object"][1].cpu(),
+        "material": fused["material"][1].cpu(),
+        "part": part_probs,
+    }
     return pred, probs
 
 
-def measure(pred: dict, maps: dict[str, np.ndarray], scene: int, tables: LabelTables,
-            targets: PartTargets) -> dict:
+def measure(pred: dict, maps: dict[str, np.ndarray], scene: int, tables: LabelTables, targets: PartTargets) -> dict:
     """One image's counts: confusion cells per pixel task and part group, and the scene (label, prediction)."""
     counts: dict = {}
     sizes = {"object": len(tables.objects), "material": len(tables.materials)}
@@ -105,8 +114,12 @@ def _without_unlabelled(matrix: ConfusionMatrix, names: list[str]) -> dict:
     """Accuracy and IoUs of classes 1..n-1 of a matrix whose class 0 is 'unlabelled' (never a label)."""
     full = matrix.summary(names)
     classes = full["classes"][1:]
-    return {"pixel_accuracy": full["pixel_accuracy"], "mean_iou": float(np.mean([c["iou"] for c in classes])),
-            "labelled_pixels": full["labelled_pixels"], "classes": classes}
+    return {
+        "pixel_accuracy": full["pixel_accuracy"],
+        "mean_iou": float(np.mean([c["iou"] for c in classes])),
+        "labelled_pixels": full["labelled_pixels"],
+        "classes": classes,
+    }
 
 
 class UnifiedMetrics:
@@ -114,8 +127,10 @@ class UnifiedMetrics:
 
     def __init__(self, tables: LabelTables) -> None:
         self.tables = tables
-        self.pixels = {"object": ConfusionMatrix(len(tables.objects)),
-                       "material": ConfusionMatrix(len(tables.materials))}
+        self.pixels = {
+            "object": ConfusionMatrix(len(tables.objects)),
+            "material": ConfusionMatrix(len(tables.materials)),
+        }
         self.parts = [ConfusionMatrix(len(g.part_labels)) for g in tables.groups]
         self.part_images = [0] * len(tables.groups)
         self.scene_correct = self.scene_images = 0
@@ -134,17 +149,21 @@ class UnifiedMetrics:
 
     def summary(self) -> dict:
         t = self.tables
-        out = {"object": _without_unlabelled(self.pixels["object"], list(t.objects)),
-               "material": _without_unlabelled(self.pixels["material"], list(t.materials)),
-               "scene": {"accuracy": self.scene_correct / max(self.scene_images, 1), "images": self.scene_images}}
+        out = {
+            "object": _without_unlabelled(self.pixels["object"], list(t.objects)),
+            "material": _without_unlabelled(self.pixels["material"], list(t.materials)),
+            "scene": {"accuracy": self.scene_correct / max(self.scene_images, 1), "images": self.scene_images},
+        }
         groups = []
         for g, group in enumerate(t.groups):
             if self.part_images[g]:
                 figures = _without_unlabelled(self.parts[g], list(group.part_names))
                 groups.append({"object": group.object_name, "images": self.part_images[g], **figures})
-        out["part"] = {"mean_iou": float(np.mean([g["mean_iou"] for g in groups])) if groups else 0.0,
-                       "pixel_accuracy": float(np.mean([g["pixel_accuracy"] for g in groups])) if groups else 0.0,
-                       "groups": groups}
+        out["part"] = {
+            "mean_iou": float(np.mean([g["mean_iou"] for g in groups])) if groups else 0.0,
+            "pixel_accuracy": float(np.mean([g["pixel_accuracy"] for g in groups])) if groups else 0.0,
+            "groups": groups,
+        }
         return out
 
 
@@ -176,8 +195,10 @@ class UnifiedParsingTask(Task):
         except DataError as err:
             raise ConfigError(f"DATASET.label_tables: {err}") from err
         if cfg.TEST.mode != "whole":
-            raise ConfigError(f"TEST.mode {cfg.TEST.mode}: a UPP decoder ({cfg.MODEL.arch_decoder}) predicts whole "
-                              "images only; use TEST.mode whole")
+            raise ConfigError(
+                f"TEST.mode {cfg.TEST.mode}: a UPP decoder ({cfg.MODEL.arch_decoder}) predicts whole "
+                "images only; use TEST.mode whole"
+            )
 
     def module(self, encoder: nn.Module, decoder: nn.Module) -> UnifiedParsingModule:
         weights = {head: self.cfg.TRAIN[f"loss_weight_{head}"] for head in HEADS}
@@ -193,19 +214,23 @@ class UnifiedParsingTask(Task):
     def describe_records(self, records: Sequence[dict]) -> str:
         return "sources: " + "; ".join(
             f"{name} ({sum(str(r['source']) == name for r in records)} images: {', '.join(tasks)})"
-            for name, tasks in source_tasks(records).items())
+            for name, tasks in source_tasks(records).items()
+        )
 
     def train_loader(self, records, num_batches, per_step, epoch, start, rank, world_size, pin_memory):
-        return build_multitask_train_loader(records, self.tables, self.cfg, num_batches, per_step, epoch, start, rank,
-                                            world_size, pin_memory)
+        return build_multitask_train_loader(
+            records, self.tables, self.cfg, num_batches, per_step, epoch, start, rank, world_size, pin_memory
+        )
 
     def val_dataset(self, records: Sequence[dict]) -> MultiTaskValDataset:
         return MultiTaskValDataset(records, self.cfg, self.tables)
 
     def measure(self, model, item: dict, picture_path: str | None) -> dict:
         """The image's counts; with `picture_path`, also its image | object | part | material picture there."""
-        pred = {k: v.numpy() for k, v in predict_multitask(model, item["img_data"], item["img_ori"].shape[:2],
-                                                           self.cfg.VAL.flip).items()}
+        pred = {
+            k: v.numpy()
+            for k, v in predict_multitask(model, item["img_data"], item["img_ori"].shape[:2], self.cfg.VAL.flip).items()
+        }
         if picture_path:
             labels = dict(pred, part=self.tables.part_labels(pred["object"], pred["part"]))
             write_picture(picture_path, prediction_panels(item["img_ori"], labels, self.tables))
@@ -219,10 +244,14 @@ class UnifiedParsingTask(Task):
         for task in ("object", "part", "material"):
             figures = summary[task]
             print(f"{task:<10}{figures['mean_iou']:>10.4f}{100 * figures['pixel_accuracy']:>9.2f}%")
-        print(f"{'scene':<10}{'':>10}{100 * summary['scene']['accuracy']:>9.2f}%  ({summary['scene']['images']} "
-              "images with a scene label)")
-        print(f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; per-class and per-group "
-              f"figures: {path}")
+        print(
+            f"{'scene':<10}{'':>10}{100 * summary['scene']['accuracy']:>9.2f}%  ({summary['scene']['images']} "
+            "images with a scene label)"
+        )
+        print(
+            f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; per-class and per-group "
+            f"figures: {path}"
+        )
 
     def class_names(self) -> list[str]:
         return list(self.tables.objects)
@@ -231,8 +260,9 @@ class UnifiedParsingTask(Task):
         """`scene` (S probabilities), `object`, `part`, `material` (H x W int64 maps of table labels; a pixel's part is
         in its predicted object's group); with `probabilities`, also each head's probabilities (`predict_multitask`)."""
         d = self.cfg.DATASET
-        images = multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant,
-                                    self.cfg.MODEL.input_normalisation)
+        images = multi_scale_images(
+            image, d.imgSizes, d.imgMaxSize, d.padding_constant, self.cfg.MODEL.input_normalisation
+        )
         out = predict_multitask(model, images, image.shape[:2], probabilities=probabilities)
         pred, probs = out if probabilities else (out, None)
         pred = {k: v.numpy() for k, v in pred.items()}
@@ -250,9 +280,11 @@ class UnifiedParsingTask(Task):
         for task, dtype in (("object", np.uint16), ("part", np.uint16), ("material", np.uint8)):
             cv2.imwrite(f"{stem}_{task}.png", pred[task].astype(dtype))
         top = np.argsort(-pred["scene"])[:TOP_SCENES]
-        summary = {"scenes": [{"name": t.scenes[i], "probability": float(pred["scene"][i])} for i in top],
-                   "objects": {t.objects[c]: s for c, s in shares(pred["object"], len(t.objects))},
-                   "materials": {t.materials[c]: s for c, s in shares(pred["material"], len(t.materials))}}
+        summary = {
+            "scenes": [{"name": t.scenes[i], "probability": float(pred["scene"][i])} for i in top],
+            "objects": {t.objects[c]: s for c, s in shares(pred["object"], len(t.objects))},
+            "materials": {t.materials[c]: s for c, s in shares(pred["material"], len(t.materials))},
+        }
         with open(f"{stem}.json", "w") as f:
             json.dump(summary, f, indent=1)
         scenes = ", ".join(f"{s['name']} {100 * s['probability']:.1f}%" for s in summary["scenes"][:3])

@@ -4,6 +4,7 @@ Images are given as arrays; labels as raw label maps in each source's own label 
 index has the real release's 22,210 entries in the real order (the ADE challenge's scene list) and
 3,688 object names; OpenSurfaces is its release's Django JSON dumps.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,10 +55,14 @@ def write_ade20k(raw: Path, images: dict[int, dict], renamed: dict[int, str] | N
         _png_rgb(Path(f"{stem}_seg.png"), ade_encode(im["objects"]))
         if im.get("parts") is not None:
             _png_rgb(Path(f"{stem}_parts_1.png"), ade_encode(im["parts"]))
-    index = {"filename": np.array(names, dtype=object), "folder": np.array(folders, dtype=object),
-             "scene": np.array(["~not labeled", "forest/broadleaf", "bakery/shop"] * (len(names) // 3 + 1),
-                               dtype=object)[:len(names)],
-             "objectnames": np.array([f"object {k}" for k in range(1, ADE_OBJECT_NAMES + 1)], dtype=object)}
+    index = {
+        "filename": np.array(names, dtype=object),
+        "folder": np.array(folders, dtype=object),
+        "scene": np.array(["~not labeled", "forest/broadleaf", "bakery/shop"] * (len(names) // 3 + 1), dtype=object)[
+            : len(names)
+        ],
+        "objectnames": np.array([f"object {k}" for k in range(1, ADE_OBJECT_NAMES + 1)], dtype=object),
+    }
     root.mkdir(parents=True, exist_ok=True)
     savemat(str(root / "index_ade20k.mat"), {"index": index})
 
@@ -77,15 +82,21 @@ def write_pascal(raw: Path, images: list[dict]) -> None:
     for im in images:
         _jpeg(voc / "JPEGImages" / f"{im['id']}.jpg", im["image"])
         (raw / "pascal_context" / "trainval").mkdir(parents=True, exist_ok=True)
-        savemat(str(raw / "pascal_context" / "trainval" / f"{im['id']}.mat"),
-                {"LabelMap": im["context"].astype(np.uint16)})
+        savemat(
+            str(raw / "pascal_context" / "trainval" / f"{im['id']}.mat"), {"LabelMap": im["context"].astype(np.uint16)}
+        )
         (raw / "pascal_part" / "Annotations_Part").mkdir(parents=True, exist_ok=True)
         if im.get("objects") is None:
             continue
         objects = []
         for k, obj in enumerate(im["objects"]):
-            parts = _struct_array([{"part_name": n, "mask": m.astype(np.uint8)} for n, m in obj["parts"]],
-                                  ("part_name", "mask")) if obj["parts"] else np.zeros((0, 0))
+            parts = (
+                _struct_array(
+                    [{"part_name": n, "mask": m.astype(np.uint8)} for n, m in obj["parts"]], ("part_name", "mask")
+                )
+                if obj["parts"]
+                else np.zeros((0, 0))
+            )
             mask = np.zeros(im["context"].shape, np.uint8)
             objects.append({"class": obj["class"], "class_ind": k + 1, "mask": mask, "parts": parts})
         anno = {"imname": im["id"], "objects": _struct_array(objects, ("class", "class_ind", "mask", "parts"))}
@@ -103,17 +114,23 @@ def write_opensurfaces_release(raw: Path, photos: list[dict], shapes: list[dict]
     substances = [(pk, name, False) for pk, (_, name) in read_substance_colors().items()]
     substances += [(pk, name, True) for pk, name in failed_substances]
     dumps = {
-        "photos.photo.json": photos, "shapes.materialshape.json": shapes,
-        "photos.photoscenecategory.json": [{"pk": 1, "name": "kitchen", "description": ""},
-                                           {"pk": 2, "name": "bathroom", "description": ""}],
-        "shapes.shapesubstance.json": [{"pk": pk, "name": name, "fail": fail, "parent": None}
-                                       for pk, name, fail in substances],
+        "photos.photo.json": photos,
+        "shapes.materialshape.json": shapes,
+        "photos.photoscenecategory.json": [
+            {"pk": 1, "name": "kitchen", "description": ""},
+            {"pk": 2, "name": "bathroom", "description": ""},
+        ],
+        "shapes.shapesubstance.json": [
+            {"pk": pk, "name": name, "fail": fail, "parent": None} for pk, name, fail in substances
+        ],
         "shapes.shapename.json": [{"pk": 1, "name": "Wall", "fail": False}, {"pk": 2, "name": "Floor", "fail": False}],
         "licenses.license.json": [{"pk": 1, "name": "Attribution License", "creative_commons": True}],
     }
     for name, rows in dumps.items():
-        entries = [{"pk": row["pk"], "model": name.rsplit(".", 1)[0],
-                    "fields": {k: v for k, v in row.items() if k != "pk"}} for row in rows]
+        entries = [
+            {"pk": row["pk"], "model": name.rsplit(".", 1)[0], "fields": {k: v for k, v in row.items() if k != "pk"}}
+            for row in rows
+        ]
         (root / name).write_text(json.dumps(entries))
     return root
 
@@ -140,10 +157,12 @@ def write_dtd(raw: Path, images: list[dict]) -> None:
         _jpeg(root / "images" / im["name"], im["image"])
     (root / "labels").mkdir(parents=True, exist_ok=True)
     (root / "labels" / "labels_joint_anno.txt").write_text(
-        "".join(f"{im['name']} {' '.join(im['textures'])} \n" for im in images))
+        "".join(f"{im['name']} {' '.join(im['textures'])} \n" for im in images)
+    )
     for split in ("train", "val", "test"):
-        (root / "labels" / f"{split}1.txt").write_text("".join(f"{im['name']}\n" for im in images
-                                                               if im["split"] == split))
+        (root / "labels" / f"{split}1.txt").write_text(
+            "".join(f"{im['name']}\n" for im in images if im["split"] == split)
+        )
 
 
 def write_split_lists(folder: Path, lists: dict[str, list[dict]]) -> Path:

@@ -1,5 +1,6 @@
 """The original's metric helpers, written again from their definition: references for the tests and baselines for
 the benches."""
+
 from __future__ import annotations
 
 import numpy as np

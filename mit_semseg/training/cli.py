@@ -1,4 +1,5 @@
 """`train.py`: the command line of training, on the CPU, one or many GPUs, or one process per GPU (torchrun)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,15 +19,25 @@ PROG = "train.py"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Train a segmentation network.",
+        prog=PROG,
+        description="Train a segmentation network.",
         epilog="Example: python train.py --cfg config/ade20k-resnet50dilated-ppm_deepsup.yaml --gpus 0-7 "
-               "TRAIN.num_epoch 30")
+        "TRAIN.num_epoch 30",
+    )
     parser.add_argument("--cfg", required=True, metavar="FILE", help="config file")
-    parser.add_argument("--gpus", default="0", help="GPUs to use: 0-7, 0,2,4,6, 0 or cpu (default: 0). "
-                        "Under torchrun each process uses the GPU of its LOCAL_RANK")
+    parser.add_argument(
+        "--gpus",
+        default="0",
+        help="GPUs to use: 0-7, 0,2,4,6, 0 or cpu (default: 0). "
+        "Under torchrun each process uses the GPU of its LOCAL_RANK",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest resume state in DIR")
-    parser.add_argument("--stop-after-epoch", type=int, metavar="N",
-                        help="stop once epoch N is done, resumable with --resume (for time-limited jobs)")
+    parser.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        metavar="N",
+        help="stop once epoch N is done, resumable with --resume (for time-limited jobs)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser.parse_args(argv)
 

@@ -1,4 +1,5 @@
 """The trainer's hooks: checkpoints and resume states, the history and its plot, progress, the non-finite-loss stop."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ class TrainingError(RuntimeError):
 def describe_stats(stats: dict[str, float]) -> str:
     """`loss 0.1234, acc 95.12%, ...`: the total loss, the accuracies in percent, then the heads' losses."""
     order = sorted(stats, key=lambda name: (name != "loss", not name.endswith("acc"), name))
-    return ", ".join(f"{name} {100 * stats[name]:.2f}%" if name.endswith("acc") else f"{name} {stats[name]:.4f}"
-                     for name in order)
+    return ", ".join(
+        f"{name} {100 * stats[name]:.2f}%" if name.endswith("acc") else f"{name} {stats[name]:.4f}" for name in order
+    )
 
 
 def save_state(trainer: Trainer, directory: str) -> str:
@@ -31,10 +33,19 @@ def save_state(trainer: Trainer, directory: str) -> str:
     position = trainer.position
     path = state_path(directory, position.epoch, position.iteration)
     older = latest_state(directory)
-    atomic_save({"epoch": position.epoch, "iteration": position.iteration, "history": position.history,
-                 "encoder": trainer.model.encoder.state_dict(), "decoder": trainer.model.decoder.state_dict(),
-                 "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
-                 "rng": rng_state()}, path)
+    atomic_save(
+        {
+            "epoch": position.epoch,
+            "iteration": position.iteration,
+            "history": position.history,
+            "encoder": trainer.model.encoder.state_dict(),
+            "decoder": trainer.model.decoder.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "scaler": trainer.scaler.state_dict(),
+            "rng": rng_state(),
+        },
+        path,
+    )
     if older and older != path:
         os.remove(older)
     return path
@@ -50,11 +61,17 @@ class CheckpointHook(Hook):
     def after_epoch(self, trainer: Trainer) -> None:
         epoch = trainer.position.epoch
         for part in ("encoder", "decoder"):
-            atomic_save(getattr(trainer.model, part).state_dict(), os.path.join(self.directory,
-                                                                                  f"{part}_epoch_{epoch}.pth"))
+            atomic_save(
+                getattr(trainer.model, part).state_dict(), os.path.join(self.directory, f"{part}_epoch_{epoch}.pth")
+            )
         save_state(trainer, self.directory)
-        log.info("epoch %d done: checkpoints encoder_epoch_%d.pth and decoder_epoch_%d.pth in %s", epoch, epoch,
-                 epoch, self.directory)
+        log.info(
+            "epoch %d done: checkpoints encoder_epoch_%d.pth and decoder_epoch_%d.pth in %s",
+            epoch,
+            epoch,
+            epoch,
+            self.directory,
+        )
 
     def after_interrupt(self, trainer: Trainer) -> None:
         log.warning("interrupted: saved %s; continue with --resume", save_state(trainer, self.directory))
@@ -71,8 +88,9 @@ class HistoryHook(Hook):
 
     def after_window(self, trainer: Trainer, means: dict[str, float]) -> None:
         s, position = trainer.schedule, trainer.position
-        position.history.append({"epoch": position.epoch + position.iteration / s.epoch_iters, **means,
-                                  "lr": trainer.lr})
+        position.history.append(
+            {"epoch": position.epoch + position.iteration / s.epoch_iters, **means, "lr": trainer.lr}
+        )
         self.board.scalars(trainer.step, lr=trainer.lr, **means)
 
     def after_epoch(self, trainer: Trainer) -> None:
@@ -99,17 +117,30 @@ class ProgressHook(Hook):
 
     def _open(self, trainer: Trainer) -> None:
         s, position = trainer.schedule, trainer.position
-        self.bar = Progress(s.epoch_iters, f"epoch {position.epoch + 1}/{s.num_epoch}", initial=position.iteration,
-                            every=s.disp_iter, printer=log.info, stream=sys.stderr)
+        self.bar = Progress(
+            s.epoch_iters,
+            f"epoch {position.epoch + 1}/{s.num_epoch}",
+            initial=position.iteration,
+            every=s.disp_iter,
+            printer=log.info,
+            stream=sys.stderr,
+        )
 
     def before_train(self, trainer: Trainer) -> None:
         self._open(trainer)
 
     def after_window(self, trainer: Trainer, means: dict[str, float]) -> None:
         data, step = trainer.timing
-        self.bar.set_postfix(**{name: (f"{100 * v:.2f}%" if name.endswith("acc") else f"{v:.4f}")
-                                for name, v in means.items() if name == "loss" or name.endswith("acc")},
-                             lr=f"{trainer.lr:.2e}", data=f"{data:.3f}s", step=f"{step:.3f}s")
+        self.bar.set_postfix(
+            **{
+                name: (f"{100 * v:.2f}%" if name.endswith("acc") else f"{v:.4f}")
+                for name, v in means.items()
+                if name == "loss" or name.endswith("acc")
+            },
+            lr=f"{trainer.lr:.2e}",
+            data=f"{data:.3f}s",
+            step=f"{step:.3f}s",
+        )
 
     def after_iteration(self, trainer: Trainer) -> None:
         self.bar.update()
@@ -133,6 +164,8 @@ class FiniteLossHook(Hook):
         if not math.isfinite(loss):
             position = trainer.position
             last = f"encoder_epoch_{position.epoch}.pth" if position.epoch else "none yet"
-            raise TrainingError(f"the loss is {loss} at epoch {position.epoch + 1}, iteration {position.iteration + 1} "
-                                f"(step {trainer.step + 1}): training stopped; the last good checkpoint in "
-                                f"{self.directory} is kept ({last})")
+            raise TrainingError(
+                f"the loss is {loss} at epoch {position.epoch + 1}, iteration {position.iteration + 1} "
+                f"(step {trainer.step + 1}): training stopped; the last good checkpoint in "
+                f"{self.directory} is kept ({last})"
+            )

@@ -3,6 +3,7 @@
 `train` builds the config's model (the task's), its data, optimizer and precision, restores a resume
 state, and runs the `Trainer` with its hooks.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,6 +33,7 @@ __all__ = ["Runtime", "TrainingError", "train"]
 @dataclass
 class Runtime:
     """Where this process trains: its devices, and its rank among the processes."""
+
     devices: list[torch.device]
     rank: int = 0
     world_size: int = 1
@@ -85,8 +87,10 @@ def _restore(model, cfg, optimizer, scaler, resume: bool) -> Position:
         candidate = state_path(cfg.DIR, cfg.TRAIN.start_epoch, 0)
         path = candidate if os.path.isfile(candidate) else None
         if path is None:
-            log.info("no resume state for epoch %d: continuing from its weights with a fresh optimizer",
-                     cfg.TRAIN.start_epoch)
+            log.info(
+                "no resume state for epoch %d: continuing from its weights with a fresh optimizer",
+                cfg.TRAIN.start_epoch,
+            )
             return Position(epoch=cfg.TRAIN.start_epoch)
     if path is None:
         return Position()
@@ -116,8 +120,9 @@ def _training_data(task: Task, cfg, runtime: Runtime, per_step: int, pin_memory:
     about = task.describe_records(records)
     log.info("%d training records from %s%s", len(records), cfg.DATASET.list_train, f"; {about}" if about else "")
     num_batches = cfg.TRAIN.epoch_iters * per_step
-    return lambda epoch, start: task.train_loader(records, num_batches, per_step, epoch, start, runtime.rank,
-                                                  runtime.world_size, pin_memory)
+    return lambda epoch, start: task.train_loader(
+        records, num_batches, per_step, epoch, start, runtime.rank, runtime.world_size, pin_memory
+    )
 
 
 def _step_module(model: nn.Module, task: Task, runtime: Runtime, amp: str, compile_: bool) -> nn.Module:
@@ -133,8 +138,11 @@ def _step_module(model: nn.Module, task: Task, runtime: Runtime, amp: str, compi
             to_distributed(model)
         else:
             log.info("distributed on CPUs (gloo): batch-norm statistics are per process, not synchronized")
-        return nn.parallel.DistributedDataParallel(step_module, device_ids=[device] if device.type == "cuda" else None,
-                                                   find_unused_parameters=task.find_unused_parameters)
+        return nn.parallel.DistributedDataParallel(
+            step_module,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=task.find_unused_parameters,
+        )
     if len(runtime.devices) > 1:
         return DictDataParallel(step_module, runtime.devices)
     return step_module
@@ -179,12 +187,30 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     schedule = Schedule(t.num_epoch, t.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch)
     hooks = [HistoryHook(cfg.DIR), CheckpointHook(cfg.DIR), ProgressHook()] if runtime.main else []
     hooks.append(FiniteLossHook(cfg.DIR))
-    log.info("training %s + %s on %s for epochs %d..%d, %d iterations each, precision %s", cfg.MODEL.arch_encoder,
-             cfg.MODEL.arch_decoder, ", ".join(map(str, runtime.devices)) +
-             (f" x {runtime.world_size} processes" if runtime.distributed else ""),
-             position.epoch + 1, t.num_epoch, t.epoch_iters, "fp32" if amp == "none" else amp)
-    trainer = Trainer(model, step_module, optimizer, scaler, batches_for, schedule, position, hooks, device,
-                      memory_format, task.step_statistics, freeze_bn if t.fix_bn else lambda m: None)
+    log.info(
+        "training %s + %s on %s for epochs %d..%d, %d iterations each, precision %s",
+        cfg.MODEL.arch_encoder,
+        cfg.MODEL.arch_decoder,
+        ", ".join(map(str, runtime.devices)) + (f" x {runtime.world_size} processes" if runtime.distributed else ""),
+        position.epoch + 1,
+        t.num_epoch,
+        t.epoch_iters,
+        "fp32" if amp == "none" else amp,
+    )
+    trainer = Trainer(
+        model,
+        step_module,
+        optimizer,
+        scaler,
+        batches_for,
+        schedule,
+        position,
+        hooks,
+        device,
+        memory_format,
+        task.step_statistics,
+        freeze_bn if t.fix_bn else lambda m: None,
+    )
     position = trainer.run()
     if runtime.distributed and not position.interrupted:
         _check_replicas_agree(model)

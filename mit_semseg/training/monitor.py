@@ -1,4 +1,5 @@
 """What a person watches: a log file, a PNG plot of loss and accuracy, optional TensorBoard events."""
+
 from __future__ import annotations
 
 import logging
@@ -42,13 +43,23 @@ def _panel(xs: list[float], ys: list[float], title: str, width: int = 560, heigh
     sy = lambda y: int(height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom))
     for k in range(5):
         value = y0 + (y1 - y0) * k / 4
-        cv2.putText(canvas, f"{value:.3g}", (5, sy(value) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas, f"{value:.3g}", (5, sy(value) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA
+        )
         epoch = x0 + (x1 - x0) * k / 4
-        cv2.putText(canvas, f"{epoch:.2g}", (sx(epoch) - 10, height - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (80, 80, 80), 1, cv2.LINE_AA)
-    cv2.putText(canvas, "epoch", (width // 2 - 20, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
-                cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"{epoch:.2g}",
+            (sx(epoch) - 10, height - bottom + 18),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (80, 80, 80),
+            1,
+            cv2.LINE_AA,
+        )
+    cv2.putText(
+        canvas, "epoch", (width // 2 - 20, height - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+    )
     points = np.array([[sx(x), sy(y)] for x, y in zip(xs, ys)], np.int32)
     cv2.polylines(canvas, [points], False, (200, 80, 30), 2, cv2.LINE_AA)
     return canvas
@@ -63,11 +74,11 @@ def plot_history(history: list[dict], path: str, columns: int = 3) -> None:
     panels = [_panel([h["epoch"] for h in history], [h["loss"] for h in history], "training loss")]
     for key in accuracies:
         points = [(h["epoch"], 100 * h[key]) for h in history if key in h]
-        title = "pixel accuracy (%)" if key == "acc" else f"{key[:-len('_acc')]} accuracy (%)"
+        title = "pixel accuracy (%)" if key == "acc" else f"{key[: -len('_acc')]} accuracy (%)"
         panels.append(_panel([x for x, _ in points], [y for _, y in points], title))
     columns = min(columns, len(panels))
     panels += [np.full_like(panels[0], 255)] * (-len(panels) % columns)
-    rows = [np.concatenate(panels[i:i + columns], axis=1) for i in range(0, len(panels), columns)]
+    rows = [np.concatenate(panels[i : i + columns], axis=1) for i in range(0, len(panels), columns)]
     tmp = path + ".tmp.png"
     cv2.imwrite(tmp, np.concatenate(rows, axis=0))
     os.replace(tmp, path)

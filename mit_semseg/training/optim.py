@@ -1,4 +1,5 @@
 """SGD with the original's parameter groups and the poly learning-rate schedule."""
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,10 @@ def param_groups(module: nn.Module, lr: float) -> list[dict]:
                 continue
             weighted = isinstance(m, (nn.Conv2d, nn.Linear)) and name == "weight"
             (decay if weighted else no_decay).append(p)
-    return [{"params": decay, "lr": lr, "base_lr": lr},
-            {"params": no_decay, "lr": lr, "base_lr": lr, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "lr": lr, "base_lr": lr},
+        {"params": no_decay, "lr": lr, "base_lr": lr, "weight_decay": 0.0},
+    ]
 
 
 def build_optimizer(encoder: nn.Module, decoder: nn.Module, cfg) -> torch.optim.SGD:

@@ -1,4 +1,5 @@
 """Writing checkpoints atomically, and the resume state that makes a continued run exact."""
+
 from __future__ import annotations
 
 import glob
@@ -26,8 +27,11 @@ def atomic_save(obj: object, path: str) -> None:
 def rng_state() -> dict:
     """The random states of python, numpy and torch, in types `weights_only` loading accepts."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                       cached], "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

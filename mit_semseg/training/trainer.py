@@ -1,4 +1,5 @@
 """The epoch loop: batches in, optimisation steps out; everything else (checkpoints, logs, plots, checks) is a hook."""
+
 from __future__ import annotations
 
 import logging
@@ -90,8 +91,15 @@ class StopRequest:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def train_step(step_module: nn.Module, group: list[dict], device: torch.device, memory_format: torch.memory_format,
-               optimizer: torch.optim.Optimizer, scaler, statistics: Callable) -> tuple[float, dict[str, float]]:
+def train_step(
+    step_module: nn.Module,
+    group: list[dict],
+    device: torch.device,
+    memory_format: torch.memory_format,
+    optimizer: torch.optim.Optimizer,
+    scaler,
+    statistics: Callable,
+) -> tuple[float, dict[str, float]]:
     """One optimisation step over the batches of all devices; returns the mean loss and the mean statistics
     (`statistics` names the module's second output)."""
     group = [dict(b, img_data=b["img_data"].contiguous(memory_format=memory_format)) for b in group]
@@ -118,10 +126,21 @@ class Trainer:
     start)` gives an epoch's batches from batch `start`.
     """
 
-    def __init__(self, model: nn.Module, step_module: nn.Module, optimizer: torch.optim.Optimizer, scaler,
-                 batches_for: Callable[[int, int], Iterable[dict]], schedule: Schedule, position: Position,
-                 hooks: list[Hook], device: torch.device, memory_format: torch.memory_format,
-                 statistics: Callable, prepare_model: Callable[[nn.Module], None] = lambda model: None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        step_module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler,
+        batches_for: Callable[[int, int], Iterable[dict]],
+        schedule: Schedule,
+        position: Position,
+        hooks: list[Hook],
+        device: torch.device,
+        memory_format: torch.memory_format,
+        statistics: Callable,
+        prepare_model: Callable[[nn.Module], None] = lambda model: None,
+    ) -> None:
         self.model, self.step_module, self.optimizer, self.scaler = model, step_module, optimizer, scaler
         self.batches_for, self.schedule, self.position, self.hooks = batches_for, schedule, position, hooks
         self.device, self.memory_format, self.statistics = device, memory_format, statistics
@@ -184,8 +203,15 @@ class Trainer:
             data_time = time.perf_counter() - tick
             set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow)
             if group:
-                loss, stats = train_step(self.step_module, group, self.device, self.memory_format, self.optimizer,
-                                         self.scaler, self.statistics)
+                loss, stats = train_step(
+                    self.step_module,
+                    group,
+                    self.device,
+                    self.memory_format,
+                    self.optimizer,
+                    self.scaler,
+                    self.statistics,
+                )
                 self._call("after_step", loss, stats)
                 for name, value in {"loss": loss, **stats}.items():
                     total = sums.setdefault(name, [0.0, 0])

@@ -5,6 +5,7 @@ name k (1-based): the vocabulary of objects and parts. The scene is not the inde
 but, as in the original, the ADE challenge's `scene_categories.txt` (shipped with the package): line
 i names index entry i's image and its scene, "misc" meaning none.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -28,7 +29,7 @@ NO_SCENE = "misc"
 def _image_folder(root: Path, folder: str) -> Path:
     """The index's folder (`ADE20K_2016_07_26/images/...` on the authors' machine) under `root`."""
     parts = PurePosixPath(folder.replace("\\", "/")).parts
-    return root.joinpath(*parts[parts.index("images"):]) if "images" in parts else root / folder
+    return root.joinpath(*parts[parts.index("images") :]) if "images" in parts else root / folder
 
 
 def read_scene_list(path: Path = SCENES) -> list[tuple[str, str]]:
@@ -52,12 +53,14 @@ def scenes_of(filenames: list[str], index: str, scene_list: Path = SCENES) -> li
     """Index entry i's scene: line i of the scene list, whose image must be entry i's (a mismatch names the line)."""
     listed = read_scene_list(scene_list)
     if len(filenames) > len(listed):
-        raise DataError(f"{index}: entry {len(listed) + 1} ({filenames[len(listed)]}) has no line in {scene_list} "
-                        f"({len(listed)} lines)")
+        raise DataError(
+            f"{index}: entry {len(listed) + 1} ({filenames[len(listed)]}) has no line in {scene_list} "
+            f"({len(listed)} lines)"
+        )
     for number, (filename, (name, _)) in enumerate(zip(filenames, listed), start=1):
         if f"{name}.jpg" != filename:
             raise DataError(f"{scene_list}, line {number}: {name} is not entry {number} of {index} ({filename})")
-    return [scene for _, scene in listed[:len(filenames)]]
+    return [scene for _, scene in listed[: len(filenames)]]
 
 
 def read(raw: Path) -> RawSource:
@@ -76,8 +79,16 @@ def read(raw: Path) -> RawSource:
     for i, (name, folder, scene) in enumerate(zip(names, folders, scenes)):
         image = _image_folder(root, folder) / name
         base = os.path.splitext(str(image))[0]
-        items.append(RawItem("ade20k", i, f"ade20k/{os.path.splitext(name)[0]}", str(image),
-                             (f"{base}_seg.png", f"{base}_parts_1.png"), scene=scene))
+        items.append(
+            RawItem(
+                "ade20k",
+                i,
+                f"ade20k/{os.path.splitext(name)[0]}",
+                str(image),
+                (f"{base}_seg.png", f"{base}_parts_1.png"),
+                scene=scene,
+            )
+        )
     return RawSource(items, {"object": objects, "part": objects})
 
 

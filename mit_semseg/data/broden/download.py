@@ -7,6 +7,7 @@ fetches every archive from one mirror (by its archive name) instead. OpenSurface
 only JSON dumps: its step then writes the photo list, renders the label images and fetches the
 photos the split lists use (`opensurfaces_release`).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,30 +26,59 @@ from .tables import SPLITS
 
 @dataclass(frozen=True)
 class Step:
-    name: str     # the source, as a user knows it
+    name: str  # the source, as a user knows it
     url: str
     archive: str  # the file name it is saved under (and fetched by from a mirror)
-    folder: str   # its folder under the raw folder
-    marker: str   # a path inside `folder` that is there once the archive is unpacked
+    folder: str  # its folder under the raw folder
+    marker: str  # a path inside `folder` that is there once the archive is unpacked
     # what remains to be done in the unpacked folder (folder, split lists, progress) -> what was done
     complete: Callable[[Path, Path, bool], str] | None = None
 
 
 STEPS = (
-    Step("ADE20K full release (ADE20K_2016_07_26)",
-         "http://groups.csail.mit.edu/vision/datasets/ADE20K/ADE20K_2016_07_26.zip",
-         "ADE20K_2016_07_26.zip", "ade20k", "index_ade20k.mat"),
-    Step("Pascal VOC 2010", "http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
-         "VOCtrainval_03-May-2010.tar", "voc2010", "ImageSets/Main/trainval.txt"),
-    Step("Pascal-Context", "https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",
-         "pascal_context_trainval.tar.gz", "pascal_context", "trainval"),
-    Step("Pascal-Part", "http://www.stat.ucla.edu/~xianjie.chen/pascal_part_dataset/trainval.tar.gz",
-         "pascal_part_trainval.tar.gz", "pascal_part", "Annotations_Part"),
-    Step("OpenSurfaces", "http://labelmaterial.s3.amazonaws.com/release/opensurfaces-release-0.zip",
-         "opensurfaces-release-0.zip", "opensurfaces", opensurfaces_release.RELEASE_MARKER,
-         opensurfaces_release.complete),
-    Step("DTD (Describable Textures)", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
-         "dtd-r1.0.1.tar.gz", "dtd", "labels/labels_joint_anno.txt"),
+    Step(
+        "ADE20K full release (ADE20K_2016_07_26)",
+        "http://groups.csail.mit.edu/vision/datasets/ADE20K/ADE20K_2016_07_26.zip",
+        "ADE20K_2016_07_26.zip",
+        "ade20k",
+        "index_ade20k.mat",
+    ),
+    Step(
+        "Pascal VOC 2010",
+        "http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
+        "VOCtrainval_03-May-2010.tar",
+        "voc2010",
+        "ImageSets/Main/trainval.txt",
+    ),
+    Step(
+        "Pascal-Context",
+        "https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz",
+        "pascal_context_trainval.tar.gz",
+        "pascal_context",
+        "trainval",
+    ),
+    Step(
+        "Pascal-Part",
+        "http://www.stat.ucla.edu/~xianjie.chen/pascal_part_dataset/trainval.tar.gz",
+        "pascal_part_trainval.tar.gz",
+        "pascal_part",
+        "Annotations_Part",
+    ),
+    Step(
+        "OpenSurfaces",
+        "http://labelmaterial.s3.amazonaws.com/release/opensurfaces-release-0.zip",
+        "opensurfaces-release-0.zip",
+        "opensurfaces",
+        opensurfaces_release.RELEASE_MARKER,
+        opensurfaces_release.complete,
+    ),
+    Step(
+        "DTD (Describable Textures)",
+        "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+        "dtd-r1.0.1.tar.gz",
+        "dtd",
+        "labels/labels_joint_anno.txt",
+    ),
 )
 MARKER_DEPTH = 3  # how deep in an archive the folder holding the marker may be
 
@@ -68,8 +98,9 @@ def unpack(archive: Path, into: Path) -> None:
             with tarfile.open(archive) as t:
                 t.extractall(into, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
-        raise DataError(f"{archive} cannot be unpacked ({type(err).__name__}: {err}); delete it and run again") \
-            from None
+        raise DataError(
+            f"{archive} cannot be unpacked ({type(err).__name__}: {err}); delete it and run again"
+        ) from None
 
 
 def _holding(root: Path, marker: str) -> Path | None:

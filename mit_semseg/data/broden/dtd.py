@@ -3,6 +3,7 @@
 `labels/labels_joint_anno.txt` lists each image with all its textures; the split is the
 dataset's first (`train1.txt`, `val1.txt`, `test1.txt`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,16 @@ def read(raw: Path) -> RawSource:
             continue
         name, *textures = line.split()
         stem = name.rsplit(".", 1)[0]
-        found.append(RawItem("dtd", i, f"dtd/{stem}", str(root / "images" / name), textures=tuple(textures),
-                             split=split_of.get(name, "")))
+        found.append(
+            RawItem(
+                "dtd",
+                i,
+                f"dtd/{stem}",
+                str(root / "images" / name),
+                textures=tuple(textures),
+                split=split_of.get(name, ""),
+            )
+        )
     return RawSource(found, {})
 
 

@@ -5,6 +5,7 @@ the raw material label.
 The label image is rendered at height 1024, not at the photo's size: as in the original, it is
 resized to the photo's prepared size without comparing the two.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,15 +26,27 @@ def read(raw: Path) -> RawSource:
     root = require(raw / FOLDER, "OpenSurfaces folder")
     listing = root / PHOTO_LIST
     if not listing.is_file():
-        hint = (" (its JSON dumps are there: `python -m mit_semseg.data.broden download` writes the list, fetches "
-                "the photos and renders the labels)" if find_dumps(root) else "")
+        hint = (
+            " (its JSON dumps are there: `python -m mit_semseg.data.broden download` writes the list, fetches "
+            "the photos and renders the labels)"
+            if find_dumps(root)
+            else ""
+        )
         raise MissingSource(f"OpenSurfaces photo list not found: {listing}{hint}")
     with open(listing, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and "photo_id" not in rows[0]:
         raise DataError(f"{listing}: no photo_id column")
-    items = [RawItem("os", i, f"os/{row['photo_id']}", str(root / "photos" / f"{row['photo_id']}.jpg"),
-                     (str(root / "photos-labels" / f"{row['photo_id']}.png"),)) for i, row in enumerate(rows)]
+    items = [
+        RawItem(
+            "os",
+            i,
+            f"os/{row['photo_id']}",
+            str(root / "photos" / f"{row['photo_id']}.jpg"),
+            (str(root / "photos-labels" / f"{row['photo_id']}.png"),),
+        )
+        for i, row in enumerate(rows)
+    ]
     return RawSource(items, {"material": substance_vocabulary()})
 
 

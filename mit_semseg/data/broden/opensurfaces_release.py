@@ -14,6 +14,7 @@ What the original's processing script does with the dumps, done here once the ar
 
 $MIT_SEMSEG_OPENSURFACES_MIRROR fetches the photos from a mirror of the host instead.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,16 +40,30 @@ DOWNLOAD_THREADS = 16
 MAX_NAMED = 10  # failures named one by one; the rest are counted
 # The fields each dump must have, as the original's script reads them.
 DUMPS = {
-    "photos.photo.json": ("image_orig", "aspect_ratio", "scene_category", "scene_category_correct",
-                          "scene_category_correct_score", "special", "num_vertices"),
+    "photos.photo.json": (
+        "image_orig",
+        "aspect_ratio",
+        "scene_category",
+        "scene_category_correct",
+        "scene_category_correct_score",
+        "special",
+        "num_vertices",
+    ),
     "photos.photoscenecategory.json": ("name",),
-    "shapes.materialshape.json": ("photo", "substance", "name", "vertices", "triangles", "num_vertices", "special",
-                                  "high_quality"),
+    "shapes.materialshape.json": (
+        "photo",
+        "substance",
+        "name",
+        "vertices",
+        "triangles",
+        "num_vertices",
+        "special",
+        "high_quality",
+    ),
     "shapes.shapesubstance.json": ("name", "fail"),
     "shapes.shapename.json": ("name", "fail"),
 }
-CSV_COLUMNS = ("photo_id", "scene_category_name", "scene_category_score", "whitebalanced", "whitebalanced_score",
-               "fov")
+CSV_COLUMNS = ("photo_id", "scene_category_name", "scene_category_score", "whitebalanced", "whitebalanced_score", "fov")
 
 
 def photo_host() -> str:
@@ -70,8 +85,9 @@ def load_dump(folder: Path, name: str) -> list[dict]:
         entries = json.loads(path.read_text(encoding="utf-8"))
         rows = [{**entry["fields"], "pk": entry["pk"]} for entry in entries]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a Django JSON dump (a list of {{\"pk\": .., \"fields\": {{..}}}}): "
-                        f"{type(err).__name__}: {err}") from None
+        raise DataError(
+            f'{path}: not a Django JSON dump (a list of {{"pk": .., "fields": {{..}}}}): {type(err).__name__}: {err}'
+        ) from None
     for row in rows:
         missing = [f for f in DUMPS[name] if f not in row]
         if missing:
@@ -87,8 +103,11 @@ def _python2_key(*values) -> tuple:
 def photo_order(photos: list[dict]) -> list[dict]:
     """The photos the original keeps, in its order: the order of `photos.csv`."""
     kept = [p for p in photos if p["scene_category_correct"] and not p["special"]]
-    return sorted(kept, key=lambda p: _python2_key(p["num_vertices"], p["scene_category_correct"],
-                                                   p["scene_category_correct_score"]), reverse=True)
+    return sorted(
+        kept,
+        key=lambda p: _python2_key(p["num_vertices"], p["scene_category_correct"], p["scene_category_correct_score"]),
+        reverse=True,
+    )
 
 
 def shapes_by_photo(shapes: list[dict]) -> dict[int, list[dict]]:
@@ -111,8 +130,10 @@ def check_substances(red: dict[int, int], dump: Path) -> None:
     shipped = {pk: value for pk, (value, _) in read_substance_colors().items()}
     if red != shipped:
         differ = sorted(set(red.items()) ^ set(shipped.items()))[:5]
-        raise DataError(f"{dump}: its substances give other red values than {SUBSTANCES} (substance id, red: "
-                        f"{differ}); label_assignment.csv would misread the materials")
+        raise DataError(
+            f"{dump}: its substances give other red values than {SUBSTANCES} (substance id, red: "
+            f"{differ}); label_assignment.csv would misread the materials"
+        )
 
 
 def render_labels(photo: dict, shapes: list[dict], red: dict, green: dict, blue: dict):
@@ -130,10 +151,11 @@ def render_labels(photo: dict, shapes: list[dict], red: dict, green: dict, blue:
             points = [(int(x * width), int(y * height)) for x, y in zip(coords[::2], coords[1::2])]
             corners = [int(v) for v in shape["triangles"].split(",")]
             for t in range(0, len(corners) - 2, 3):
-                draw.polygon([points[i] for i in corners[t:t + 3]], fill=colour)
+                draw.polygon([points[i] for i in corners[t : t + 3]], fill=colour)
         except (ValueError, IndexError, AttributeError) as err:
-            raise DataError(f"shape {shape['pk']} of photo {photo['pk']}: bad vertices or triangles "
-                            f"({type(err).__name__}: {err})") from None
+            raise DataError(
+                f"shape {shape['pk']} of photo {photo['pk']}: bad vertices or triangles ({type(err).__name__}: {err})"
+            ) from None
     return image
 
 
@@ -149,15 +171,25 @@ def write_photo_list(path: Path, photos: list[dict], scenes: dict[int, str]) -> 
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for p in photos:
-        writer.writerow((p["pk"], scenes.get(p["scene_category"], ""), p["scene_category_correct_score"],
-                         p.get("whitebalanced"), p.get("whitebalanced_score"), p.get("fov")))
+        writer.writerow(
+            (
+                p["pk"],
+                scenes.get(p["scene_category"], ""),
+                p["scene_category_correct_score"],
+                p.get("whitebalanced"),
+                p.get("whitebalanced_score"),
+                p.get("fov"),
+            )
+        )
     _write_atomically(path, text.getvalue().encode("utf-8"))
 
 
 def _summarise(failures: list[str], total: int) -> str:
     named = "\n  ".join(failures[:MAX_NAMED])
     more = f"\n  ... and {len(failures) - MAX_NAMED} more" if len(failures) > MAX_NAMED else ""
-    return f"{len(failures)} problems with the {total} photos the split lists use (run again to retry):\n  {named}{more}"
+    return (
+        f"{len(failures)} problems with the {total} photos the split lists use (run again to retry):\n  {named}{more}"
+    )
 
 
 def fetch_photos(photos: list[dict], folder: Path, progress: bool = True) -> list[str]:
@@ -176,24 +208,32 @@ def fetch_photos(photos: list[dict], folder: Path, progress: bool = True) -> lis
             download(url, str(folder / f"{photo['pk']}.jpg"), progress=False)
         except DownloadError as err:
             cause = err.__cause__
-            if not reached.is_set() and isinstance(cause, (urllib.error.URLError, OSError)) \
-                    and not isinstance(cause, urllib.error.HTTPError):
+            if (
+                not reached.is_set()
+                and isinstance(cause, (urllib.error.URLError, OSError))
+                and not isinstance(cause, urllib.error.HTTPError)
+            ):
                 unreachable.append(err)
                 return ""
             return f"photo {photo['pk']}: {err}"
         reached.set()
         return ""
 
-    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool, \
-            tqdm(total=len(photos), unit="photo", disable=not progress, desc="OpenSurfaces photos") as bar:
+    with (
+        ThreadPoolExecutor(DOWNLOAD_THREADS) as pool,
+        tqdm(total=len(photos), unit="photo", disable=not progress, desc="OpenSurfaces photos") as bar,
+    ):
         failures = []
         for failure in pool.map(one, photos):
             failures += [failure] if failure else []
             bar.update()
     if unreachable and not reached.is_set():
         missing = sum(not (folder / f"{p['pk']}.jpg").is_file() for p in photos)
-        failures.insert(0, f"cannot reach the photos' host {host} ($MIT_SEMSEG_OPENSURFACES_MIRROR points at a "
-                           f"mirror), {missing} photos not fetched: {unreachable[0]}")
+        failures.insert(
+            0,
+            f"cannot reach the photos' host {host} ($MIT_SEMSEG_OPENSURFACES_MIRROR points at a "
+            f"mirror), {missing} photos not fetched: {unreachable[0]}",
+        )
     return failures
 
 
@@ -218,8 +258,14 @@ def complete(folder: Path, splits: Path, progress: bool = True) -> str:
     shapes = shapes_by_photo(load_dump(source, "shapes.materialshape.json"))
     wanted = sorted({e.file_index for e in read_split_lists(splits) if e.dataset == "os"})
     beyond = [i for i in wanted if i >= len(photos)]
-    failures = [f"{len(beyond)} split-list entries (file_index {beyond[0]}..{beyond[-1]}) are beyond the "
-                f"{len(photos)} photos of {dumps}"] if beyond else []
+    failures = (
+        [
+            f"{len(beyond)} split-list entries (file_index {beyond[0]}..{beyond[-1]}) are beyond the "
+            f"{len(photos)} photos of {dumps}"
+        ]
+        if beyond
+        else []
+    )
     chosen = [photos[i] for i in wanted if i < len(photos)]
     labels = folder / "photos-labels"
 
@@ -235,10 +281,17 @@ def complete(folder: Path, splits: Path, progress: bool = True) -> str:
 
     todo = [p for p in chosen if not (labels / f"{p['pk']}.png").is_file()]
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow draws and encodes without the GIL
-        failures += [f for f in tqdm(pool.map(label, todo), total=len(todo), unit="label", disable=not progress,
-                                     desc="OpenSurfaces labels") if f]
+        failures += [
+            f
+            for f in tqdm(
+                pool.map(label, todo), total=len(todo), unit="label", disable=not progress, desc="OpenSurfaces labels"
+            )
+            if f
+        ]
     failures = fetch_photos(chosen, folder / "photos", progress) + failures
     if failures:
         raise DataError(_summarise(failures, len(chosen)))
-    return f"{len(photos)} photos listed in {folder / PHOTO_LIST}; the {len(chosen)} the split lists use are " \
-           f"in {folder / 'photos'} with their labels in {labels}"
+    return (
+        f"{len(photos)} photos listed in {folder / PHOTO_LIST}; the {len(chosen)} the split lists use are "
+        f"in {folder / 'photos'} with their labels in {labels}"
+    )

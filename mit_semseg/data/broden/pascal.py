@@ -8,6 +8,7 @@ Pascal-Part's abbreviated part names are spelt out and their adjectives dropped 
 front upper leg, is a "leg"; "hroofside" of a train is a "head roof"), the names
 label_assignment.csv lists.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,26 +22,72 @@ from .tables import Assigner, pascal_context_vocabulary
 VOC, CONTEXT, PART = "voc2010", "pascal_context", "pascal_part"
 ADJECTIVES = frozenset({"left", "right", "front", "back", "upper", "lower", "side"})
 SPELT_OUT = {
-    "lwing": "left wing", "rwing": "right wing", "fwheel": "front wheel", "bwheel": "back wheel",
-    "chainwheel": "chain wheel", "leye": "left eye", "reye": "right eye", "lear": "left ear", "rear": "right ear",
-    "lebrow": "left eyebrow", "rebrow": "right eyebrow", "lhorn": "left horn", "rhorn": "right horn",
-    "lleg": "left leg", "rleg": "right leg", "lfoot": "left foot", "rfoot": "right foot",
-    "lhand": "left hand", "rhand": "right hand", "llarm": "left lower arm", "luarm": "left upper arm",
-    "rlarm": "right lower arm", "ruarm": "right upper arm", "llleg": "left lower leg", "luleg": "left upper leg",
-    "rlleg": "right lower leg", "ruleg": "right upper leg",
-    "lfleg": "left front leg", "rfleg": "right front leg", "lbleg": "left back leg", "rbleg": "right back leg",
-    "lfpa": "left front paw", "rfpa": "right front paw", "lbpa": "left back paw", "rbpa": "right back paw",
-    "lfuleg": "left front upper leg", "lflleg": "left front lower leg", "rfuleg": "right front upper leg",
-    "rflleg": "right front lower leg", "lbuleg": "left back upper leg", "lblleg": "left back lower leg",
-    "rbuleg": "right back upper leg", "rblleg": "right back lower leg",
-    "lfho": "left front hoof", "rfho": "right front hoof", "lbho": "left back hoof", "rbho": "right back hoof",
-    "frontside": "front side", "backside": "back side", "leftside": "left side", "rightside": "right side",
-    "roofside": "roof side", "leftmirror": "left mirror", "rightmirror": "right mirror",
-    "fliplate": "front license plate", "bliplate": "back license plate",
-    "hfrontside": "head front side", "hbackside": "head back side", "hleftside": "head left side",
-    "hrightside": "head right side", "hroofside": "head roof side",
-    "cfrontside": "coach front side", "cbackside": "coach back side", "cleftside": "coach left side",
-    "crightside": "coach right side", "croofside": "coach roof side",
+    "lwing": "left wing",
+    "rwing": "right wing",
+    "fwheel": "front wheel",
+    "bwheel": "back wheel",
+    "chainwheel": "chain wheel",
+    "leye": "left eye",
+    "reye": "right eye",
+    "lear": "left ear",
+    "rear": "right ear",
+    "lebrow": "left eyebrow",
+    "rebrow": "right eyebrow",
+    "lhorn": "left horn",
+    "rhorn": "right horn",
+    "lleg": "left leg",
+    "rleg": "right leg",
+    "lfoot": "left foot",
+    "rfoot": "right foot",
+    "lhand": "left hand",
+    "rhand": "right hand",
+    "llarm": "left lower arm",
+    "luarm": "left upper arm",
+    "rlarm": "right lower arm",
+    "ruarm": "right upper arm",
+    "llleg": "left lower leg",
+    "luleg": "left upper leg",
+    "rlleg": "right lower leg",
+    "ruleg": "right upper leg",
+    "lfleg": "left front leg",
+    "rfleg": "right front leg",
+    "lbleg": "left back leg",
+    "rbleg": "right back leg",
+    "lfpa": "left front paw",
+    "rfpa": "right front paw",
+    "lbpa": "left back paw",
+    "rbpa": "right back paw",
+    "lfuleg": "left front upper leg",
+    "lflleg": "left front lower leg",
+    "rfuleg": "right front upper leg",
+    "rflleg": "right front lower leg",
+    "lbuleg": "left back upper leg",
+    "lblleg": "left back lower leg",
+    "rbuleg": "right back upper leg",
+    "rblleg": "right back lower leg",
+    "lfho": "left front hoof",
+    "rfho": "right front hoof",
+    "lbho": "left back hoof",
+    "rbho": "right back hoof",
+    "frontside": "front side",
+    "backside": "back side",
+    "leftside": "left side",
+    "rightside": "right side",
+    "roofside": "roof side",
+    "leftmirror": "left mirror",
+    "rightmirror": "right mirror",
+    "fliplate": "front license plate",
+    "bliplate": "back license plate",
+    "hfrontside": "head front side",
+    "hbackside": "head back side",
+    "hleftside": "head left side",
+    "hrightside": "head right side",
+    "hroofside": "head roof side",
+    "cfrontside": "coach front side",
+    "cbackside": "coach back side",
+    "cleftside": "coach left side",
+    "crightside": "coach right side",
+    "croofside": "coach roof side",
 }
 
 
@@ -55,8 +102,16 @@ def read(raw: Path) -> RawSource:
     context = require(raw / CONTEXT / "trainval", "Pascal-Context folder")
     part = require(raw / PART / "Annotations_Part", "Pascal-Part folder")
     ids = sorted(p.stem for p in part.iterdir() if p.suffix == ".mat")
-    items = [RawItem("pascal", i, f"pascal/{name}", str(voc / "JPEGImages" / f"{name}.jpg"),
-                     (str(context / f"{name}.mat"), str(part / f"{name}.mat"))) for i, name in enumerate(ids)]
+    items = [
+        RawItem(
+            "pascal",
+            i,
+            f"pascal/{name}",
+            str(voc / "JPEGImages" / f"{name}.jpg"),
+            (str(context / f"{name}.mat"), str(part / f"{name}.mat")),
+        )
+        for i, name in enumerate(ids)
+    ]
     return RawSource(items, {"object": pascal_context_vocabulary()})
 
 

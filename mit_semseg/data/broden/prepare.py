@@ -8,6 +8,7 @@ nearest neighbour, as the original's `resize_images.py`) and written as `<datase
 `textures.jsonl` (DTD, image-level textures only). Every file is written under a temporary name
 and renamed when whole; a journal lets a second run skip the images already done.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,15 +43,15 @@ MAX_SHOWN = 20
 
 @dataclass(frozen=True)
 class Settings:
-    limit: int = 512      # the largest size allowed for the chosen side
-    side: str = "short"   # short: the shorter side (the original's split lists); long: both sides
+    limit: int = 512  # the largest size allowed for the chosen side
+    side: str = "short"  # short: the shorter side (the original's split lists); long: both sides
 
 
 @dataclass(frozen=True)
 class Job:
     item: RawItem
-    split: str                               # training, validation or textures
-    listed: tuple[int, int] | None = None    # (width, height) in the original's split list
+    split: str  # training, validation or textures
+    listed: tuple[int, int] | None = None  # (width, height) in the original's split list
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Outcome:
     dataset: str
     record: dict | None = None
     labels: dict[str, list[int]] = field(default_factory=dict)  # task -> labels present
-    unassigned: dict[str, int] = field(default_factory=dict)    # "category/raw label" -> pixels, made 0
+    unassigned: dict[str, int] = field(default_factory=dict)  # "category/raw label" -> pixels, made 0
     problem: str = ""
     note: str = ""
 
@@ -114,8 +115,9 @@ class Preparer:
         self.assigner.unassigned.clear()
         try:
             outcome.record, outcome.labels, outcome.note = self._prepare(job)
-            outcome.unassigned = {f"{category}/{raw}": pixels
-                                  for (_, category, raw), pixels in sorted(self.assigner.unassigned.items())}
+            outcome.unassigned = {
+                f"{category}/{raw}": pixels for (_, category, raw), pixels in sorted(self.assigner.unassigned.items())
+            }
         except (DataError, cv2.error) as err:
             outcome.problem = str(err) if isinstance(err, DataError) else f"{item.image}: {err}"
         return outcome
@@ -131,10 +133,18 @@ class Preparer:
             if max(abs(a - b) for a, b in zip(size, job.listed)) <= 1:
                 size = job.listed  # the original rounded the other way: keep its size
             else:
-                note = (f"{item.image}: {width}x{height}, prepared at {size[0]}x{size[1]}, but the split list has "
-                        f"{job.listed[0]}x{job.listed[1]}")
-        record = {"fpath_img": f"{item.stem}.jpg", "width": size[0], "height": size[1],
-                  "source": TRAINING_SOURCE[item.dataset], "dataset": item.dataset, "file_index": item.file_index}
+                note = (
+                    f"{item.image}: {width}x{height}, prepared at {size[0]}x{size[1]}, but the split list has "
+                    f"{job.listed[0]}x{job.listed[1]}"
+                )
+        record = {
+            "fpath_img": f"{item.stem}.jpg",
+            "width": size[0],
+            "height": size[1],
+            "source": TRAINING_SOURCE[item.dataset],
+            "dataset": item.dataset,
+            "file_index": item.file_index,
+        }
         files = {os.path.join(self.out, record["fpath_img"]): self._image_bytes(item.image, image, size)}
         labels = {}
         for task, label in maps.items():
@@ -213,8 +223,10 @@ def collect_jobs(raw: Path, splits: Path) -> tuple[list[Job], list[str], dict[tu
         else:
             beyond[entry.dataset].append(entry.file_index)
     for name, indices in beyond.items():
-        problems.append(f"{name}: {len(indices)} split-list entries (file_index {min(indices)}..{max(indices)}) "
-                        f"are beyond the {len(found[name])} images of the raw dataset")
+        problems.append(
+            f"{name}: {len(indices)} split-list entries (file_index {min(indices)}..{max(indices)}) "
+            f"are beyond the {len(found[name])} images of the raw dataset"
+        )
     jobs += [Job(item, "textures") for item in found.get("dtd", [])]
     return jobs, problems, vocabularies
 
@@ -258,8 +270,14 @@ def _run(jobs: list[Job], out: Path, settings: Settings, vocabularies: dict, wor
         yield from pool.imap_unordered(_run_in_worker, jobs, chunksize=4)
 
 
-def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings = Settings(),
-            splits: str | os.PathLike = SPLITS, workers: int | None = None, progress: bool = True) -> dict:
+def prepare(
+    raw: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: Settings = Settings(),
+    splits: str | os.PathLike = SPLITS,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Prepare every image the split lists (and DTD) name; returns the summary also written to summary.json."""
     raw, out = Path(raw), Path(out)
     if not raw.is_dir():
@@ -274,8 +292,10 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
     pending = [job for job in jobs if job.item.key not in done]
     workers = min(workers or os.cpu_count() or 1, max(1, len(pending)))
     prepared_now = 0
-    with open(out / JOURNAL, "a", encoding="utf-8") as journal, \
-            tqdm(total=len(pending), unit="img", disable=not progress, desc="preparing Broden+") as bar:
+    with (
+        open(out / JOURNAL, "a", encoding="utf-8") as journal,
+        tqdm(total=len(pending), unit="img", disable=not progress, desc="preparing Broden+") as bar,
+    ):
         for outcome in _run(pending, out, settings, vocabularies, workers):
             outcomes[outcome.key] = outcome
             if outcome.record is not None:
@@ -294,8 +314,14 @@ def prepare(raw: str | os.PathLike, out: str | os.PathLike, settings: Settings =
     return summary
 
 
-def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str], prepared_now: int,
-              settings: Settings, vocabularies: dict[tuple[str, str], Vocabulary]) -> dict:
+def summarise(
+    jobs: list[Job],
+    outcomes: dict[str, Outcome],
+    problems: list[str],
+    prepared_now: int,
+    settings: Settings,
+    vocabularies: dict[tuple[str, str], Vocabulary],
+) -> dict:
     """Images per dataset and split, labels present per task, raw labels made 0 for want of a row, every problem."""
     problems, notes = list(problems), []
     images: dict[str, Counter] = defaultdict(Counter)
@@ -312,32 +338,52 @@ def summarise(jobs: list[Job], outcomes: dict[str, Outcome], problems: list[str]
                 unassigned[o.dataset, category, int(raw)].update(images=1, pixels=pixels)
         problems += [o.problem] if o.problem else []
         notes += [o.note] if o.note else []
-    return {"settings": settings.__dict__, "prepared_now": prepared_now, "images": {k: dict(v) for k, v in images.items()},
-            "labels": {split: {task: {str(k): v for k, v in sorted(c.items())} for task, c in tasks.items()}
-                       for split, tasks in labels.items()},
-            "unassigned": [{"dataset": d, "category": c, "raw_label": r, "raw_name": vocabularies[d, c][r], **counts}
-                           for (d, c, r), counts in sorted(unassigned.items())],
-            "problems": problems, "notes": notes}
+    return {
+        "settings": settings.__dict__,
+        "prepared_now": prepared_now,
+        "images": {k: dict(v) for k, v in images.items()},
+        "labels": {
+            split: {task: {str(k): v for k, v in sorted(c.items())} for task, c in tasks.items()}
+            for split, tasks in labels.items()
+        },
+        "unassigned": [
+            {"dataset": d, "category": c, "raw_label": r, "raw_name": vocabularies[d, c][r], **counts}
+            for (d, c, r), counts in sorted(unassigned.items())
+        ],
+        "problems": problems,
+        "notes": notes,
+    }
 
 
 def format_summary(summary: dict, out: str | os.PathLike) -> str:
     tables = read_label_tables()
-    sizes = {"object": len(tables.objects) - 1, "part": len(tables.parts) - 1, "scene": len(tables.scenes),
-             "material": len(tables.materials) - 1, "texture": len(read_texture_names())}
+    sizes = {
+        "object": len(tables.objects) - 1,
+        "part": len(tables.parts) - 1,
+        "scene": len(tables.scenes),
+        "material": len(tables.materials) - 1,
+        "texture": len(read_texture_names()),
+    }
     s = summary["settings"]
-    lines = [f"Broden+ in {out} ({s['side']} side at most {s['limit']} px; {summary['prepared_now']} images "
-             "prepared by this run)", f"  {'dataset split':<22}{'images':>8}{'skipped':>9}"]
+    lines = [
+        f"Broden+ in {out} ({s['side']} side at most {s['limit']} px; {summary['prepared_now']} images "
+        "prepared by this run)",
+        f"  {'dataset split':<22}{'images':>8}{'skipped':>9}",
+    ]
     for name, count in sorted(summary["images"].items()):
         lines.append(f"  {name:<22}{count.get('prepared', 0):>8}{count.get('skipped', 0):>9}")
     for split, tasks in summary["labels"].items():
         present = ", ".join(f"{task} {len(c)}/{sizes[task]}" for task, c in tasks.items())
         lines.append(f"  labels present in {split}: {present}")
-    unassigned = [f"{u['dataset']} {u['category']} {u['raw_label']} {u['raw_name']!r}: {u['images']} images, "
-                  f"{u['pixels']} pixels" for u in summary["unassigned"]]
-    for title, entries in (("raw labels without a row in label_assignment.csv, prepared as 0 (not used) as the "
-                            "original does", unassigned),
-                           ("problems (left out)", summary["problems"]),
-                           ("notes (prepared anyway)", summary["notes"])):
+    unassigned = [
+        f"{u['dataset']} {u['category']} {u['raw_label']} {u['raw_name']!r}: {u['images']} images, {u['pixels']} pixels"
+        for u in summary["unassigned"]
+    ]
+    for title, entries in (
+        ("raw labels without a row in label_assignment.csv, prepared as 0 (not used) as the original does", unassigned),
+        ("problems (left out)", summary["problems"]),
+        ("notes (prepared anyway)", summary["notes"]),
+    ):
         if entries:
             lines.append(f"{len(entries)} {title}:")
             lines += [f"  {p}" for p in entries[:MAX_SHOWN]]

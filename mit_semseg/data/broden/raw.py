@@ -1,4 +1,5 @@
 """What every Broden+ source reader shares: the raw source and item, folder, size and `.mat` checks."""
+
 from __future__ import annotations
 
 import os
@@ -18,14 +19,15 @@ class MissingSource(DataError):
 @dataclass(frozen=True)
 class RawItem:
     """One image of a source dataset, with what its reader needs to label it."""
-    dataset: str                       # ade20k, pascal, os or dtd
-    file_index: int                    # position in the dataset's own order (the split lists' file_index)
-    stem: str                          # output name, relative to the prepared folder, without extension
-    image: str                         # the raw image
+
+    dataset: str  # ade20k, pascal, os or dtd
+    file_index: int  # position in the dataset's own order (the split lists' file_index)
+    stem: str  # output name, relative to the prepared folder, without extension
+    image: str  # the raw image
     annotations: tuple[str, ...] = ()  # the raw annotation files, in the reader's order ("" when absent)
-    scene: str = ""                    # raw scene name (ADE20K)
-    textures: tuple[str, ...] = ()     # texture names (DTD)
-    split: str = ""                    # the dataset's own split, where the original's lists do not give one
+    scene: str = ""  # raw scene name (ADE20K)
+    textures: tuple[str, ...] = ()  # texture names (DTD)
+    split: str = ""  # the dataset's own split, where the original's lists do not give one
 
     @property
     def key(self) -> str:
@@ -35,6 +37,7 @@ class RawItem:
 @dataclass(frozen=True)
 class RawSource:
     """A source dataset's images in its own order, and the vocabulary of each category its labels use."""
+
     items: list[RawItem]
     vocabularies: dict[str, Vocabulary]
 
@@ -48,13 +51,15 @@ def require(path: Path, what: str) -> Path:
 
 def check_size(label: np.ndarray, image: np.ndarray, path: str) -> None:
     if label.shape[:2] != image.shape[:2]:
-        raise DataError(f"{path} is {label.shape[1]}x{label.shape[0]} but its image is "
-                        f"{image.shape[1]}x{image.shape[0]}")
+        raise DataError(
+            f"{path} is {label.shape[1]}x{label.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}"
+        )
 
 
 def load_mat(path: str, variable: str):
     """`variable` of a MATLAB v5 file, structs as attribute objects; a missing or unreadable file names it."""
     from scipy.io import loadmat  # an optional extra: pip install 'mit_semseg[broden]'
+
     if not os.path.isfile(path):
         raise DataError(f"annotation not found: {path}")
     try:

@@ -8,6 +8,7 @@ value outside the vocabulary is an error of the data. The split lists give, per 
 dataset, the record's index in that dataset and the size of the prepared image. All ship with the
 package, beside the label tables, with the ADE challenge's scene list and Pascal-Context's labels.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -38,6 +39,7 @@ SPLIT_FILES = {
 @dataclass(frozen=True)
 class RawLabels:
     """One (dataset, category) of the assignment: raw label -> Broden label, raw name -> Broden label."""
+
     by_raw: dict[int, int]
     by_name: dict[str, int]
 
@@ -52,6 +54,7 @@ class Assigner:
     `unassigned` counts, per (dataset, category, raw label), the pixels of raw labels that have no
     row in the assignment: they become 0 ("not used"), as in the original.
     """
+
     assignment: dict[tuple[str, str], RawLabels]
     vocabularies: dict[tuple[str, str], Vocabulary]
     unassigned: Counter = field(default_factory=Counter)
@@ -75,8 +78,10 @@ class Assigner:
         raw = np.asarray(raw).astype(np.int64)
         outside = np.unique(raw[(raw < 0) | (raw >= len(labels))])
         if outside.size:
-            raise DataError(f"{path}: raw {category} label {', '.join(map(str, outside[:10].tolist()))} is outside "
-                            f"{dataset}'s {len(labels) - 1} {category} labels")
+            raise DataError(
+                f"{path}: raw {category} label {', '.join(map(str, outside[:10].tolist()))} is outside "
+                f"{dataset}'s {len(labels) - 1} {category} labels"
+            )
         counts = np.bincount(raw.ravel(), minlength=len(labels))
         for value in np.flatnonzero(counts * ~assigned):
             self.unassigned[dataset, category, int(value)] += int(counts[value])
@@ -116,8 +121,10 @@ def read_texture_names(path: Path = TEXTURES) -> tuple[str, ...]:
 def read_substance_colors(path: Path = SUBSTANCES) -> dict[int, tuple[int, str]]:
     """OpenSurfaces' substance id -> (red value of the label images, substance name)."""
     try:
-        return {int(r["substance_id"]): (int(r["red_color"]), r["substance_name"])
-                for r in read_csv_rows(path, ("substance_id", "substance_name", "red_color"))}
+        return {
+            int(r["substance_id"]): (int(r["red_color"]), r["substance_name"])
+            for r in read_csv_rows(path, ("substance_id", "substance_name", "red_color"))
+        }
     except ValueError as err:
         raise DataError(f"{path}: ids and colours must be integers ({err})") from None
 
@@ -141,11 +148,11 @@ def pascal_context_vocabulary(path: Path = PASCAL_CONTEXT_LABELS) -> Vocabulary:
 
 @dataclass(frozen=True)
 class SplitEntry:
-    source: str      # the training source: ade20k_pascal or os
-    split: str       # training or validation
-    dataset: str     # ade20k, pascal or os
+    source: str  # the training source: ade20k_pascal or os
+    split: str  # training or validation
+    dataset: str  # ade20k, pascal or os
     file_index: int  # index of the image in its dataset's own order
-    width: int       # the size the original prepared the image at
+    width: int  # the size the original prepared the image at
     height: int
 
 
@@ -166,9 +173,14 @@ def read_split_lists(folder: Path = SPLITS) -> list[SplitEntry]:
                 continue
             try:
                 r = json.loads(line)
-                entries.append(SplitEntry(source, split, str(r["dataset"]), int(r["file_index"]), int(r["width"]),
-                                          int(r["height"])))
+                entries.append(
+                    SplitEntry(
+                        source, split, str(r["dataset"]), int(r["file_index"]), int(r["width"]), int(r["height"])
+                    )
+                )
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise DataError(f"{path}, line {number}: expected dataset, file_index, width and height "
-                                f"({type(err).__name__}: {err})") from None
+                raise DataError(
+                    f"{path}, line {number}: expected dataset, file_index, width and height "
+                    f"({type(err).__name__}: {err})"
+                ) from None
     return entries
