@@ -106,13 +106,6 @@ def photos() -> list:
 CHANGE_LIMIT = 0.01  # auto should not give a model bf16 whose outputs change more than this
 
 
-def _heads(prediction) -> dict:
-    """A prediction as {head: classes}: one head for a segmentation model; the scene's top-1 for a UPP one."""
-    if not isinstance(prediction, dict):
-        return {"classes": prediction}
-    return {k: (v.argmax() if k == "scene" else v) for k, v in prediction.items()}
-
-
 def agreement(cfg_path: str, images: list, opts: list[str], device) -> dict:
     """Per head, the share of pixels (scene: images) whose class changes in bf16, with a trained model over images
     (paths or RGB arrays); and the median latency of `Segmenter.predict` in fp32 and in bf16."""
@@ -122,7 +115,7 @@ def agreement(cfg_path: str, images: list, opts: list[str], device) -> dict:
         predictions = {}
         for name, segmenter in segmenters.items():
             started = time.perf_counter()
-            predictions[name] = _heads(segmenter.predict(image))
+            predictions[name] = segmenter.task.classes_per_head(segmenter.predict(image))
             seconds[name].append(time.perf_counter() - started)
         for head, a in predictions["fp32"].items():
             b = predictions["bf16"][head]
@@ -240,10 +233,9 @@ def main() -> None:
             a = results[f"agreement_{name}"] = agreement(args.agreement_cfg, images, args.opts, device)
             heads = ", ".join(f"{head} {100 * share:.2f}%" for head, share in a["changed"].items())
             verdict = "within" if a["worst"] <= CHANGE_LIMIT else "ABOVE"
-            of = "of pixels (scene: of images)" if "scene" in a["changed"] else "of pixels"
             print(
                 f"bf16 vs fp32 with {args.agreement_cfg} over {a['images']} {name}: class changed on {heads} "
-                f"{of}, {verdict} the {100 * CHANGE_LIMIT:.0f}% auto allows; "
+                f"of pixels (an image-level head: of images), {verdict} the {100 * CHANGE_LIMIT:.0f}% auto allows; "
                 f"Segmenter.predict fp32 {a['fp32_ms']:.0f} ms, bf16 {a['bf16_ms']:.0f} ms "
                 f"({a['fp32_ms'] / a['bf16_ms']:.2f}x)"
             )

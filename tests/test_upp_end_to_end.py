@@ -162,6 +162,8 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
         pred = segmenter.predict(str(path))
         assert np.array_equal(pred["object"], obj) and np.array_equal(pred["part"], part)
         assert np.array_equal(pred["material"], material)
+        heads = segmenter.task.classes_per_head(pred)
+        assert heads["scene"] == np.argmax(pred["scene"]) and heads["part"] is pred["part"]
         again, probs = segmenter.predict(str(path), probabilities=True)
         assert all(np.array_equal(again[k], pred[k]) for k in pred)
         assert probs["object"].shape == (len(tables.objects), h, w) and probs["scene"].shape == (len(tables.scenes),)

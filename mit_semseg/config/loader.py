@@ -9,12 +9,9 @@ from collections.abc import Iterable, Sequence
 from yacs.config import CfgNode
 
 from ..data.transforms import NORMALISATIONS
+from ..errors import ConfigError
 from ..precision import INFERENCE_PRECISIONS
 from .defaults import _C
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot work; the message names the key or file and the fix."""
 
 
 def _flatten(node: CfgNode, prefix: str = "") -> dict[str, object]:

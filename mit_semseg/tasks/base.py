@@ -123,6 +123,10 @@ class Task:
         """A prediction for one RGB image, from a model built with `inference=True` (see `Segmenter.predict`)."""
         raise NotImplementedError
 
+    def classes_per_head(self, pred) -> dict[str, np.ndarray]:
+        """A `predict` answer as the classes of each head (an image-level head's: one value), to compare predictions."""
+        raise NotImplementedError
+
     def write_outputs(self, image: np.ndarray, pred, stem: str) -> list[str]:
         """`test.py`'s files for one image, named from `stem`; returns the lines to print about it."""
         raise NotImplementedError

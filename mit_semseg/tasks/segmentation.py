@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config.loader import ConfigError
 from ..data.classes import class_colors, class_names
 from ..data.dataset import ValDataset, build_train_loader
 from ..data.records import read_odgt
 from ..data.transforms import multi_scale_images, normalise
+from ..errors import ConfigError
 from ..inference import fuse, scale_logits, slide_logits
 from ..metrics import ConfusionMatrix, confusion_counts
 from ..models.decoders import Decoder
@@ -122,6 +122,9 @@ class SegmentationTask(Task):
             pred, prob = fuse(logits, size, probabilities=True)
             return pred[:h, :w].cpu().numpy(), prob[:, :h, :w].cpu().numpy()
         return fuse(logits, size)[:h, :w].cpu().numpy()
+
+    def classes_per_head(self, pred: np.ndarray) -> dict[str, np.ndarray]:
+        return {"classes": pred}
 
     def write_outputs(self, image: np.ndarray, pred: np.ndarray, stem: str) -> list[str]:
         """`<stem>.png`: image | coloured prediction with its legend; `<stem>_label.png`: class index + 1, the

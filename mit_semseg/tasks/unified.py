@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config.loader import ConfigError
 from ..data.classes import palette
 from ..data.label_tables import HEADS, LabelTables, read_label_tables
 from ..data.multitask import (
@@ -32,6 +31,7 @@ from ..data.multitask import (
 )
 from ..data.records import DataError
 from ..data.transforms import multi_scale_images
+from ..errors import ConfigError
 from ..inference import each_scale, fuse
 from ..metrics import ConfusionMatrix, confusion_counts
 from ..models.unified import UnifiedParsingModule
@@ -270,6 +270,9 @@ class UnifiedParsingTask(Task):
         if not probabilities:
             return pred
         return pred, {k: [g.numpy() for g in v] if k == "part" else v.numpy() for k, v in probs.items()}
+
+    def classes_per_head(self, pred: dict) -> dict[str, np.ndarray]:
+        return {head: (np.argmax(pred[head]) if head == "scene" else pred[head]) for head in HEADS}
 
     def write_outputs(self, image: np.ndarray, pred: dict, stem: str) -> list[str]:
         """`<stem>.png` (image with the top scene | objects | parts | materials, with legends), `<stem>_object.png`,
