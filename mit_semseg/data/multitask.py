@@ -21,12 +21,11 @@ from torch.utils.data import Dataset, Sampler
 
 from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, padded_images, train_loader
 from .imageio import UnreadableImage, read_image, read_label
-from .label_tables import LabelTables
+from .label_tables import HEADS, PIXEL_HEADS, LabelTables
 from .records import DataError, check_files_exist, check_record, read_json_lines
 from .transforms import label_cells, multi_scale_images, resize_image, resize_label, scaled_size
 
-MAPS = {"object": "fpath_object", "part": "fpath_part", "material": "fpath_material"}  # task: record key
-TASK_ORDER = ("object", "part", "scene", "material")
+MAPS = {head: f"fpath_{head}" for head in PIXEL_HEADS}  # head: the record's key of its label map
 
 
 def read_multitask_records(
@@ -62,7 +61,7 @@ def source_tasks(records: Sequence[dict]) -> dict[str, tuple[str, ...]]:
         tasks.update(task for task, key in MAPS.items() if key in r)
         if r["scene"] >= 0:
             tasks.add("scene")
-    return {source: tuple(t for t in TASK_ORDER if t in tasks) for source, tasks in found.items()}
+    return {source: tuple(t for t in HEADS if t in tasks) for source, tasks in found.items()}
 
 
 @dataclass
@@ -158,7 +157,7 @@ class MultiTaskCollate:
         tasks = good[0].tasks
         _, height, width, _ = batch["images"].shape
         shape = (len(good), height // self.rate, width // self.rate)
-        maps = {task: np.zeros(shape, np.int64) for task in ("object", "part", "material") if task in tasks}
+        maps = {task: np.zeros(shape, np.int64) for task in PIXEL_HEADS if task in tasks}
         valid = np.zeros((len(good), self.parts.num_groups), bool)
         for i, s in enumerate(good):
             cells = {task: label_cells(m, self.rate).astype(np.int64) for task, m in s.maps.items()}

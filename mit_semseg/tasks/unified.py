@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..data.classes import palette
-from ..data.label_tables import HEADS, LabelTables, read_label_tables
+from ..data.label_tables import HEADS, PIXEL_HEADS, LabelTables, read_label_tables
 from ..data.multitask import (
     MultiTaskValDataset,
     PartTargets,
@@ -241,7 +241,7 @@ class UnifiedParsingTask(Task):
 
     def print_summary(self, summary: dict, path: str) -> None:
         print(f"{'task':<10}{'mean IoU':>10}{'accuracy':>10}")
-        for task in ("object", "part", "material"):
+        for task in PIXEL_HEADS:
             figures = summary[task]
             print(f"{task:<10}{figures['mean_iou']:>10.4f}{100 * figures['pixel_accuracy']:>9.2f}%")
         print(
