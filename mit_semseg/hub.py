@@ -7,7 +7,7 @@ import os
 import urllib.error
 import urllib.request
 
-from tqdm import tqdm
+from .progress import Progress
 
 PRETRAINED_URL = "http://sceneparsing.csail.mit.edu/model/pretrained_resnet/"
 MODEL_URL = "http://sceneparsing.csail.mit.edu/model/pytorch/"
@@ -78,13 +78,14 @@ def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10
             try:
                 with (
                     open(part, "ab" if start else "wb") as f,
-                    tqdm(
-                        total=total,
-                        initial=start,
+                    Progress(
+                        total,
+                        os.path.basename(dest),
                         unit="B",
+                        initial=start,
+                        every=None if total else 64 * CHUNK,
+                        enabled=progress,
                         unit_scale=True,
-                        disable=not progress,
-                        desc=os.path.basename(dest),
                     ) as bar,
                 ):
                     for block in iter(lambda: response.read(CHUNK), b""):

@@ -22,7 +22,7 @@ class Progress:
 
     def __init__(
         self,
-        total: int,
+        total: int | None,
         desc: str,
         unit: str = "it",
         initial: int = 0,
@@ -35,7 +35,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.printer = printer or (lambda line: print(line, file=self.stream, flush=True))
         self.total, self.desc, self.unit, self.count, self.unit_scale = total, desc, unit, initial, unit_scale
-        self.every = every or max(1, total // 10)
+        self.every = every or max(1, (total or 0) // 10)
         self.enabled, self.postfix, self.started = enabled, "", time.perf_counter()
         terminal = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = (

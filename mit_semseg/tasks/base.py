@@ -24,6 +24,7 @@ class Task:
     name: ClassVar[str]
     decoder_base: ClassVar[type]
     find_unused_parameters: ClassVar[bool] = False  # whether a training step may leave parameters without gradient
+    output_files: ClassVar[int]  # how many files `write_outputs` writes per image
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -130,5 +131,3 @@ class Task:
     def write_outputs(self, image: np.ndarray, pred, stem: str) -> list[str]:
         """`test.py`'s files for one image, named from `stem`; returns the lines to print about it."""
         raise NotImplementedError
-
-    output_files: ClassVar[int]  # how many files `write_outputs` writes per image

@@ -26,9 +26,8 @@ import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ...hub import DownloadError, download
+from ...progress import Progress
 from ..records import DataError
 from .tables import SUBSTANCES, read_split_lists, read_substance_colors
 
@@ -221,7 +220,7 @@ def fetch_photos(photos: list[dict], folder: Path, progress: bool = True) -> lis
 
     with (
         ThreadPoolExecutor(DOWNLOAD_THREADS) as pool,
-        tqdm(total=len(photos), unit="photo", disable=not progress, desc="OpenSurfaces photos") as bar,
+        Progress(len(photos), "OpenSurfaces photos", unit="photo", enabled=progress) as bar,
     ):
         failures = []
         for failure in pool.map(one, photos):
@@ -281,13 +280,10 @@ def complete(folder: Path, splits: Path, progress: bool = True) -> str:
 
     todo = [p for p in chosen if not (labels / f"{p['pk']}.png").is_file()]
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow draws and encodes without the GIL
-        failures += [
-            f
-            for f in tqdm(
-                pool.map(label, todo), total=len(todo), unit="label", disable=not progress, desc="OpenSurfaces labels"
-            )
-            if f
-        ]
+        with Progress(len(todo), "OpenSurfaces labels", unit="label", enabled=progress) as bar:
+            for failure in pool.map(label, todo):
+                failures += [failure] if failure else []
+                bar.update()
     failures = fetch_photos(chosen, folder / "photos", progress) + failures
     if failures:
         raise DataError(_summarise(failures, len(chosen)))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
+from ...progress import Progress
 from ..imageio import read_image
 from ..label_tables import read_label_tables
 from ..records import DataError, write_json_lines
@@ -294,7 +294,7 @@ def prepare(
     prepared_now = 0
     with (
         open(out / JOURNAL, "a", encoding="utf-8") as journal,
-        tqdm(total=len(pending), unit="img", disable=not progress, desc="preparing Broden+") as bar,
+        Progress(len(pending), "preparing Broden+", unit="img", enabled=progress) as bar,
     ):
         for outcome in _run(pending, out, settings, vocabularies, workers):
             outcomes[outcome.key] = outcome
