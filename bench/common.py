@@ -11,11 +11,16 @@ import torch
 from mit_semseg.config import load_config
 from mit_semseg.models import ENCODERS
 from mit_semseg.precision import cpu_description, cpu_has_native_bf16, describe_cpu
-from mit_semseg.tasks import build_model
+from mit_semseg.tasks import Task, task_for
 
 
 def model_for(pair: str, num_class: int = 150, inference: bool = False) -> torch.nn.Module:
     """The task's module of `ENCODER+DECODER` with random weights, from the project's model factory."""
+    return task_for_pair(pair, num_class).build_model(inference=inference)
+
+
+def task_for_pair(pair: str, num_class: int = 150) -> Task:
+    """The task of a config with the encoder and decoder of `ENCODER+DECODER`, and random weights."""
     encoder, decoder = pair.split("+")
     cfg = load_config(
         None,
@@ -32,7 +37,7 @@ def model_for(pair: str, num_class: int = 150, inference: bool = False) -> torch
             str(num_class),
         ],
     )
-    return build_model(cfg, inference=inference)
+    return task_for(cfg)
 
 
 def machine() -> dict:

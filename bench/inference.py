@@ -23,14 +23,16 @@ import argparse
 import copy
 import glob
 import logging
+import os
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from contextlib import nullcontext
 
 import torch
-from common import machine, model_for, print_machine, write_results
+from common import machine, print_machine, task_for_pair, write_results
 from torch import nn
 
 from mit_semseg import Segmenter
@@ -51,7 +53,7 @@ RELEASED = [
 
 def build(pair: str, device) -> nn.Module:
     torch.manual_seed(0)
-    model = model_for(pair, inference=True)
+    model = task_for_pair(pair).build_model(inference=True)
     # Conditioned like a trained network: residual branches start small (the last batch-norm scale of
     # each residual block, as trained ResNets have it), and batch-norm statistics are measured on images.
     with torch.no_grad():
@@ -89,6 +91,34 @@ def timed(model, image, size, dtype, repeats: int, device) -> tuple[float, torch
         logits, pred = run()
         times.append(time.perf_counter() - started)
     return statistics.median(times), logits, pred
+
+
+def onnx_timed(pair: str, model: nn.Module, image: torch.Tensor, repeats: int, folder: str):
+    """Median seconds of one prediction through ONNX Runtime on the CPU (the exported file: network, resize to the
+    input, softmax; then the arg-max), and its probabilities; None where the `export` extra is missing."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from mit_semseg.export import export_onnx
+
+    path = export_onnx(task_for_pair(pair), copy.deepcopy(model).cpu(), os.path.join(folder, "model.onnx"))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same cores as torch's
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"image": image.cpu().numpy()}
+
+    def run():
+        probabilities = session.run(None, feed)[0]
+        return probabilities, probabilities.argmax(1)
+
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        probabilities, _ = run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), torch.from_numpy(probabilities)
 
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -143,6 +173,7 @@ def main() -> None:
         help="the architectures to time with random weights (none: only --agreement-cfg)",
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-onnx", action="store_true", help="leave out the ONNX Runtime column")
     parser.add_argument("--agreement-cfg", help="config of a trained model for the bf16 agreement on real images")
     parser.add_argument("--agreement-images", help="glob of the images for --agreement-cfg")
     parser.add_argument(
@@ -171,8 +202,10 @@ def main() -> None:
         "max dprob",
         "fp32 vs fp64",
         "bf16 changed",
+        "onnxruntime ms",
+        "ORT same",
     ]
-    widths = [32, 14, 17, 17, 22, 10, 13, 13]
+    widths = [32, 14, 17, 17, 22, 10, 13, 13, 17, 9]
     line = lambda cells: cells[0].ljust(widths[0]) + "".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
     print(f"{height} x {width} on {args.device}; auto picks {'bf16' if auto else 'fp32'} here")
     if args.models:
@@ -191,6 +224,11 @@ def main() -> None:
             logits_exact = exact.decoder.main_logits(exact.encoder(image.double(), return_feature_maps=True))
         noise = (torch.softmax(logits_exact, 1).float() - torch.softmax(logits_plain, 1)).abs().max().item()
         changed = (pred_bf16 != pred_plain).float().mean().item()
+        with tempfile.TemporaryDirectory() as folder:
+            ort = None if args.no_onnx else onnx_timed(pair, plain, image, args.repeats, folder)
+        if ort is not None:
+            t_ort, probabilities_ort = ort
+            same_ort = (probabilities_ort.argmax(1)[0] == pred_plain.cpu()).float().mean().item()
         rows.append(
             {
                 "model": pair,
@@ -208,6 +246,10 @@ def main() -> None:
                 "images_per_s": {"fp32_eager": 1 / t_plain, "optimised": 1 / t_fast, "bf16": 1 / t_bf16},
             }
         )
+        if ort is not None:
+            rows[-1].update(
+                onnxruntime_ms=1000 * t_ort, onnxruntime_speedup=t_plain / t_ort, onnxruntime_share_same=same_ort
+            )
         timing = lambda t: f"{1000 * t:.1f} ({t_plain / t:.2f}x)"
         print(
             line(
@@ -220,6 +262,8 @@ def main() -> None:
                     f"{dprob:.1e}",
                     f"{noise:.1e}",
                     f"{100 * changed:.2f}%",
+                    timing(t_ort) if ort is not None else "n/a",
+                    f"{100 * same_ort:.2f}%" if ort is not None else "n/a",
                 ]
             ),
             flush=True,

@@ -7,6 +7,8 @@ import glob
 import os
 import sys
 
+import torch
+
 from . import cli, zoo
 from .config import ConfigError, load_config
 from .data.imageio import read_image
@@ -38,38 +40,42 @@ def main(argv: list[str] | None = None) -> int:
         description="Segment images; writes <name>.png (image | prediction, "
         "with a legend) and <name>_label.png (class index + 1) into TEST.result.",
         epilog="Examples: python test.py --imgs photos/ --cfg config/X.yaml; "
-        "python test.py --model ade20k-resnet50dilated-ppm_deepsup --imgs a.jpg",
+        "python test.py --model ade20k-resnet50dilated-ppm_deepsup --imgs a.jpg; "
+        "python test.py --onnx model.onnx --imgs a.jpg",
     )
     parser.add_argument("--imgs", required=True, help="an image, a folder (searched recursively) or a glob")
-    parser.add_argument("--cfg", metavar="FILE", help="config file; weights DIR/{encoder,decoder}_<TEST.checkpoint>")
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cfg", metavar="FILE", help="config file; weights DIR/{encoder,decoder}_<TEST.checkpoint>")
+    source.add_argument(
         "--model",
         choices=list(zoo.MODELS),
         metavar="NAME",
         help=f"a released model, downloaded once into the cache: {', '.join(zoo.MODELS)}",
     )
+    source.add_argument("--onnx", metavar="FILE", help="an exported file, run by ONNX Runtime on the CPU")
     parser.add_argument("--gpu", default="0", help="GPU index, or cpu (default: 0, the CPU when there is no GPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
-    if not args.cfg and not args.model:
-        parser.error("give --cfg or --model")
     try:
-        device = cli.devices(args.gpu, PROG, "--gpu")
+        device = [torch.device("cpu")] if args.onnx else cli.devices(args.gpu, PROG, "--gpu")
         if len(device) != 1:
             raise ValueError(f"--gpu takes one GPU, got '{args.gpu}'")
-        cfg = None if args.model else load_config(args.cfg, args.opts)
+        cfg = load_config(args.cfg, args.opts) if args.cfg else None
     except (ConfigError, ValueError) as err:
         return cli.usage(PROG, err)
     paths, root = find_images(args.imgs)
     if not paths:
         return cli.fail(PROG, f"no images found at {args.imgs}")
     try:
-        segmenter = (
-            Segmenter.from_pretrained(args.model, device[0], args.opts) if args.model else Segmenter(cfg, device[0])
-        )
+        if args.onnx:
+            segmenter = Segmenter.from_onnx(args.onnx, args.opts)
+        elif args.model:
+            segmenter = Segmenter.from_pretrained(args.model, device[0], args.opts)
+        else:
+            segmenter = Segmenter(cfg, device[0])
     except ConfigError as err:
         return cli.usage(PROG, err)
-    except cli.RUN_ERRORS as err:
+    except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:
         return cli.fail(PROG, err)
     result_dir = segmenter.cfg.TEST.result
     why = f" (TEST.precision auto on {describe_device(segmenter.device)})" if segmenter.asked == "auto" else ""

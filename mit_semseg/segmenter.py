@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import zoo
-from .config import load_config
+from .config import config_from_text, load_config
 from .data.classes import class_colors, colorize
 from .data.imageio import read_image
 from .precision import autocast, inference_dtype
@@ -22,16 +22,22 @@ class Segmenter:
     probabilities and `object`, `part`, `material` maps in the label tables' labels.
 
     `Segmenter.from_pretrained(name)` fetches a released model; `Segmenter.from_config(cfg)` uses
-    DIR/{encoder,decoder}_<TEST.checkpoint>. `precision` (default TEST.precision, `auto`) runs the
-    network in bfloat16 where the device computes it natively; `fp32` or `bf16` force one.
+    DIR/{encoder,decoder}_<TEST.checkpoint>; `Segmenter.from_onnx(path)` runs an exported file through
+    ONNX Runtime (on the CPU). `precision` (default TEST.precision, `auto`) runs the network in bfloat16
+    where the device computes it natively; `fp32` or `bf16` force one.
     """
 
     def __init__(
-        self, cfg, device: str | torch.device = "cpu", checkpoint: str | None = None, precision: str | None = None
+        self,
+        cfg,
+        device: str | torch.device = "cpu",
+        checkpoint: str | None = None,
+        precision: str | None = None,
+        model: torch.nn.Module | None = None,
     ) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.task = task_for(cfg)
-        self.model = self.task.load(checkpoint or cfg.TEST.checkpoint, self.device)
+        self.model = model if model is not None else self.task.load(checkpoint or cfg.TEST.checkpoint, self.device)
         self.asked = precision or cfg.TEST.precision
         self.dtype = inference_dtype(self.asked, self.device, "Segmenter")
         self.class_names = self.task.class_names()
@@ -57,6 +63,16 @@ class Segmenter:
     ) -> Segmenter:
         directory = zoo.fetch(name)
         return cls.from_config(zoo.config_path(name), directory, zoo.lookup(name).checkpoint, device, opts, precision)
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, opts=()) -> Segmenter:
+        """Predict with an exported file (`python -m mit_semseg.export`) through ONNX Runtime, in float32, with the
+        config stored in it (and `opts` over it): the same pre- and post-processing as the PyTorch model."""
+        from .export import OnnxSession
+
+        session = OnnxSession(path)
+        cfg = config_from_text(session.config, session.path, opts)
+        return cls(cfg, "cpu", precision="fp32", model=task_for(cfg).onnx_model(session))
 
     @property
     def precision(self) -> str:

@@ -39,6 +39,9 @@ _C.MODEL.arch_encoder = "resnet50dilated"
 _C.MODEL.arch_decoder = "ppm_deepsup"
 _C.MODEL.weights_encoder = ""
 _C.MODEL.weights_decoder = ""
+# fine-tuning: start from another model's weights as far as they fit, the classifiers fresh for this config's
+# classes (train.py --init-from): a released model's name, a checkpoint folder, FOLDER/epoch_N or ENC.pth,DEC.pth
+_C.MODEL.init_from = ""
 # channels of the encoder's last feature map
 _C.MODEL.fc_dim = 2048
 # start the encoder from ImageNet weights when weights_encoder is empty

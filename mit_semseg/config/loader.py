@@ -38,13 +38,17 @@ def _check_keys(keys: Iterable[str], source: str) -> None:
 def _read_yaml(path: str) -> CfgNode:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        return _parse_yaml(f.read(), path)
+
+
+def _parse_yaml(text: str, source: str) -> CfgNode:
     try:
-        with open(path, encoding="utf-8") as f:
-            node = CfgNode.load_cfg(f)
+        node = CfgNode.load_cfg(text)
     except Exception as err:
-        raise ConfigError(f"{path}: not a valid YAML config ({err})") from err
+        raise ConfigError(f"{source}: not a valid YAML config ({err})") from err
     if not isinstance(node, CfgNode):
-        raise ConfigError(f"{path}: expected a mapping of config sections")
+        raise ConfigError(f"{source}: expected a mapping of config sections")
     return node
 
 
@@ -115,20 +119,33 @@ def validate(cfg: CfgNode) -> None:
         section, name = key.split(".")
         if cfg[section][name] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[section][name]}")
+    if cfg.MODEL.init_from and (cfg.MODEL.weights_encoder or cfg.MODEL.weights_decoder):
+        raise ConfigError(
+            "MODEL.init_from and MODEL.weights_encoder/weights_decoder are both set: init_from loads what "
+            "fits for other classes, weights_* load strictly; choose one"
+        )
     task_class(cfg.MODEL.arch_decoder).check_config(cfg)
 
 
 def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] = ()) -> CfgNode:
     """Defaults, then `cfg_file`, then `opts` (KEY VALUE pairs), validated; the defaults stay untouched."""
+    path = os.fspath(cfg_file) if cfg_file else ""
+    return _merged(_read_yaml(path) if path else None, path, opts)
+
+
+def config_from_text(text: str, source: str, opts: Sequence[str] = ()) -> CfgNode:
+    """`load_config` of a config's YAML text (from `source`, for messages), such as one stored in an exported file."""
+    return _merged(_parse_yaml(text, source), source, opts)
+
+
+def _merged(node: CfgNode | None, source: str, opts: Sequence[str]) -> CfgNode:
     cfg = _C.clone()
-    if cfg_file:
-        path = os.fspath(cfg_file)
-        node = _read_yaml(path)
-        _check_keys(_flatten(node), path)
+    if node is not None:
+        _check_keys(_flatten(node), source)
         try:
             cfg.merge_from_other_cfg(node)
         except (ValueError, KeyError, AssertionError) as err:
-            raise ConfigError(f"{path}: {err}") from err
+            raise ConfigError(f"{source}: {err}") from err
     opts = list(opts)
     if opts:
         if len(opts) % 2:

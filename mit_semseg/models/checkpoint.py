@@ -46,15 +46,28 @@ def load_weights(
 
     Keys starting with one of `drop_prefixes` (an ImageNet classifier, say) are ignored.
     """
-    drop, optional = tuple(drop_prefixes), tuple(optional_suffixes)
+    drop = tuple(drop_prefixes)
     state = {k: v for k, v in read_state_dict(path).items() if not (drop and k.startswith(drop))}
+    _check_fit(module, state, path, tuple(optional_suffixes))
+    module.load_state_dict(state, strict=False)
+
+
+def _check_fit(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path,
+    optional: tuple[str, ...],
+    renewable: tuple[str, ...] = (),
+) -> None:
+    """CheckpointError naming every key of `state` or `module` that does not fit, but those under `renewable`."""
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith(optional)]
-    unexpected = [k for k in state if k not in expected]
+    kept = lambda k: not (renewable and k.startswith(renewable))
+    missing = [k for k in expected if k not in state and not k.endswith(optional) and kept(k)]
+    unexpected = [k for k in state if k not in expected and kept(k)]
     misshaped = [
         f"{k} (file {tuple(v.shape)}, model {tuple(expected[k].shape)})"
         for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
+        if k in expected and v.shape != expected[k].shape and kept(k)
     ]
     if missing or unexpected or misshaped:
         message = f"{os.fspath(path)} does not fit {type(module).__name__}:"
@@ -66,4 +79,18 @@ def load_weights(
             if items:
                 message += _listing(title, items)
         raise CheckpointError(message)
-    module.load_state_dict(state, strict=False)
+
+
+def load_matching(
+    module: nn.Module, path: str | os.PathLike, renewable: Iterable[str] = (), optional_suffixes: Iterable[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Load the tensors of `path` whose names and shapes fit `module`; the module's tensors under the `renewable`
+    prefixes that do not (a classifier for other classes) keep their fresh values. Anything else that does not
+    fit is a CheckpointError naming the keys. Returns the names loaded and those kept fresh."""
+    renewable, optional = tuple(renewable), tuple(optional_suffixes) + OPTIONAL_KEYS
+    state = read_state_dict(path)
+    _check_fit(module, state, path, optional, renewable)
+    expected = module.state_dict()
+    loaded = [k for k in expected if k in state and state[k].shape == expected[k].shape]
+    module.load_state_dict({k: state[k] for k in loaded}, strict=False)
+    return loaded, [k for k in expected if k not in loaded and not k.endswith(optional)]

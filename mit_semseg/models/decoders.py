@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import SynchronizedBatchNorm2d
+from ..nn import AdaptiveAvgPool2d, SynchronizedBatchNorm2d
 from .layers import NormLayer, conv3x3_bn_relu
 
 PPM_SCALES = (1, 2, 3, 6)
@@ -32,6 +32,7 @@ class Decoder(nn.Module):
 
     deep_sup = False  # whether training also returns the deep-supervision head's log-probabilities
     needs_all_widths = False  # whether it reads every map of the encoder (an FPN), not only the last two
+    class_layers: tuple[str, ...] = ()  # state-dict prefixes of the layers whose shapes depend on the classes
 
     def __init__(self, use_softmax: bool = False) -> None:
         super().__init__()
@@ -70,6 +71,8 @@ class C1(Decoder):
     `deepsup_dim`: the width of the second-to-last map, which deep supervision reads (the original: fc_dim // 2).
     """
 
+    class_layers = ("conv_last.",)
+
     def __init__(
         self,
         num_class: int = 150,
@@ -96,6 +99,8 @@ class C1(Decoder):
 class C1DeepSup(C1):
     """C1 plus a deep-supervision head on the second-to-last map."""
 
+    class_layers = ("conv_last.", "conv_last_deepsup.")
+
     deep_sup = True
 
 
@@ -104,6 +109,8 @@ class PPM(Decoder):
 
     `deepsup_dim`: the width of the second-to-last map, which deep supervision reads (the original: fc_dim // 2).
     """
+
+    class_layers = ("conv_last.4.",)
 
     def __init__(
         self,
@@ -117,7 +124,7 @@ class PPM(Decoder):
         super().__init__(use_softmax)
         self.ppm = nn.ModuleList(
             nn.Sequential(
-                nn.AdaptiveAvgPool2d(scale),
+                AdaptiveAvgPool2d(scale),
                 nn.Conv2d(fc_dim, PPM_CHANNELS, 1, bias=False),
                 norm_layer(PPM_CHANNELS),
                 nn.ReLU(inplace=True),
@@ -148,6 +155,8 @@ class PPM(Decoder):
 
 class PPMDeepsup(PPM):
     """PPM plus a deep-supervision head on the second-to-last map."""
+
+    class_layers = ("conv_last.4.", "conv_last_deepsup.")
 
     deep_sup = True
 
@@ -197,6 +206,8 @@ class UPerNet(Decoder):
     `fpn_inplanes` are the channel counts of the encoder's maps, the last one being `fc_dim`.
     """
 
+    class_layers = ("conv_last.1.",)
+
     needs_all_widths = True
 
     def __init__(
@@ -212,7 +223,7 @@ class UPerNet(Decoder):
         super().__init__(use_softmax)
         if fpn_inplanes[-1] != fc_dim:
             raise ValueError(f"UPerNet: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
-        self.ppm_pooling = nn.ModuleList(nn.AdaptiveAvgPool2d(scale) for scale in pool_scales)
+        self.ppm_pooling = nn.ModuleList(AdaptiveAvgPool2d(scale) for scale in pool_scales)
         add_pyramid_and_fpn(self, fc_dim, fpn_inplanes, fpn_dim, len(pool_scales), norm_layer)
         self.conv_last = nn.Sequential(
             conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer),

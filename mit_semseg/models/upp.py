@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.label_tables import HEADS, LabelTables, read_label_tables
-from ..nn import PrRoIPool2D, SynchronizedBatchNorm2d
+from ..nn import AdaptiveAvgPool2d, PrRoIPool2D, SynchronizedBatchNorm2d
 from .decoders import PPM_SCALES, add_pyramid_and_fpn, pyramid_context, resize, top_down
 from .layers import NormLayer, conv3x3_bn_relu
 
@@ -33,6 +33,7 @@ class UPPDecoder(nn.Module):
 
     deep_sup = False
     needs_all_widths = True
+    class_layers = ("scene_head.2.", "object_head.1.", "part_head.1.", "material_head.1.")
 
     def __init__(
         self,
@@ -55,7 +56,7 @@ class UPPDecoder(nn.Module):
         self.conv_fusion = conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer)
         self.scene_head = nn.Sequential(
             conv3x3_bn_relu(fpn_dim, fpn_dim, norm_layer=norm_layer),
-            nn.AdaptiveAvgPool2d(1),
+            AdaptiveAvgPool2d(1),
             nn.Conv2d(fpn_dim, classes["scene"], 1),
         )
         self.object_head = _head(fpn_dim, classes["object"], norm_layer)
@@ -78,7 +79,8 @@ class UPPDecoder(nn.Module):
     def _context(self, conv5: torch.Tensor) -> torch.Tensor:
         """The pyramid-pooling context: each scale pooled over the whole map (Precise RoI pooling), then as UPerNet."""
         n, _, h, w = conv5.shape
-        rois = torch.tensor([[b, 0, 0, w, h] for b in range(n)], dtype=torch.float32, device=conv5.device)
+        index = torch.arange(n, dtype=torch.float32, device=conv5.device)  # rois [b, 0, 0, w, h], from the shape alone
+        rois = torch.stack([index, 0 * index, 0 * index, 0 * index + w, 0 * index + h], 1)
         return pyramid_context(self, conv5, [pool(conv5, rois).to(conv5.dtype) for pool in self.ppm_pooling])
 
     def logits(self, conv_out: list[torch.Tensor], tasks: Iterable[str] = HEADS) -> dict[str, torch.Tensor]:

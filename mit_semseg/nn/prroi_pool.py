@@ -49,7 +49,7 @@ def prroi_pool2d(
     dtype = torch.promote_types(features.dtype, torch.float32)
     rois = rois.detach().to(device=features.device, dtype=dtype)
     index = rois[:, 0].long()
-    if index.numel() and (index.min() < 0 or index.max() >= features.shape[0]):
+    if not torch.compiler.is_exporting() and index.numel() and (index.min() < 0 or index.max() >= features.shape[0]):
         raise ValueError(f"prroi_pool2d: roi batch index out of range 0..{features.shape[0] - 1}")
     x0, y0, x1, y1 = (rois[:, k] * spatial_scale for k in range(1, 5))
     width, height = (x1 - x0).clamp_min(0), (y1 - y0).clamp_min(0)

@@ -46,7 +46,8 @@ class Task:
         """
         m = self.cfg.MODEL
         weights = weights or {"encoder": m.weights_encoder, "decoder": m.weights_decoder}
-        encoder = build_encoder(m.arch_encoder, weights["encoder"], m.pretrained and not inference, m.bn_momentum)
+        imagenet = m.pretrained and not (inference or m.init_from)  # init_from brings its own encoder weights
+        encoder = build_encoder(m.arch_encoder, weights["encoder"], imagenet, m.bn_momentum)
         decoder = build_decoder(
             m.arch_decoder,
             ENCODERS[m.arch_encoder].feature_channels,
@@ -122,6 +123,21 @@ class Task:
 
     def predict(self, model: nn.Module, image: np.ndarray, probabilities: bool = False):
         """A prediction for one RGB image, from a model built with `inference=True` (see `Segmenter.predict`)."""
+        raise NotImplementedError
+
+    # ONNX ---------------------------------------------------------------------------------------------------------
+
+    def output_names(self) -> list[str]:
+        """The names of the exported file's outputs, in `export_outputs`'s order."""
+        raise NotImplementedError
+
+    def export_outputs(self, model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the exported file computes: each output's probabilities at the input size (a model built with
+        `inference=True`)."""
+        raise NotImplementedError
+
+    def onnx_model(self, session) -> nn.Module:
+        """An `export.OnnxModel` over an ONNX Runtime session of an exported file, which `predict` can use."""
         raise NotImplementedError
 
     def classes_per_head(self, pred) -> dict[str, np.ndarray]:

@@ -45,6 +45,16 @@ def describe(labels: np.ndarray, names: Sequence[str]) -> list[str]:
     return [f"  {names[c]}: {100 * share:.2f}%" for c, share in shares(labels, len(names))]
 
 
+class _OnnxDecoder:
+    """The part of a segmentation decoder `predict` uses, from an ONNX Runtime session."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def main_logits(self, image: torch.Tensor) -> torch.Tensor:
+        return self.session.run(image)["probabilities"]
+
+
 class SegmentationTask(Task):
     name = "segmentation"
     decoder_base = Decoder
@@ -57,6 +67,14 @@ class SegmentationTask(Task):
         except (ValueError, FileNotFoundError) as err:
             raise ConfigError(f"DATASET.class_info: {err}") from err
         self.colors = class_colors(cfg.DATASET.num_class)
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.DATASET.num_class < 2:
+            raise ConfigError(
+                f"DATASET.num_class is {cfg.DATASET.num_class}: with one class the loss is always 0 and nothing is "
+                "learnt; label 0 is unlabelled (ignored), so two classes (background 1, foreground 2) need num_class 2"
+            )
 
     def module(self, encoder: nn.Module, decoder: nn.Module) -> SegmentationModule:
         scale = self.cfg.TRAIN.deep_sup_scale if decoder.deep_sup else None
@@ -122,6 +140,17 @@ class SegmentationTask(Task):
             pred, prob = fuse(logits, size, probabilities=True)
             return pred[:h, :w].cpu().numpy(), prob[:, :h, :w].cpu().numpy()
         return fuse(logits, size)[:h, :w].cpu().numpy()
+
+    def output_names(self) -> list[str]:
+        return ["probabilities"]
+
+    def export_outputs(self, model, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (model.decoder(model.encoder(image, return_feature_maps=True), segSize=image.shape[-2:]),)
+
+    def onnx_model(self, session) -> nn.Module:
+        from ..export import OnnxModel
+
+        return OnnxModel(_OnnxDecoder(session))
 
     def classes_per_head(self, pred: np.ndarray) -> dict[str, np.ndarray]:
         return {"classes": pred}

@@ -177,6 +177,19 @@ def prediction_panels(image: np.ndarray, pred: dict, tables: LabelTables) -> lis
     return panels
 
 
+class _OnnxDecoder:
+    """The part of a UPP decoder `predict_multitask` uses, from an ONNX Runtime session."""
+
+    def __init__(self, session, tables: LabelTables) -> None:
+        self.session, self.part_group_sizes = session, tables.part_group_sizes
+        self.groups = len(tables.groups)
+
+    def logits(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.session.run(image)
+        parts = torch.cat([out[f"part_{g}"] for g in range(self.groups)], 1)
+        return {"scene": out["scene"], "object": out["object"], "material": out["material"], "part": parts}
+
+
 class UnifiedParsingTask(Task):
     name = "unified_parsing"
     decoder_base = UPPDecoder
@@ -270,6 +283,18 @@ class UnifiedParsingTask(Task):
         if not probabilities:
             return pred
         return pred, {k: [g.numpy() for g in v] if k == "part" else v.numpy() for k, v in probs.items()}
+
+    def output_names(self) -> list[str]:
+        return ["scene", "object", "material"] + [f"part_{g}" for g in range(len(self.tables.groups))]
+
+    def export_outputs(self, model, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = model.decoder(model.encoder(image, return_feature_maps=True), segSize=image.shape[-2:])
+        return (out["scene"], out["object"], out["material"], *out["part"])
+
+    def onnx_model(self, session) -> nn.Module:
+        from ..export import OnnxModel
+
+        return OnnxModel(_OnnxDecoder(session, self.tables), part_objects=[g.object_label for g in self.tables.groups])
 
     def classes_per_head(self, pred: dict) -> dict[str, np.ndarray]:
         return {head: (np.argmax(pred[head]) if head == "scene" else pred[head]) for head in HEADS}

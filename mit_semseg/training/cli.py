@@ -33,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--resume", action="store_true", help="continue from the latest resume state in DIR")
     parser.add_argument(
+        "--init-from",
+        metavar="SOURCE",
+        help="fine-tune: start from these weights as far as they fit, the classifiers fresh (MODEL.init_from): "
+        "a released model's name, a checkpoint folder, FOLDER/epoch_N or ENCODER.pth,DECODER.pth",
+    )
+    parser.add_argument(
         "--stop-after-epoch",
         type=int,
         metavar="N",
@@ -60,7 +66,7 @@ def runtime_for(devices: list[torch.device]) -> Runtime:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.cfg, args.opts)
+        cfg = load_config(args.cfg, args.opts + (["MODEL.init_from", args.init_from] if args.init_from else []))
         runtime = runtime_for(cli.devices(args.gpus, PROG))
     except (ConfigError, ValueError) as err:
         return cli.usage(PROG, err)

@@ -20,6 +20,7 @@ from ..parallel import DictDataParallel
 from ..precision import training_amp
 from ..tasks import Task, task_for
 from .hooks import CheckpointHook, FiniteLossHook, HistoryHook, ProgressHook, TrainingError
+from .init_from import init_from
 from .monitor import setup_logging
 from .optim import build_optimizer
 from .state import latest_state, load_state, set_rng_state, state_path
@@ -172,6 +173,11 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     if not resume:
         _start_weights(cfg)
     model = task.build_model()
+    if cfg.MODEL.init_from:
+        if resume:
+            log.info("--resume: the resume state's weights, not MODEL.init_from's")
+        else:
+            log.info(init_from(model, cfg.MODEL.init_from))
     if t.fix_bn:
         freeze_bn(model)
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format

@@ -1,0 +1,182 @@
+"""ONNX export of every encoder and decoder, checked against ONNX Runtime at two sizes from one file; test.py --onnx."""
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from helpers import REPO, write_small_tables
+from torch import nn
+
+from mit_semseg import Segmenter
+from mit_semseg.config import load_config
+from mit_semseg.data.records import DataError
+from mit_semseg.export import OnnxSession, export_onnx
+from mit_semseg.models import ENCODERS
+from mit_semseg.nn import adaptive_avg_pool2d
+from mit_semseg.tasks import task_for
+
+# every encoder and every decoder of the registry at least once
+PAIRS = [
+    "mobilenetv2dilated+c1_deepsup",
+    "resnet18dilated+ppm_deepsup",
+    "resnet18+upernet_lite",
+    "resnet50+upernet",
+    "resnet50dilated+ppm",
+    "resnet101+c1",
+    "resnet101dilated+c1_deepsup",
+    "resnext101+upernet_lite",
+    "resnext101dilated+ppm_deepsup",
+    "hrnetv2+c1",
+    "resnet18+upp_lite",
+    "resnet50+upp",
+]
+SIZES = [(1, 64, 96), (2, 80, 112)]  # the size it is traced at, and another batch and size
+
+
+def _conditioned(task, seed=0):
+    """The task's inference model with random weights conditioned like trained ones (small residual branches,
+    batch-norm statistics measured on images), so that activations keep their scale through a deep network."""
+    torch.manual_seed(seed)
+    model = task.build_model(inference=True)
+    with torch.no_grad():  # residual branches start small, as trained ResNets have them
+        for block in model.encoder.modules():
+            last = getattr(block, "bn3", None) or getattr(block, "bn2", None)
+            if hasattr(block, "downsample") and isinstance(last, nn.BatchNorm2d):
+                last.weight.mul_(0.1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # the cumulative average of the batches below
+    with torch.no_grad():
+        model.train()
+        for _ in range(2):
+            model.decoder(model.encoder(torch.randn(2, 3, 64, 96), return_feature_maps=True), segSize=(64, 96))
+    return model.eval()
+
+
+def _config(pair, tmp_path):
+    encoder, decoder = pair.split("+")
+    opts = [
+        "MODEL.arch_encoder",
+        encoder,
+        "MODEL.arch_decoder",
+        decoder,
+        "MODEL.fc_dim",
+        str(ENCODERS[encoder].fc_dim),
+        "MODEL.pretrained",
+        "False",
+        "DATASET.num_class",
+        "7",
+    ]
+    if decoder == "upp_lite":
+        opts += ["DATASET.label_tables", str(write_small_tables(tmp_path / "tables"))]
+    return load_config(None, opts)
+
+
+@pytest.mark.numeric
+def test_matrix_pooling_equals_adaptive_average_pooling():
+    """The pooling the exported graph computes (any input size) equals torch's adaptive average pooling."""
+    torch.manual_seed(0)
+    for h, w in ((13, 17), (6, 6), (1, 9), (25, 7)):
+        x = torch.randn(2, 5, h, w, dtype=torch.float64)
+        for s in (1, 2, 3, 6):
+            torch.testing.assert_close(
+                adaptive_avg_pool2d(x, s), nn.functional.adaptive_avg_pool2d(x, s), atol=1e-12, rtol=1e-12
+            )
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_onnx_runtime_equals_pytorch_at_two_sizes(pair, tmp_path):
+    task = task_for(_config(pair, tmp_path))
+    model = _conditioned(task)
+    path = export_onnx(task, model, tmp_path / "model.onnx")
+    session = OnnxSession(path)
+    assert session.names == task.output_names()
+    for n, h, w in SIZES:
+        image = torch.randn(n, 3, h, w)
+        with torch.no_grad():
+            expected = [t.numpy() for t in task.export_outputs(model, image)]
+        got = session.session.run(None, {"image": image.numpy()})
+        assert [g.shape for g in got] == [e.shape for e in expected]
+        assert got[0].dtype == np.float32
+        for e, g in zip(expected, got):
+            assert np.abs(e - g).max() < 1e-4
+            if e.ndim == 4:  # pixel heads: the same class almost everywhere
+                assert (e.argmax(1) == g.argmax(1)).mean() >= 0.999
+
+
+def test_the_exported_file_carries_its_config_and_dynamic_axes(tmp_path):
+    cfg = _config("resnet18dilated+c1", tmp_path)
+    task = task_for(cfg)
+    path = export_onnx(task, _conditioned(task), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))
+    stored = {p.key: p.value for p in proto.metadata_props}["mit_semseg.config"]
+    assert "arch_encoder: resnet18dilated" in stored
+    (tmp_path / "other.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(DataError, match="cannot read the ONNX file"):
+        OnnxSession(tmp_path / "other.onnx")
+
+
+@pytest.mark.end_to_end
+def test_test_py_through_onnx_runtime_agrees_with_pytorch(tmp_path):
+    """A trained checkpoint exported with the real command, segmented by test.py --onnx and --cfg."""
+    from mit_semseg.data.synthetic import NUM_CLASS, generate
+    from mit_semseg.training.loop import Runtime, train
+
+    config = REPO / "config" / "synthetic-mobilenetv2dilated-c1_deepsup.yaml"
+    generate(str(tmp_path / "data"), num_train=6, num_val=3, seed=5, min_side=96, max_side=128)
+    opts = [
+        "DIR",
+        str(tmp_path / "ckpt"),
+        "DATASET.root_dataset",
+        str(tmp_path / "data"),
+        "DATASET.list_train",
+        str(tmp_path / "data" / "training.odgt"),
+        "DATASET.class_info",
+        str(tmp_path / "data" / "class_info.csv"),
+        "DATASET.imgSizes",
+        "(96, 128)",
+        "TRAIN.num_epoch",
+        "1",
+        "TRAIN.epoch_iters",
+        "4",
+        "TRAIN.workers",
+        "0",
+        "TEST.checkpoint",
+        "epoch_1.pth",
+        "TEST.precision",
+        "fp32",
+    ]
+    train(load_config(config, opts), Runtime([torch.device("cpu")]))
+    out = tmp_path / "model.onnx"
+    export = subprocess.run(
+        [sys.executable, "-m", "mit_semseg.export", "--cfg", str(config), "--out", str(out), *opts],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert export.returncode == 0, export.stderr[-2000:]
+    images = tmp_path / "data" / "images" / "validation"
+    for name, source in (("onnx", ["--onnx", str(out)]), ("torch", ["--cfg", str(config), "--gpu", "cpu", *opts])):
+        result = subprocess.run(
+            [sys.executable, "test.py", "--imgs", str(images), *source, "TEST.result", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=REPO,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    same = []
+    for label in sorted((tmp_path / "torch").glob("*_label.png")):
+        ours, theirs = cv2.imread(str(tmp_path / "onnx" / label.name), -1), cv2.imread(str(label), -1)
+        assert ours.shape == theirs.shape and 1 <= ours.min() and ours.max() <= NUM_CLASS
+        same.append((ours == theirs).mean())
+    assert len(same) == 3 and np.mean(same) > 0.995
+    segmenter = Segmenter.from_onnx(out)
+    assert segmenter.precision == "fp32" and segmenter.class_names[0] == "sky"
