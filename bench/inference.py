@@ -11,10 +11,12 @@ and the optimised fp32 path elsewhere, so its column repeats the one it picked. 
 largest probability difference of the optimised fp32 path from the plain one, next to the plain path's
 own rounding (its difference from float64), and the share of pixels whose class in bf16 differs from
 fp32 (random weights conditioned like trained ones, one random image: nearly a tie everywhere, so an
-upper bound that says little). `--agreement-cfg` measures what matters with a trained model over real
-images: per head (a Unified Perceptual Parsing model has four), the share of pixels (scene: of images)
-whose class changes in bf16, and the latency of `Segmenter.predict` in fp32 and bf16. A model whose
-outputs change by more than 1% should not get bf16 from `auto` by default.
+upper bound that says little). The ONNX Runtime column (CPU; `--no-onnx` leaves it out) runs the
+exported file (network, resize to the input, softmax) and the arg-max, as a ratio to fp32 eager, with
+the share of pixels whose class equals fp32 eager's. `--agreement-cfg` measures what matters with a
+trained model over real images: per head (a Unified Perceptual Parsing model has four), the share of
+pixels (scene: of images) whose class changes in bf16, and the latency of `Segmenter.predict` in fp32
+and bf16. A model whose outputs change by more than 1% should not get bf16 from `auto` by default.
 """
 
 from __future__ import annotations

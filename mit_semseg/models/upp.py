@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.label_tables import HEADS, LabelTables, read_label_tables
 from ..nn import AdaptiveAvgPool2d, PrRoIPool2D, SynchronizedBatchNorm2d
-from .decoders import PPM_SCALES, add_pyramid_and_fpn, pyramid_context, resize, top_down
+from .decoders import PPM_SCALES, add_pyramid_and_fpn, class_softmax, pyramid_context, resize, top_down
 from .layers import NormLayer, conv3x3_bn_relu
 
 
@@ -107,7 +107,7 @@ class UPPDecoder(nn.Module):
     def forward(self, conv_out: list[torch.Tensor], segSize=None, tasks: Iterable[str] = HEADS) -> dict:
         logits = self.logits(conv_out, tasks)
         inference = self.use_softmax or segSize is not None
-        normalise = F.softmax if inference else F.log_softmax
+        normalise = class_softmax if inference else F.log_softmax
         out = {}
         for task, x in logits.items():
             if segSize is not None and task != "scene":
