@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.10 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,lint,bench,broden,export]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,lint,bench,broden,export,cityscapes,voc]'
 	touch $(STAMP)
 
 # The whole suite; the end-to-end tests again as on the other kind of CPU (TEST.precision auto is bf16 where

@@ -202,7 +202,9 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
         checkpoint=cfg.VAL.checkpoint,
         images=len(records),
         seconds=time.perf_counter() - started,
-        flip=cfg.VAL.flip,
+        flip=cfg.TEST.flip,
+        mode=cfg.TEST.mode,
+        ratios=list(cfg.TEST.ratios),
         img_sizes=list(cfg.DATASET.imgSizes),
     )
     return summary

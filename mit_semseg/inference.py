@@ -55,9 +55,12 @@ def checkpoint_paths(cfg, checkpoint: str) -> dict[str, str]:
     return paths
 
 
-def _source_rows(out_size: int, in_size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear (align_corners=False) sampling along one axis: indices i0, i1 and the weight of i1."""
-    scale = in_size / out_size
+def _source_rows(
+    out_size: int, in_size: int, device, extent: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear (align_corners=False) sampling along one axis: indices i0, i1 and the weight of i1, for `in_size`
+    cells spanning `extent` output pixels (default `out_size`)."""
+    scale = in_size / (extent or out_size)
     src = ((torch.arange(out_size, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).clamp_min(0)
     i0 = src.floor().long().clamp_max(in_size - 1)
     i1 = (i0 + 1).clamp_max(in_size - 1)
@@ -89,22 +92,30 @@ def scale_logits(model: nn.Module, img_data: list[torch.Tensor], flip: bool = Fa
 
 
 @torch.inference_mode()
-def fuse(logits: list[torch.Tensor], size: tuple[int, int], probabilities: bool = False):
+def fuse(
+    logits: list[torch.Tensor],
+    size: tuple[int, int],
+    probabilities: bool = False,
+    extents: list[tuple[float, float]] | None = None,
+):
     """Arg-max (H x W, int64) of the mean softmax of the logits resized bilinearly to `size`.
 
-    With `probabilities`, also returns that mean (C x H x W). Works a few rows at a time.
+    With `probabilities`, also returns that mean (C x H x W). `extents`: for each logits map, the
+    (height, width) in output pixels it spans from the top left corner when that is more than `size`
+    (the sliding windows' cells overhang the image). Works a few rows at a time.
     """
     height, width = size
     num_class = logits[0].shape[0]
     device = logits[0].device
+    extents = extents or [(height, width)] * len(logits)
     # Along x first, at the logits' own height (bilinear resizing is separable), as H x W x C.
     rows = [
-        F.interpolate(x[None], size=(x.shape[1], width), mode="bilinear", align_corners=False)[0]
+        F.interpolate(x[None], size=(x.shape[1], round(ew)), mode="bilinear", align_corners=False)[0, :, :, :width]
         .permute(1, 2, 0)
         .contiguous()
-        for x in logits
+        for x, (_, ew) in zip(logits, extents)
     ]
-    taps = [_source_rows(height, x.shape[1], device) for x in logits]
+    taps = [_source_rows(height, x.shape[1], device, eh) for x, (eh, _) in zip(logits, extents)]
     pred = torch.empty((height, width), dtype=torch.int64, device=device)
     mean = torch.empty((num_class, height, width), device=device) if probabilities else None
     step = max(1, CHUNK_BYTES // (width * num_class * 4))
@@ -124,12 +135,13 @@ def fuse(logits: list[torch.Tensor], size: tuple[int, int], probabilities: bool 
 
 @torch.inference_mode()
 def slide_logits(
-    model: nn.Module, image: torch.Tensor, crop: int, stride: int, padding: int
-) -> tuple[torch.Tensor, int]:
+    model: nn.Module, image: torch.Tensor, crop: int, stride: int, padding: int, flip: bool = False
+) -> tuple[list[torch.Tensor], int]:
     """Logits of a normalised 1 x 3 x H x W image from overlapping crop x crop windows, and their stride s.
 
     Window logits are averaged where windows overlap, at the decoder's resolution (one cell per
-    s x s pixels); the result has one cell per started s x s block: C x ceil(H / s) x ceil(W / s).
+    s x s pixels); each map has one cell per started s x s block: C x ceil(H / s) x ceil(W / s).
+    With `flip`, a second map from the mirrored windows (mirrored back).
     """
     device = next(model.parameters()).device
     _, _, height, width = image.shape
@@ -140,12 +152,35 @@ def slide_logits(
     canvas = count = None
     for y in starts(padded_h):
         for x in starts(padded_w):
-            window = source[:, :, y : y + crop, x : x + crop]
-            logits = model.decoder.main_logits(model.encoder(window, return_feature_maps=True)).float()[0]
+            window = source[:, :, y : y + crop, x : x + crop].contiguous(memory_format=torch.channels_last)
+            batch = torch.cat([window, window.flip(-1)]) if flip else window
+            logits = model.decoder.main_logits(model.encoder(batch, return_feature_maps=True)).float()
+            if flip:
+                logits[1] = logits[1].flip(-1)
             s = crop // logits.shape[-1]
             if canvas is None:
-                canvas = torch.zeros(logits.shape[0], -(-padded_h // s), -(-padded_w // s), device=device)
-                count = torch.zeros(1, *canvas.shape[1:], device=device)
-            canvas[:, y // s : y // s + logits.shape[1], x // s : x // s + logits.shape[2]] += logits
-            count[:, y // s : y // s + logits.shape[1], x // s : x // s + logits.shape[2]] += 1
-    return (canvas / count)[:, : -(-height // s), : -(-width // s)], s
+                canvas = torch.zeros(len(logits), logits.shape[1], -(-padded_h // s), -(-padded_w // s), device=device)
+                count = torch.zeros(1, 1, *canvas.shape[2:], device=device)
+            canvas[:, :, y // s : y // s + logits.shape[2], x // s : x // s + logits.shape[3]] += logits
+            count[:, :, y // s : y // s + logits.shape[2], x // s : x // s + logits.shape[3]] += 1
+    maps = (canvas / count)[:, :, : -(-height // s), : -(-width // s)]
+    return list(maps), s
+
+
+def predict_logits(
+    model: nn.Module, img_data: list[torch.Tensor], size: tuple[int, int], test, padding: int
+) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
+    """The logits maps of an image given at every test scale (`prediction_images`), and the extent of each in pixels of
+    the full-size (`size`) prediction, for `fuse`: as TEST.mode (whole, or slide windows on the image padded to a
+    multiple of `padding`) and TEST.flip say."""
+    if test.mode != "slide":
+        logits = scale_logits(model, img_data, test.flip)
+        return logits, [size] * len(logits)
+    logits, extents = [], []
+    for image in img_data:
+        maps, s = slide_logits(model, image, test.crop_size, test.stride, padding, test.flip)
+        h, w = image.shape[-2:]
+        extent = (maps[0].shape[1] * s * size[0] / h, maps[0].shape[2] * s * size[1] / w)
+        logits += maps
+        extents += [extent] * len(maps)
+    return logits, extents

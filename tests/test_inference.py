@@ -209,13 +209,15 @@ def test_slide_mode(trained):
     # one window covering the (padded) image gives that window's logits, at the decoder's stride
     model = segmenter.model
     tensor = torch.randn(1, 3, 40, 56)
-    logits, stride = slide_logits(model, tensor, 64, 64, 8)
+    (logits, mirrored), stride = slide_logits(model, tensor, 64, 64, 8, flip=True)
     padded = torch.zeros(1, 3, 64, 64)
     padded[:, :, :40, :56] = tensor
     with torch.no_grad():
         direct = model.decoder.main_logits(model.encoder(padded, return_feature_maps=True))[0]
-    assert stride == 8 and logits.shape == (NUM_CLASS, 5, 7)
+        flipped = model.decoder.main_logits(model.encoder(padded.flip(-1), return_feature_maps=True))[0].flip(-1)
+    assert stride == 8 and logits.shape == mirrored.shape == (NUM_CLASS, 5, 7)
     torch.testing.assert_close(logits, direct[:, :5, :7])
+    torch.testing.assert_close(mirrored, flipped[:, :5, :7])
 
 
 def test_released_models_and_download(trained, tmp_path, monkeypatch):

@@ -27,6 +27,20 @@ _C.DATASET.random_flip = True
 _C.DATASET.class_info = ""
 # check that every file of the record lists exists before starting (turn off for huge lists)
 _C.DATASET.check_files = True
+# how training images are sampled: "aspect" (the original's: batches of one orientation, each at a short side
+# drawn from imgSizes, padded to the largest) or "crop" (mmsegmentation's: each image rescaled to crop_scale
+# times a ratio drawn from crop_ratio_range, cropped to crop_size, flipped, colour-jittered)
+_C.DATASET.pipeline = "aspect"
+# crop pipeline: the rescale's (long side, short side) limits before the ratio, as mmsegmentation's `scale`
+_C.DATASET.crop_scale = (2048, 512)
+# crop pipeline: the range of the random rescale ratio
+_C.DATASET.crop_ratio_range = (0.5, 2.0)
+# crop pipeline: (height, width) of the crops; smaller images are padded, label padding unlabelled
+_C.DATASET.crop_size = (512, 512)
+# crop pipeline: a crop is drawn again (up to 10 times) while one class covers this share of its labelled pixels
+_C.DATASET.cat_max_ratio = 0.75
+# crop pipeline: random brightness, contrast, saturation and hue (mmsegmentation's PhotoMetricDistortion)
+_C.DATASET.photometric = True
 # Unified Perceptual Parsing (MODEL.arch_decoder upp or upp_lite): the folder of the label tables object.csv,
 # part.csv, scene.csv, material.csv and object_part_hierarchy.csv ("": the Broden+ tables shipped with the package)
 _C.DATASET.label_tables = ""
@@ -42,6 +56,12 @@ _C.MODEL.weights_decoder = ""
 # fine-tuning: start from another model's weights as far as they fit, the classifiers fresh for this config's
 # classes (train.py --init-from): a released model's name, a checkpoint folder, FOLDER/epoch_N or ENC.pth,DEC.pth
 _C.MODEL.init_from = ""
+# dropout before the decoder's classifier (UPerNet; the original's 0; mmsegmentation's recipes 0.1)
+_C.MODEL.decoder_dropout = 0.0
+# an auxiliary head for training, "" or "fcn": a 3x3 conv-BN-ReLU to 256 channels, dropout 0.1 and a classifier on
+# the encoder's second-to-last map (mmsegmentation's FCNHead), its loss weighted by TRAIN.aux_loss_weight; it is
+# left out of the epoch checkpoints (inference does not use it) and kept in the resume states
+_C.MODEL.aux_head = ""
 # channels of the encoder's last feature map
 _C.MODEL.fc_dim = 2048
 # start the encoder from ImageNet weights when weights_encoder is empty
@@ -65,9 +85,13 @@ _C.TRAIN.lr_encoder = 0.02
 _C.TRAIN.lr_decoder = 0.02
 # power of the poly learning-rate schedule
 _C.TRAIN.lr_pow = 0.9
+# the poly schedule's floor: lr = (base - lr_min) * (1 - it / max_it) ** lr_pow + lr_min (mmsegmentation's eta_min)
+_C.TRAIN.lr_min = 0.0
 # momentum of SGD
 _C.TRAIN.beta1 = 0.9
 _C.TRAIN.weight_decay = 1e-4
+# weight of MODEL.aux_head's loss
+_C.TRAIN.aux_loss_weight = 0.4
 # weight of the deep-supervision loss
 _C.TRAIN.deep_sup_scale = 0.4
 # Unified Perceptual Parsing: weights of the heads' losses in the total
@@ -98,8 +122,6 @@ _C.VAL.batch_size = 1
 # write image | ground truth | prediction pictures
 _C.VAL.visualize = False
 _C.VAL.checkpoint = "epoch_20.pth"
-# also predict the mirrored image and average it in
-_C.VAL.flip = False
 # fp32 (the original's numbers), bf16, or auto (bf16 where the device runs it natively)
 _C.VAL.precision = "fp32"
 
@@ -112,8 +134,14 @@ _C.TEST.checkpoint = "epoch_20.pth"
 _C.TEST.result = "./"
 # auto (bf16 where the device runs it natively, else fp32), fp32 or bf16
 _C.TEST.precision = "auto"
-# whole: the image at every DATASET.imgSizes scale; slide: overlapping crops of the full-size image
+# how evaluation and test.py predict an image: whole (the image at every test scale, see TEST.ratios) or slide
+# (overlapping TEST.crop_size windows of the image at its own size, or at every scale of TEST.ratios)
 _C.TEST.mode = "whole"
 # crop side and stride of the slide mode (multiples of DATASET.padding_constant)
 _C.TEST.crop_size = 512
 _C.TEST.stride = 384
+# multi-scale as mmsegmentation's recipes: the image at DATASET.imgSizes[0] (short side) and imgMaxSize (long side)
+# times each ratio, e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75); () keeps the original's scales, every imgSizes entry
+_C.TEST.ratios = ()
+# also predict the mirrored image and average it in (evaluation and test.py; VAL.flip in older configs)
+_C.TEST.flip = False

@@ -25,6 +25,17 @@ def _flatten(node: CfgNode, prefix: str = "") -> dict[str, object]:
 
 
 VALID_KEYS = tuple(_flatten(_C))
+# keys that moved: older configs and command lines keep working
+RENAMED = {"VAL.flip": "TEST.flip"}
+
+
+def _renamed(node: CfgNode | None, opts: list) -> None:
+    """Move the values of renamed keys to their new names, in place."""
+    for old, new in RENAMED.items():
+        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        if node is not None and old_name in node.get(old_section, {}):
+            node.setdefault(new_section, CfgNode())[new_name] = node[old_section].pop(old_name)
+        opts[0::2] = [new if key == old else key for key in opts[0::2]]
 
 
 def _check_keys(keys: Iterable[str], source: str) -> None:
@@ -91,6 +102,21 @@ def validate(cfg: CfgNode) -> None:
         )
     if not 0.0 < cfg.MODEL.bn_momentum <= 1.0:
         raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {cfg.MODEL.bn_momentum}")
+    if any(not isinstance(r, (int, float)) or r <= 0 for r in cfg.TEST.ratios):
+        raise ConfigError(f"TEST.ratios must be positive numbers, got {cfg.TEST.ratios}")
+    _check_crop_pipeline(cfg)
+    if not 0.0 <= cfg.MODEL.decoder_dropout < 1.0:
+        raise ConfigError(f"MODEL.decoder_dropout must be in [0, 1), got {cfg.MODEL.decoder_dropout}")
+    if cfg.MODEL.decoder_dropout and not getattr(DECODERS[cfg.MODEL.arch_decoder].cls, "takes_dropout", False):
+        takes = ", ".join(name for name, spec in DECODERS.items() if getattr(spec.cls, "takes_dropout", False))
+        raise ConfigError(
+            f"MODEL.decoder_dropout: decoder {cfg.MODEL.arch_decoder} takes none (those that do: {takes})"
+        )
+    if cfg.TRAIN.lr_min < 0 or cfg.TRAIN.lr_min > min(cfg.TRAIN.lr_encoder, cfg.TRAIN.lr_decoder):
+        raise ConfigError(
+            f"TRAIN.lr_min ({cfg.TRAIN.lr_min}) must be between 0 and the base learning rates "
+            f"({cfg.TRAIN.lr_encoder}, {cfg.TRAIN.lr_decoder})"
+        )
     if cfg.TEST.mode not in ("whole", "slide"):
         raise ConfigError(f"TEST.mode must be whole or slide, got '{cfg.TEST.mode}'")
     for key in ("crop_size", "stride"):
@@ -127,6 +153,20 @@ def validate(cfg: CfgNode) -> None:
     task_class(cfg.MODEL.arch_decoder).check_config(cfg)
 
 
+def _check_crop_pipeline(cfg: CfgNode) -> None:
+    data = cfg.DATASET
+    if data.pipeline not in ("aspect", "crop"):
+        raise ConfigError(f"DATASET.pipeline must be aspect or crop, got '{data.pipeline}'")
+    for key in ("crop_scale", "crop_size", "crop_ratio_range"):
+        value = data[key]
+        if len(value) != 2 or any(not isinstance(v, (int, float)) or v <= 0 for v in value):
+            raise ConfigError(f"DATASET.{key} must be two positive numbers, got {value}")
+    if data.crop_ratio_range[0] > data.crop_ratio_range[1]:
+        raise ConfigError(f"DATASET.crop_ratio_range {data.crop_ratio_range}: the low end comes first")
+    if not 0.0 < data.cat_max_ratio <= 1.0:
+        raise ConfigError(f"DATASET.cat_max_ratio must be in (0, 1], got {data.cat_max_ratio}")
+
+
 def load_config(cfg_file: str | os.PathLike | None = None, opts: Sequence[str] = ()) -> CfgNode:
     """Defaults, then `cfg_file`, then `opts` (KEY VALUE pairs), validated; the defaults stay untouched."""
     path = os.fspath(cfg_file) if cfg_file else ""
@@ -140,13 +180,14 @@ def config_from_text(text: str, source: str, opts: Sequence[str] = ()) -> CfgNod
 
 def _merged(node: CfgNode | None, source: str, opts: Sequence[str]) -> CfgNode:
     cfg = _C.clone()
+    opts = list(opts)
+    _renamed(node, opts)
     if node is not None:
         _check_keys(_flatten(node), source)
         try:
             cfg.merge_from_other_cfg(node)
         except (ValueError, KeyError, AssertionError) as err:
             raise ConfigError(f"{source}: {err}") from err
-    opts = list(opts)
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"command-line options must be KEY VALUE pairs; '{opts[-1]}' has no value")

@@ -83,6 +83,25 @@ def colorize(labels: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray
     return table[labels.astype(np.int64) + 1]
 
 
+def read_class_colors(path: str | os.PathLike) -> np.ndarray | None:
+    """The R, G, B columns of a class table (as the Cityscapes and VOC preparations write), in index order; None
+    when it has none."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: int(row["Idx"]))
+    if not rows or not all(c in rows[0] for c in "RGB"):
+        return None
+    try:
+        return np.array([[int(row[c]) for c in "RGB"] for row in rows], dtype=np.uint8)
+    except ValueError as err:
+        raise ValueError(f"{path}: the R, G, B columns must be integers 0..255 ({err})") from None
+
+
+def config_colors(cfg) -> np.ndarray:
+    """The colours of the config's classes: DATASET.class_info's R, G, B columns if it has them, else `class_colors`."""
+    colors = read_class_colors(cfg.DATASET.class_info) if cfg.DATASET.class_info else None
+    return colors if colors is not None else class_colors(cfg.DATASET.num_class)
+
+
 def class_names(cfg) -> list[str]:
     """Names of the config's classes: DATASET.class_info, the ADE20K names for 150 classes, else numbers."""
     num_class = cfg.DATASET.num_class

@@ -16,8 +16,8 @@ from .imageio import UnreadableImage, read_image, read_label
 from .records import DataError
 from .transforms import (
     label_cells,
-    multi_scale_images,
     normalise_batch,
+    prediction_images,
     resize_image,
     resize_label,
     round_up,
@@ -271,10 +271,10 @@ def train_loader(dataset: Dataset, sampler: Sampler, collate, cfg, epoch: int, p
 
 
 class ValDataset(Dataset):
-    """Each image at every `imgSizes` scale, with the original image and its full-size 0-based label."""
+    """Each image at every test scale (`prediction_images`), with the original image and its full-size 0-based label."""
 
     def __init__(self, records: Sequence[dict], cfg) -> None:
-        self.records, self.data, self.normalisation = list(records), cfg.DATASET, cfg.MODEL.input_normalisation
+        self.records, self.cfg = list(records), cfg
 
     def __len__(self) -> int:
         return len(self.records)
@@ -282,12 +282,10 @@ class ValDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         image = read_image(record["fpath_img"])
-        label = read_label(record["fpath_segm"], self.data.num_class, size=image.shape[:2])
+        label = read_label(record["fpath_segm"], self.cfg.DATASET.num_class, size=image.shape[:2])
         return {
             "img_ori": image,
             "seg_label": torch.from_numpy(label.astype(np.int64) - 1),
-            "img_data": multi_scale_images(
-                image, self.data.imgSizes, self.data.imgMaxSize, self.data.padding_constant, self.normalisation
-            ),
+            "img_data": prediction_images(image, self.cfg),
             "info": record["fpath_img"],
         }

@@ -23,7 +23,7 @@ from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, padded_images,
 from .imageio import UnreadableImage, read_image, read_label
 from .label_tables import HEADS, PIXEL_HEADS, LabelTables
 from .records import DataError, check_files_exist, check_record, read_json_lines
-from .transforms import label_cells, multi_scale_images, resize_image, resize_label, scaled_size
+from .transforms import label_cells, prediction_images, resize_image, resize_label, scaled_size
 
 MAPS = {head: f"fpath_{head}" for head in PIXEL_HEADS}  # head: the record's key of its label map
 
@@ -267,11 +267,10 @@ def build_multitask_train_loader(
 
 
 class MultiTaskValDataset(Dataset):
-    """Each image at every `imgSizes` scale, its label maps at full size, its scene, and its source's tasks."""
+    """Each image at every test scale (`prediction_images`), its full-size label maps, its scene, its source's tasks."""
 
     def __init__(self, records: Sequence[dict], cfg, tables: LabelTables) -> None:
-        self.records, self.data, self.tables = list(records), cfg.DATASET, tables
-        self.normalisation = cfg.MODEL.input_normalisation
+        self.records, self.cfg, self.tables = list(records), cfg, tables
 
     def __len__(self) -> int:
         return len(self.records)
@@ -283,8 +282,6 @@ class MultiTaskValDataset(Dataset):
             "img_ori": image,
             "maps": read_maps(record, self.tables, image.shape[:2]),
             "scene": record["scene"],
-            "img_data": multi_scale_images(
-                image, self.data.imgSizes, self.data.imgMaxSize, self.data.padding_constant, self.normalisation
-            ),
+            "img_data": prediction_images(image, self.cfg),
             "info": record["fpath_img"],
         }

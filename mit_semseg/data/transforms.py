@@ -96,10 +96,28 @@ def label_cells(label: np.ndarray, rate: int) -> np.ndarray:
     return label[rate // 2 :: rate, rate // 2 :: rate]
 
 
-def multi_scale_images(
-    image: np.ndarray, img_sizes, max_size: int, padding: int, kind: str = "imagenet"
-) -> list[torch.Tensor]:
-    """The image at every short side of `img_sizes` (capped by `max_size`, rounded up to `padding`), 1 x 3 x h x w.
+def prediction_scales(data, test) -> list[tuple[int, int]]:
+    """(short side, long-side cap) of every scale an image is predicted at: the original's DATASET.imgSizes under
+    imgMaxSize, or with TEST.ratios, imgSizes[0] and imgMaxSize times each ratio (mmsegmentation's multi-scale)."""
+    if not test.ratios:
+        return [(int(short), data.imgMaxSize) for short in data.imgSizes]
+    return [(round(data.imgSizes[0] * r), round(data.imgMaxSize * r)) for r in test.ratios]
+
+
+def prediction_images(image: np.ndarray, cfg) -> list[torch.Tensor]:
+    """The image as prediction takes it (1 x 3 x h x w each, normalised): at every test scale (`prediction_scales`),
+    rounded up to DATASET.padding_constant; with TEST.mode slide, at its own size unless TEST.ratios are set."""
+    d, t, kind = cfg.DATASET, cfg.TEST, cfg.MODEL.input_normalisation
+    if t.mode == "slide":
+        if not t.ratios:
+            return [normalise(torch.from_numpy(image).permute(2, 0, 1)[None], kind)]
+        return multi_scale_images(image, prediction_scales(d, t), 1, kind)
+    return multi_scale_images(image, prediction_scales(d, t), d.padding_constant, kind)
+
+
+def multi_scale_images(image: np.ndarray, scales, padding: int, kind: str = "imagenet") -> list[torch.Tensor]:
+    """The image at every (short side, long-side cap) of `scales` (see `prediction_scales`), each side rounded up to a
+    multiple of `padding`, 1 x 3 x h x w.
 
     Resized as the original evaluation does (PIL's bilinear, antialiased when shrinking), through
     torch's uint8 antialiased bilinear, which matches it to within one grey level, so the
@@ -108,7 +126,7 @@ def multi_scale_images(
     height, width = image.shape[:2]
     source = torch.from_numpy(image).permute(2, 0, 1)[None]
     out = []
-    for short in img_sizes:
+    for short, max_size in scales:
         h, w = scaled_size(height, width, short, max_size)
         h, w = round_up(h, padding), round_up(w, padding)
         resized = (

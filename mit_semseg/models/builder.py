@@ -113,6 +113,11 @@ def build_encoder(
     return net
 
 
+def decoder_norm(bn_momentum: float = ORIGINAL_BN_MOMENTUM):
+    """The batch norm of the decoders (synchronized across devices) at `bn_momentum`."""
+    return partial(SynchronizedBatchNorm2d, momentum=bn_momentum)
+
+
 def build_decoder(
     arch: str,
     in_channels: Sequence[int],
@@ -121,21 +126,25 @@ def build_decoder(
     weights: str = "",
     use_softmax: bool = False,
     bn_momentum: float = ORIGINAL_BN_MOMENTUM,
+    dropout: float = 0.0,
 ) -> nn.Module:
     """A decoder for an encoder whose maps have `in_channels` channels (the encoder spec's `feature_channels`).
 
     Its classes are `num_class`, or for the decoders that read label tables (UPP) the tables in the
     folder `label_tables` (default: the Broden+ tables shipped). `weights` loads a checkpoint; else the
-    original's initialisation.
+    original's initialisation. `dropout` before the classifier is for the decoders that take it (`takes_dropout`).
     """
     spec: DecoderSpec = lookup(DECODERS, arch, "decoder")
+    options = dict(spec.options, dropout=dropout) if dropout else spec.options
+    if dropout and not getattr(spec.cls, "takes_dropout", False):
+        raise ValueError(f"decoder {arch} takes no dropout before its classifier")
     net = spec.cls.from_widths(
         tuple(in_channels),
         num_class=num_class,
         label_tables=label_tables,
         use_softmax=use_softmax,
-        norm_layer=partial(SynchronizedBatchNorm2d, momentum=bn_momentum),
-        **spec.options,
+        norm_layer=decoder_norm(bn_momentum),
+        **options,
     )
     if weights:
         load_weights(net, weights)

@@ -42,6 +42,7 @@ class Decoder(nn.Module):
     deep_sup = False  # whether training also returns the deep-supervision head's log-probabilities
     needs_all_widths = False  # whether it reads every map of the encoder (an FPN), not only the last two
     class_layers: tuple[str, ...] = ()  # state-dict prefixes of the layers whose shapes depend on the classes
+    takes_dropout = False  # whether it takes `dropout`, before its classifier (MODEL.decoder_dropout)
 
     def __init__(self, use_softmax: bool = False) -> None:
         super().__init__()
@@ -218,6 +219,7 @@ class UPerNet(Decoder):
     class_layers = ("conv_last.1.",)
 
     needs_all_widths = True
+    takes_dropout = True
 
     def __init__(
         self,
@@ -228,6 +230,7 @@ class UPerNet(Decoder):
         fpn_inplanes: Sequence[int] = (256, 512, 1024, 2048),
         fpn_dim: int = 256,
         norm_layer: NormLayer = SynchronizedBatchNorm2d,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(use_softmax)
         if fpn_inplanes[-1] != fc_dim:
@@ -238,6 +241,8 @@ class UPerNet(Decoder):
             conv3x3_bn_relu(len(fpn_inplanes) * fpn_dim, fpn_dim, norm_layer=norm_layer),
             nn.Conv2d(fpn_dim, num_class, 1),
         )
+        # an attribute, not in conv_last, so the state dict stays the original's
+        self.dropout = nn.Dropout2d(dropout) if dropout else nn.Identity()
 
     @classmethod
     def from_widths(cls, in_channels: Sequence[int], num_class: int = 150, label_tables=None, **options) -> UPerNet:
@@ -248,4 +253,26 @@ class UPerNet(Decoder):
         f = pyramid_context(self, conv5, [pool(conv5) for pool in self.ppm_pooling])
         pyramid = top_down(self, f, conv_out)
         top = pyramid[0].shape[-2:]
-        return self.conv_last(torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))
+        fused = self.conv_last[0](torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))
+        return self.conv_last[1](self.dropout(fused))
+
+
+class FCNHead(nn.Module):
+    """An auxiliary head for training (MODEL.aux_head fcn, mmsegmentation's FCNHead with one conv): a 3x3
+    conv-BN-ReLU to `channels`, dropout and a 1x1 classifier; logits."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_class: int,
+        channels: int = 256,
+        dropout: float = 0.1,
+        norm_layer: NormLayer = SynchronizedBatchNorm2d,
+    ) -> None:
+        super().__init__()
+        self.cbr = conv3x3_bn_relu(in_channels, channels, norm_layer=norm_layer)
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_last = nn.Conv2d(channels, num_class, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_last(self.dropout(self.cbr(x)))

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class SegmentationModule(nn.Module):
-    """`forward(feed_dict)` gives (loss, pixel accuracy); with `segSize` it gives probabilities (N, C, H, W)."""
+    """`forward(feed_dict)` gives (loss, pixel accuracy); with `segSize` it gives probabilities (N, C, H, W).
+
+    `aux_head` (training only) reads the encoder's second-to-last map; its logits, resized to the label's size,
+    add their loss times `aux_weight`.
+    """
 
     def __init__(
-        self, net_enc: nn.Module, net_dec: nn.Module, crit: nn.Module, deep_sup_scale: float | None = None
+        self,
+        net_enc: nn.Module,
+        net_dec: nn.Module,
+        crit: nn.Module,
+        deep_sup_scale: float | None = None,
+        aux_head: nn.Module | None = None,
+        aux_weight: float = 0.4,
     ) -> None:
         super().__init__()
         self.encoder = net_enc
         self.decoder = net_dec
         self.crit = crit
         self.deep_sup_scale = deep_sup_scale
+        self.aux_head = aux_head
+        self.aux_weight = aux_weight
 
     def forward(self, feed_dict: dict[str, torch.Tensor], segSize=None):
         features = self.encoder(feed_dict["img_data"], return_feature_maps=True)
@@ -30,6 +43,10 @@ class SegmentationModule(nn.Module):
         loss = self.crit(pred, label)
         if deepsup is not None and self.deep_sup_scale is not None:
             loss = loss + self.crit(deepsup, label) * self.deep_sup_scale
+        if self.aux_head is not None:
+            aux = self.aux_head(features[-2])
+            aux = F.interpolate(aux, size=label.shape[-2:], mode="bilinear", align_corners=False)
+            loss = loss + self.crit(F.log_softmax(aux, dim=1), label) * self.aux_weight
         return loss, self.pixel_acc(pred, label)
 
     @staticmethod

@@ -56,8 +56,9 @@ class Task:
             weights["decoder"],
             inference,
             m.bn_momentum,
+            m.decoder_dropout,
         )
-        return self.module(encoder, decoder)
+        return self.module(encoder, decoder, inference)
 
     def load(self, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> nn.Module:
         """The model with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, on `device`, in eval mode.
@@ -68,8 +69,9 @@ class Task:
         model = self.build_model(checkpoint_paths(self.cfg, checkpoint), inference=True).to(device).eval()
         return prepare_for_inference(model) if optimize else model
 
-    def module(self, encoder: nn.Module, decoder: nn.Module) -> nn.Module:
-        """Encoder and decoder with the task's losses: `forward(batch)` gives (loss, raw statistics)."""
+    def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> nn.Module:
+        """Encoder and decoder with the task's losses: `forward(batch)` gives (loss, raw statistics). For `inference`,
+        without what serves training only."""
         raise NotImplementedError
 
     def step_statistics(self, raw) -> dict[str, torch.Tensor]:

@@ -9,22 +9,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.classes import class_colors, class_names
+from ..data.classes import class_names, config_colors
+from ..data.crops import build_crop_loader
 from ..data.dataset import ValDataset, build_train_loader
 from ..data.records import read_odgt
-from ..data.transforms import multi_scale_images, normalise
+from ..data.transforms import prediction_images
 from ..errors import ConfigError
-from ..inference import fuse, scale_logits, slide_logits
+from ..inference import fuse, predict_logits
 from ..metrics import ConfusionMatrix, confusion_counts
-from ..models.decoders import Decoder
+from ..models.builder import ENCODERS, ModelBuilder, decoder_norm
+from ..models.decoders import Decoder, FCNHead
 from ..models.segmentation import SegmentationModule
 from ..pictures import labelled, shares, write_picture
 from .base import Task
 
 
-def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], flip: bool = False):
-    """The class map (H x W, int64 on the CPU) for one image given at every scale."""
-    return fuse(scale_logits(model, img_data, flip), size).cpu()
+def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], cfg, probabilities=False):
+    """The class map (H x W, int64 on the CPU) for one image given at every test scale (`prediction_images`), as
+    TEST.mode, TEST.ratios and TEST.flip say; with `probabilities`, also the mean probabilities (C x H x W)."""
+    logits, extents = predict_logits(model, img_data, size, cfg.TEST, cfg.DATASET.padding_constant)
+    out = fuse(logits, size, probabilities, extents)
+    return tuple(x.cpu() for x in out) if probabilities else out.cpu()
+
+
+# MODEL.aux_head: the auxiliary heads of training
+AUX_HEADS = {"fcn": FCNHead}
+# DATASET.pipeline: the training batches' builders
+PIPELINES = {"aspect": build_train_loader, "crop": build_crop_loader}
 
 
 class SegmentationMetrics:
@@ -64,21 +75,35 @@ class SegmentationTask(Task):
         super().__init__(cfg)
         try:
             self.names = class_names(cfg)
+            self.colors = config_colors(cfg)
         except (ValueError, FileNotFoundError) as err:
             raise ConfigError(f"DATASET.class_info: {err}") from err
-        self.colors = class_colors(cfg.DATASET.num_class)
 
     @classmethod
     def check_config(cls, cfg) -> None:
+        if cfg.MODEL.aux_head and cfg.MODEL.aux_head not in AUX_HEADS:
+            raise ConfigError(f"MODEL.aux_head: unknown '{cfg.MODEL.aux_head}'; valid: '', {', '.join(AUX_HEADS)}")
+        if cfg.MODEL.aux_head and len(ENCODERS[cfg.MODEL.arch_encoder].feature_channels) < 2:
+            raise ConfigError(
+                f"MODEL.aux_head reads the encoder's second-to-last map; {cfg.MODEL.arch_encoder} gives only one"
+            )
         if cfg.DATASET.num_class < 2:
             raise ConfigError(
                 f"DATASET.num_class is {cfg.DATASET.num_class}: with one class the loss is always 0 and nothing is "
                 "learnt; label 0 is unlabelled (ignored), so two classes (background 1, foreground 2) need num_class 2"
             )
 
-    def module(self, encoder: nn.Module, decoder: nn.Module) -> SegmentationModule:
+    def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> SegmentationModule:
+        m = self.cfg.MODEL
         scale = self.cfg.TRAIN.deep_sup_scale if decoder.deep_sup else None
-        return SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1), deep_sup_scale=scale)
+        aux = None
+        if m.aux_head and not inference:
+            widths = ENCODERS[m.arch_encoder].feature_channels
+            aux = AUX_HEADS[m.aux_head](widths[-2], self.cfg.DATASET.num_class, norm_layer=decoder_norm(m.bn_momentum))
+            aux.apply(ModelBuilder.weights_init)
+        return SegmentationModule(
+            encoder, decoder, nn.NLLLoss(ignore_index=-1), scale, aux, self.cfg.TRAIN.aux_loss_weight
+        )
 
     def step_statistics(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"acc": raw}
@@ -87,7 +112,8 @@ class SegmentationTask(Task):
         return read_odgt(path, self.cfg.DATASET.root_dataset, check_files=self.cfg.DATASET.check_files)
 
     def train_loader(self, records, num_batches, per_step, epoch, start, rank, world_size, pin_memory):
-        return build_train_loader(records, self.cfg, num_batches, epoch, start, rank, world_size, pin_memory)
+        build = PIPELINES[self.cfg.DATASET.pipeline]
+        return build(records, self.cfg, num_batches, epoch, start, rank, world_size, pin_memory)
 
     def val_dataset(self, records: Sequence[dict]) -> ValDataset:
         return ValDataset(records, self.cfg)
@@ -95,7 +121,7 @@ class SegmentationTask(Task):
     def measure(self, model, item: dict, picture_path: str | None):
         """The image's confusion cells; with `picture_path`, also image | ground truth | prediction there."""
         label = item["seg_label"].numpy()
-        pred = predict(model, item["img_data"], label.shape, self.cfg.VAL.flip).numpy()
+        pred = predict(model, item["img_data"], label.shape, self.cfg).numpy()
         if picture_path:
             write_picture(
                 picture_path,
@@ -125,21 +151,11 @@ class SegmentationTask(Task):
     def predict(self, model, image: np.ndarray, probabilities: bool = False):
         """H x W int64 0-based classes; with `probabilities`, also their C x H x W probabilities.
 
-        Multi-scale over DATASET.imgSizes, or with TEST.mode slide, overlapping TEST.crop_size windows.
+        As TEST.mode says: whole (the image at every test scale) or slide (overlapping TEST.crop_size windows);
+        TEST.ratios and TEST.flip add scales and the mirrored image.
         """
-        d, t, h, w = self.cfg.DATASET, self.cfg.TEST, *image.shape[:2]
-        kind = self.cfg.MODEL.input_normalisation
-        if t.mode == "slide":
-            tensor = normalise(torch.from_numpy(image).permute(2, 0, 1)[None], kind)
-            logits, s = slide_logits(model, tensor, t.crop_size, t.stride, d.padding_constant)
-            logits, size = [logits], (logits.shape[1] * s, logits.shape[2] * s)
-        else:
-            logits = scale_logits(model, multi_scale_images(image, d.imgSizes, d.imgMaxSize, d.padding_constant, kind))
-            size = (h, w)
-        if probabilities:
-            pred, prob = fuse(logits, size, probabilities=True)
-            return pred[:h, :w].cpu().numpy(), prob[:, :h, :w].cpu().numpy()
-        return fuse(logits, size)[:h, :w].cpu().numpy()
+        out = predict(model, prediction_images(image, self.cfg), image.shape[:2], self.cfg, probabilities)
+        return tuple(x.numpy() for x in out) if probabilities else out.numpy()
 
     def output_names(self) -> list[str]:
         return ["probabilities"]

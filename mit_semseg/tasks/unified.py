@@ -30,7 +30,7 @@ from ..data.multitask import (
     source_tasks,
 )
 from ..data.records import DataError
-from ..data.transforms import multi_scale_images
+from ..data.transforms import prediction_images
 from ..errors import ConfigError
 from ..inference import each_scale, fuse
 from ..metrics import ConfusionMatrix, confusion_counts
@@ -207,13 +207,18 @@ class UnifiedParsingTask(Task):
             read_label_tables(cfg.DATASET.label_tables)
         except DataError as err:
             raise ConfigError(f"DATASET.label_tables: {err}") from err
+        if cfg.DATASET.pipeline != "aspect" or cfg.MODEL.aux_head:
+            raise ConfigError(
+                f"a UPP decoder ({cfg.MODEL.arch_decoder}) trains on the original's aspect-ratio batches without an "
+                "auxiliary head: use DATASET.pipeline aspect and MODEL.aux_head ''"
+            )
         if cfg.TEST.mode != "whole":
             raise ConfigError(
                 f"TEST.mode {cfg.TEST.mode}: a UPP decoder ({cfg.MODEL.arch_decoder}) predicts whole "
                 "images only; use TEST.mode whole"
             )
 
-    def module(self, encoder: nn.Module, decoder: nn.Module) -> UnifiedParsingModule:
+    def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> UnifiedParsingModule:
         weights = {head: self.cfg.TRAIN[f"loss_weight_{head}"] for head in HEADS}
         return UnifiedParsingModule(encoder, decoder, self.tables, weights)
 
@@ -240,10 +245,8 @@ class UnifiedParsingTask(Task):
 
     def measure(self, model, item: dict, picture_path: str | None) -> dict:
         """The image's counts; with `picture_path`, also its image | object | part | material picture there."""
-        pred = {
-            k: v.numpy()
-            for k, v in predict_multitask(model, item["img_data"], item["img_ori"].shape[:2], self.cfg.VAL.flip).items()
-        }
+        out = predict_multitask(model, item["img_data"], item["img_ori"].shape[:2], self.cfg.TEST.flip)
+        pred = {k: v.numpy() for k, v in out.items()}
         if picture_path:
             labels = dict(pred, part=self.tables.part_labels(pred["object"], pred["part"]))
             write_picture(picture_path, prediction_panels(item["img_ori"], labels, self.tables))
@@ -272,11 +275,8 @@ class UnifiedParsingTask(Task):
     def predict(self, model, image: np.ndarray, probabilities: bool = False):
         """`scene` (S probabilities), `object`, `part`, `material` (H x W int64 maps of table labels; a pixel's part is
         in its predicted object's group); with `probabilities`, also each head's probabilities (`predict_multitask`)."""
-        d = self.cfg.DATASET
-        images = multi_scale_images(
-            image, d.imgSizes, d.imgMaxSize, d.padding_constant, self.cfg.MODEL.input_normalisation
-        )
-        out = predict_multitask(model, images, image.shape[:2], probabilities=probabilities)
+        images = prediction_images(image, self.cfg)
+        out = predict_multitask(model, images, image.shape[:2], self.cfg.TEST.flip, probabilities)
         pred, probs = out if probabilities else (out, None)
         pred = {k: v.numpy() for k, v in pred.items()}
         pred["part"] = self.tables.part_labels(pred["object"], pred["part"])

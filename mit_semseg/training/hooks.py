@@ -10,7 +10,7 @@ import sys
 
 from ..progress import Progress
 from .monitor import TensorBoard, plot_history
-from .state import atomic_save, latest_state, rng_state, state_path
+from .state import atomic_save, latest_state, rng_state, state_path, training_parts
 from .trainer import Hook, Trainer
 
 log = logging.getLogger("mit_semseg")
@@ -40,6 +40,7 @@ def save_state(trainer: Trainer, directory: str) -> str:
             "history": position.history,
             "encoder": trainer.model.encoder.state_dict(),
             "decoder": trainer.model.decoder.state_dict(),
+            "training_parts": {name: part.state_dict() for name, part in training_parts(trainer.model).items()},
             "optimizer": trainer.optimizer.state_dict(),
             "scaler": trainer.scaler.state_dict(),
             "rng": rng_state(),

@@ -23,7 +23,7 @@ from .hooks import CheckpointHook, FiniteLossHook, HistoryHook, ProgressHook, Tr
 from .init_from import init_from
 from .monitor import setup_logging
 from .optim import build_optimizer
-from .state import latest_state, load_state, set_rng_state, state_path
+from .state import latest_state, load_state, set_rng_state, state_path, training_parts
 from .trainer import Position, Schedule, Trainer
 
 log = logging.getLogger("mit_semseg")
@@ -98,6 +98,14 @@ def _restore(model, cfg, optimizer, scaler, resume: bool) -> Position:
     state = load_state(path)
     model.encoder.load_state_dict(state["encoder"])
     model.decoder.load_state_dict(state["decoder"])
+    saved, parts = state.get("training_parts", {}), training_parts(model)
+    if saved.keys() != parts.keys():
+        raise TrainingError(
+            f"{path} was saved with the training-only parts {sorted(saved) or 'none'}, this config has "
+            f"{sorted(parts) or 'none'} (MODEL.aux_head): resume with the config it was trained with"
+        )
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
     base_lrs = [g["base_lr"] for g in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
     for group, base_lr in zip(optimizer.param_groups, base_lrs):  # the config's rates win
@@ -182,7 +190,7 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
         freeze_bn(model)
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    optimizer = build_optimizer(model.encoder, model.decoder, cfg)
+    optimizer = build_optimizer(model, cfg)
     amp = training_amp(t.amp, device)
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("TRAIN.amp fp16 needs a GPU; on the CPU use bf16")
@@ -190,7 +198,7 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     position = _restore(model, cfg, optimizer, scaler, resume)
     step_module = _step_module(model, task, runtime, amp, t.compile)
 
-    schedule = Schedule(t.num_epoch, t.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch)
+    schedule = Schedule(t.num_epoch, t.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch, t.lr_min)
     hooks = [HistoryHook(cfg.DIR), CheckpointHook(cfg.DIR), ProgressHook()] if runtime.main else []
     hooks.append(FiniteLossHook(cfg.DIR))
     log.info(

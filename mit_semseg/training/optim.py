@@ -21,17 +21,21 @@ def param_groups(module: nn.Module, lr: float) -> list[dict]:
     ]
 
 
-def build_optimizer(encoder: nn.Module, decoder: nn.Module, cfg) -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.SGD:
+    """SGD over the model's encoder at TRAIN.lr_encoder, and its decoder (and auxiliary head) at TRAIN.lr_decoder."""
     t = cfg.TRAIN
-    groups = [g for g in param_groups(encoder, t.lr_encoder) + param_groups(decoder, t.lr_decoder) if g["params"]]
+    heads = [m for name, m in model.named_children() if name != "encoder"]
+    groups = param_groups(model.encoder, t.lr_encoder) + [g for m in heads for g in param_groups(m, t.lr_decoder)]
+    groups = [g for g in groups if g["params"]]
     return torch.optim.SGD(groups, lr=t.lr_encoder, momentum=t.beta1, weight_decay=t.weight_decay)
 
 
-def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float) -> float:
-    """base * (1 - iteration / max_iter) ** power."""
-    return base_lr * (1.0 - iteration / max_iter) ** power
+def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float, floor: float = 0.0) -> float:
+    """(base - floor) * (1 - iteration / max_iter) ** power + floor: the original's poly schedule (floor 0), or
+    mmsegmentation's with its eta_min."""
+    return (base_lr - floor) * (1.0 - iteration / max_iter) ** power + floor
 
 
-def set_lr(optimizer: torch.optim.Optimizer, iteration: int, max_iter: int, power: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, iteration: int, max_iter: int, power: float, floor: float = 0.0) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = poly_lr(group["base_lr"], iteration, max_iter, power)
+        group["lr"] = poly_lr(group["base_lr"], iteration, max_iter, power, floor)

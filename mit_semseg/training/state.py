@@ -47,6 +47,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def training_parts(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The model's parts with weights that serve training only (an auxiliary head): in the resume state, not in the
+    epoch checkpoints."""
+    return {
+        name: part
+        for name, part in model.named_children()
+        if name not in ("encoder", "decoder") and any(True for _ in part.parameters())
+    }
+
+
 def state_path(directory: str, epoch: int, iteration: int) -> str:
     """Resume state after `iteration` steps of epoch `epoch` (1-based); a finished epoch has iteration 0 of the next."""
     return os.path.join(directory, f"train_state_epoch_{epoch}_iter_{iteration}.pth")

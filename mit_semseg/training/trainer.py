@@ -36,6 +36,7 @@ class Schedule:
     lr_pow: float
     disp_iter: int  # statistics are averaged over this many iterations, then reported
     stop_after_epoch: int | None = None  # end the run (resumably) once this epoch is done
+    lr_min: float = 0.0  # the poly schedule's floor
 
     @property
     def max_iter(self) -> int:
@@ -201,7 +202,7 @@ class Trainer:
         while position.iteration < s.epoch_iters and not self.stop.requested:
             group = self._group(batches)
             data_time = time.perf_counter() - tick
-            set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow)
+            set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow, s.lr_min)
             if group:
                 loss, stats = train_step(
                     self.step_module,
