@@ -21,7 +21,7 @@ import numpy as np
 
 from .broden.download import unpack
 from .imageio import UnreadableImage, read_image, read_label
-from .preparation import Pair, finish, lookup_table, require_folder, run_pairs, write_class_table
+from .preparation import Pair, add_prepare_command, finish, lookup_table, require_folder, run_pairs, run_prepare
 from .records import DataError
 
 SPLITS = ("train", "val")
@@ -98,31 +98,18 @@ def prepare(raw: str, out: str, workers: int = 4, progress: bool = True) -> tupl
             raise DataError(f"{pair.label}: values {unknown} are no Cityscapes label ids (0..33)")
         return table[ids], size
 
-    os.makedirs(out, exist_ok=True)
-    report = run_pairs(pairs, out, convert, len(names), workers, progress)
-    report.problems = problems + report.problems
-    write_class_table(os.path.join(out, "classes.csv"), names, colors)
-    summary = finish(report, out, {split: (split,) for split in SPLITS}, names)
-    lines = notes + [summary, f"classes: {os.path.join(out, 'classes.csv')} (DATASET.class_info, num_class 19)"]
-    return "\n".join(lines), not report.problems
+    report = run_pairs(pairs, out, convert, len(names), workers, progress, problems)
+    summary = finish(report, out, {split: (split,) for split in SPLITS}, names, colors)
+    return "\n".join([*notes, summary]), not report.problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mit_semseg.data.cityscapes", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    make = commands.add_parser("prepare", help="prepare the unpacked (or zipped) archives")
-    make.add_argument("raw", help="folder with leftImg8bit/ and gtFine/ (or their zips)")
-    make.add_argument("out", help="the prepared folder (DATASET.root_dataset)")
-    make.add_argument("--workers", type=int, default=4, help="threads (default 4)")
-    make.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        summary, complete = prepare(args.raw, args.out, args.workers, not args.no_progress)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0 if complete else 1
+    add_prepare_command(
+        commands, "folder with leftImg8bit/ and gtFine/ (or their zips)", "prepare the unpacked (or zipped) archives"
+    )
+    return run_prepare(prepare, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

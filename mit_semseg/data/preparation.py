@@ -3,9 +3,11 @@ summary that names every problem, and the class table they write."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,11 +64,14 @@ def run_pairs(
     num_class: int,
     workers: int = 4,
     progress: bool = True,
+    problems: Sequence[str] = (),
 ) -> Report:
     """For each pair, `convert` gives the label in our convention (0 unlabelled, 1..num_class) and the image's
     (height, width), or raises DataError; the label is written to OUT/annotations/SPLIT/NAME.png, the image linked
-    to OUT/images/SPLIT/NAME<ext>, and a record kept. A pair that fails is named in the report's problems."""
-    report = Report(classes=np.zeros(num_class + 1, np.int64))
+    to OUT/images/SPLIT/NAME<ext>, and a record kept. A pair that fails is named in the report's problems, after
+    `problems` (those found before, such as images without a label)."""
+    os.makedirs(out, exist_ok=True)
+    report = Report(problems=list(problems), classes=np.zeros(num_class + 1, np.int64))
 
     def one(pair: Pair) -> tuple[dict | None, np.ndarray | None, str]:
         try:
@@ -98,9 +103,11 @@ def run_pairs(
     return report
 
 
-def finish(report: Report, out: str, lists: dict[str, Sequence[str]], names: Sequence[str]) -> str:
-    """Write OUT/<list>.odgt for each list (the records of its splits, in order) and return the summary: records
-    per list, pixels per class, and every problem."""
+def finish(report: Report, out: str, lists: dict[str, Sequence[str]], names: Sequence[str], colors: np.ndarray) -> str:
+    """Write OUT/<list>.odgt for each list (the records of its splits, in order) and OUT/classes.csv (`names`,
+    `colors`), and return the summary: records per list, pixels per class, every problem, the class table."""
+    table = os.path.join(out, "classes.csv")
+    write_class_table(table, names, colors)
     lines = []
     for list_name, splits in lists.items():
         records = [r for split in splits for r in report.records.get(split, [])]
@@ -115,6 +122,7 @@ def finish(report: Report, out: str, lists: dict[str, Sequence[str]], names: Seq
         lines += [f"  {p}" for p in report.problems[:MAX_LISTED]]
         if len(report.problems) > MAX_LISTED:
             lines.append(f"  ... and {len(report.problems) - MAX_LISTED} more")
+    lines.append(f"classes: {table} (DATASET.class_info, num_class {len(names)})")
     return "\n".join(lines)
 
 
@@ -129,3 +137,24 @@ def lookup_table(mapping: dict[int, int], size: int = 256) -> np.ndarray:
 def require_folder(path: str, what: str) -> None:
     if not os.path.isdir(path):
         raise DataError(f"{what} not found: {path}")
+
+
+def add_prepare_command(commands, raw_help: str, help: str) -> None:
+    """The `prepare RAW OUT [--workers N] [--no-progress]` subcommand of a preparation's command line."""
+    make = commands.add_parser("prepare", help=help)
+    make.add_argument("raw", help=raw_help)
+    make.add_argument("out", help="the prepared folder (DATASET.root_dataset)")
+    make.add_argument("--workers", type=int, default=4, help="threads (default 4)")
+    make.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_prepare(prepare: Callable[..., tuple[str, bool]], args: argparse.Namespace) -> int:
+    """Run `prepare(raw, out, workers, progress)` as the command line asked; exit code 1 on an error or when
+    images were left out (the summary names them)."""
+    try:
+        summary, complete = prepare(args.raw, args.out, args.workers, not args.no_progress)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0 if complete else 1

@@ -26,7 +26,7 @@ from ..hub import DownloadError, download
 from .broden.download import unpack
 from .classes import palette
 from .imageio import read_image
-from .preparation import Pair, finish, lookup_table, require_folder, run_pairs, write_class_table
+from .preparation import Pair, add_prepare_command, finish, lookup_table, require_folder, run_pairs, run_prepare
 from .records import DataError
 
 CLASSES = (
@@ -155,17 +155,13 @@ def find_pairs(raw: Path) -> tuple[list[Pair], list[str], bool]:
 def prepare(raw: str, out: str, workers: int = 4, progress: bool = True) -> tuple[str, bool]:
     """Prepare RAW into OUT; returns the summary and whether every listed image was prepared."""
     pairs, problems, has_sbd = find_pairs(Path(raw))
-    os.makedirs(out, exist_ok=True)
-    report = run_pairs(pairs, out, convert, len(CLASSES), workers, progress)
-    report.problems = problems + report.problems
-    write_class_table(os.path.join(out, "classes.csv"), CLASSES, palette(len(CLASSES)))  # VOC's colours
+    report = run_pairs(pairs, out, convert, len(CLASSES), workers, progress, problems)
     lists = {"train": ("train",), "val": ("val",)}
     if has_sbd:
         lists["trainaug"] = ("train", "aug")
-    lines = [finish(report, out, lists, CLASSES)]
+    lines = [finish(report, out, lists, CLASSES, palette(len(CLASSES)))]  # VOC's colours: background black
     if not has_sbd:
         lines.append(f"no SBD in {Path(raw) / SBD}: trainaug.odgt not written")
-    lines.append(f"classes: {os.path.join(out, 'classes.csv')} (DATASET.class_info, num_class 21)")
     return "\n".join(lines), not report.problems
 
 
@@ -209,24 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     get = commands.add_parser("download", help="download and unpack VOC 2012 and SBD (resumable)")
     get.add_argument("raw", help="raw folder")
     get.add_argument("--no-progress", action="store_true", help="no progress bars")
-    make = commands.add_parser("prepare", help="prepare the unpacked archives")
-    make.add_argument("raw", help="folder with VOCdevkit/ and, optionally, benchmark_RELEASE/")
-    make.add_argument("out", help="the prepared folder (DATASET.root_dataset)")
-    make.add_argument("--workers", type=int, default=4, help="threads (default 4)")
-    make.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_prepare_command(
+        commands, "folder with VOCdevkit/ and, optionally, benchmark_RELEASE/", "prepare the unpacked archives"
+    )
     args = parser.parse_args(argv)
     if args.command == "download":
         failures = fetch(args.raw, not args.no_progress)
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         return 1 if failures else 0
-    try:
-        summary, complete = prepare(args.raw, args.out, args.workers, not args.no_progress)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0 if complete else 1
+    return run_prepare(prepare, args)
 
 
 if __name__ == "__main__":
