@@ -107,8 +107,8 @@ def validate(cfg: CfgNode) -> None:
     _check_crop_pipeline(cfg)
     if not 0.0 <= cfg.MODEL.decoder_dropout < 1.0:
         raise ConfigError(f"MODEL.decoder_dropout must be in [0, 1), got {cfg.MODEL.decoder_dropout}")
-    if cfg.MODEL.decoder_dropout and not getattr(DECODERS[cfg.MODEL.arch_decoder].cls, "takes_dropout", False):
-        takes = ", ".join(name for name, spec in DECODERS.items() if getattr(spec.cls, "takes_dropout", False))
+    if cfg.MODEL.decoder_dropout and not DECODERS[cfg.MODEL.arch_decoder].cls.takes_dropout:
+        takes = ", ".join(name for name, spec in DECODERS.items() if spec.cls.takes_dropout)
         raise ConfigError(
             f"MODEL.decoder_dropout: decoder {cfg.MODEL.arch_decoder} takes none (those that do: {takes})"
         )

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from .dataset import TrainCollate, TrainSample, train_loader
+from .dataset import TrainCollate, TrainSample, shuffled_shares, train_loader
 from .imageio import UnreadableImage, read_image, read_label
 from .records import DataError
 from .transforms import resize_image, resize_label
@@ -55,21 +55,19 @@ class CropBatchSampler(Sampler[list[CropKey]]):
         return self.num_batches - self.start
 
     def __iter__(self) -> Iterator[list[CropKey]]:
-        order = np.random.default_rng([self.seed, self.epoch])
         seeds = np.random.default_rng([self.seed, self.epoch, self.rank])
         batch: list[CropKey] = []
         produced = 0
-        while True:
-            for index in order.permutation(self.num_records)[self.rank :: self.world_size].tolist():
-                batch.append((index, int(seeds.integers(2**63))))
-                if len(batch) < self.batch_size:
-                    continue
-                if produced >= self.start:
-                    yield batch
-                batch = []
-                produced += 1
-                if produced == self.num_batches:
-                    return
+        for index in shuffled_shares(self.num_records, self.seed, self.epoch, self.rank, self.world_size):
+            batch.append((index, int(seeds.integers(2**63))))
+            if len(batch) < self.batch_size:
+                continue
+            if produced >= self.start:
+                yield batch
+            batch = []
+            produced += 1
+            if produced == self.num_batches:
+                return
 
 
 def rescaled_size(height: int, width: int, scale: Sequence[float], ratio: float) -> tuple[int, int]:

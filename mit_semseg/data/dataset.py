@@ -30,6 +30,14 @@ log = logging.getLogger("mit_semseg")
 SampleKey = tuple[int, int, bool]
 
 
+def shuffled_shares(num_records: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[int]:
+    """Record indices for ever, one random permutation after another, drawn from a stream seeded by (seed, epoch)
+    that every rank shares; rank r takes every `world_size`-th index from the r-th (disjoint shares)."""
+    order = np.random.default_rng([seed, epoch])
+    while True:
+        yield from order.permutation(num_records)[rank::world_size].tolist()
+
+
 class GroupedBatchSampler(Sampler[list[SampleKey]]):
     """Batches of images of one orientation (portrait or landscape), each with a drawn short side and flips.
 
@@ -63,24 +71,22 @@ class GroupedBatchSampler(Sampler[list[SampleKey]]):
         return self.num_batches - self.start
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
-        order = np.random.default_rng([self.seed, self.epoch])  # shared by all ranks: disjoint shares
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
         buckets: dict[bool, list[int]] = {True: [], False: []}
         produced = 0
-        while True:
-            for index in order.permutation(len(self.portrait))[self.rank :: self.world_size].tolist():
-                bucket = buckets[bool(self.portrait[index])]
-                bucket.append(index)
-                if len(bucket) < self.batch_size:
-                    continue
-                short = int(self.img_sizes[rng.integers(len(self.img_sizes))])
-                flips = rng.random(len(bucket)) < 0.5 if self.random_flip else np.zeros(len(bucket), bool)
-                if produced >= self.start:
-                    yield [(i, short, bool(f)) for i, f in zip(bucket, flips)]
-                bucket.clear()
-                produced += 1
-                if produced == self.num_batches:
-                    return
+        for index in shuffled_shares(len(self.portrait), self.seed, self.epoch, self.rank, self.world_size):
+            bucket = buckets[bool(self.portrait[index])]
+            bucket.append(index)
+            if len(bucket) < self.batch_size:
+                continue
+            short = int(self.img_sizes[rng.integers(len(self.img_sizes))])
+            flips = rng.random(len(bucket)) < 0.5 if self.random_flip else np.zeros(len(bucket), bool)
+            if produced >= self.start:
+                yield [(i, short, bool(f)) for i, f in zip(bucket, flips)]
+            bucket.clear()
+            produced += 1
+            if produced == self.num_batches:
+                return
 
 
 @dataclass

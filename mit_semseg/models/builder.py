@@ -136,7 +136,7 @@ def build_decoder(
     """
     spec: DecoderSpec = lookup(DECODERS, arch, "decoder")
     options = dict(spec.options, dropout=dropout) if dropout else spec.options
-    if dropout and not getattr(spec.cls, "takes_dropout", False):
+    if dropout and not spec.cls.takes_dropout:
         raise ValueError(f"decoder {arch} takes no dropout before its classifier")
     net = spec.cls.from_widths(
         tuple(in_channels),
