@@ -5,9 +5,9 @@ and UPP's inference latency beside UPerNet's.
 
 The pooling rows time the four pyramid scales (1, 2, 3, 6) over one ResNet-50 C5 map of the input
 size, the pooling alone and the whole branch (pooling, upsampling, 1x1 conv-BN-ReLU, in the original's
-order). The latency rows time one image through resnet50 + upernet (150 classes) and resnet50 + upp (Broden+ heads),
-optimised fp32 path, one scale: network, resize to the image, softmax and arg-max of every head
-(for UPP also each pixel's part within its predicted object's group).
+order). The latency rows time one image through resnet50 + upernet (150 classes), resnet50 + upp (Broden+ heads) and
+resnet50 + upp with the texture head (the fifth head, on C2), optimised fp32 path, one scale: network, resize to
+the image, softmax and arg-max of every head (for UPP also each pixel's part within its predicted object's group).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from common import machine, model_for, print_machine, write_results
 from torch import nn
 
+from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.inference import fuse, prepare_for_inference
+from mit_semseg.models.texture import build_texture_head
 from mit_semseg.nn import prroi_pool2d
 from mit_semseg.tasks.unified import predict_multitask
 
@@ -77,7 +79,9 @@ def latency_rows(height: int, width: int, repeats: int, device) -> list[dict]:
     image = torch.randn(1, 3, height, width, device=device).contiguous(memory_format=torch.channels_last)
     upernet = model_for("resnet50+upernet", inference=True)
     upp = model_for("resnet50+upp", inference=True)
-    upernet, upp = (prepare_for_inference(m.to(device)) for m in (upernet, upp))
+    textured = model_for("resnet50+upp", inference=True)
+    textured.texture = build_texture_head("resnet50", len(read_label_tables().textures))
+    upernet, upp, textured = (prepare_for_inference(m.to(device)) for m in (upernet, upp, textured))
 
     def segment():
         with torch.inference_mode():
@@ -89,6 +93,10 @@ def latency_rows(height: int, width: int, repeats: int, device) -> list[dict]:
         {
             "model": "resnet50 + upp (scene 365, objects 336, parts 427 in 77 groups, materials 26)",
             "ms": median_ms(lambda: predict_multitask(upp, [image], (height, width)), repeats, device),
+        },
+        {
+            "model": "resnet50 + upp + texture head (DTD's 47 textures, on C2)",
+            "ms": median_ms(lambda: predict_multitask(textured, [image], (height, width)), repeats, device),
         },
     ]
 

@@ -28,6 +28,7 @@ class Demo:
     checkpoint: str
     images: str  # a glob of images to segment
     outputs: str  # what `test.py` writes per image
+    stages: tuple[str, ...] = ()  # `train.py --stage`s run after the training
 
 
 DEMOS = {
@@ -45,13 +46,14 @@ DEMOS = {
     "upp": Demo(
         "data/synthetic_upp",
         synthetic_upp,
-        "validation.jsonl",
+        "texture_validation.jsonl",
         "config/synthetic-resnet18-upp_lite.yaml",
         "resnet18 + upp_lite (scene, objects, parts, materials)",
         "demo_output_upp",
         "epoch_4",
         "images/validation/syn_upp_0000*.jpg",
-        "image with its scene | objects | parts | materials, the label files and <name>.json",
+        "image with its scene | objects | parts | materials | textures, the label files and <name>.json",
+        ("texture",),
     ),
 }
 
@@ -80,6 +82,12 @@ def main(argv: list[str] | None = None) -> None:
         ["train.py", "--cfg", demo.config, "--gpus", "cpu", *common],
         train_cli.main,
     )
+    for stage in demo.stages:
+        _run(
+            f"2/4 then the {stage} stage: a {stage} head on the trained model, the rest frozen",
+            ["train.py", "--cfg", demo.config, "--gpus", "cpu", "--stage", stage, *common],
+            train_cli.main,
+        )
     _run(
         "3/4 evaluate on the validation set",
         ["eval_multipro.py", "--cfg", demo.config, "--gpus", "cpu", *common],
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         f"  eval_{demo.checkpoint}.json   metrics\n"
         f"  pictures/           {demo.outputs}\n"
         f"  train.log, checkpoints encoder_epoch_*.pth and decoder_epoch_*.pth"
+        + "".join(f"\n  {s}_*               the {s} stage's head, history, plot and config" for s in demo.stages)
     )
 
 

@@ -23,7 +23,6 @@ import torch
 import torch.multiprocessing as mp
 from yacs.config import CfgNode
 
-from .inference import checkpoint_paths
 from .precision import autocast, inference_dtype
 from .progress import Progress
 from .tasks import Task, task_for
@@ -140,8 +139,8 @@ def picture_path(directory: str, image: str) -> str:
 def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
     task = task_for(cfg)
-    records = task.read_records(cfg.DATASET.list_val)
-    checkpoint_paths(cfg, cfg.VAL.checkpoint)
+    task.checkpoint_files(cfg.VAL.checkpoint)
+    records = task.val_records()
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
     slots = [d for d in devices for _ in range(processes_per_device)][: len(records)]

@@ -6,8 +6,9 @@
 The file's input `image` is a normalised image batch (N x 3 x H x W, float32, MODEL.input_normalisation),
 with dynamic batch, height and width; its outputs are the class probabilities at the input size
 (`probabilities`; for Unified Perceptual Parsing `scene`, `object`, `material`, `part_0`.. one per
-part group). The config is stored in the file, so `Segmenter.from_onnx` and `test.py --onnx` predict
-with the same multi-scale pre- and post-processing as the PyTorch model. `onnx`, `onnxruntime` and
+part group, and `texture` when the model has a texture head). The config is stored in the file, so
+`Segmenter.from_onnx` and `test.py --onnx` predict with the same multi-scale pre- and post-processing
+as the PyTorch model. `onnx`, `onnxruntime` and
 `onnxscript` are an optional extra: `pip install 'mit_semseg[export]'`.
 """
 
@@ -26,7 +27,6 @@ from torch import nn
 from . import cli, zoo
 from .config import ConfigError, load_config
 from .data.records import DataError
-from .inference import checkpoint_paths
 from .tasks import Task, task_for
 
 CONFIG_KEY = "mit_semseg.config"  # the metadata entry holding the config the file was exported with
@@ -79,7 +79,7 @@ def export_onnx(task: Task, model: nn.Module, path: str | os.PathLike) -> Path:
             dynamo=True,
             dynamic_shapes=dims,
             input_names=[INPUT],
-            output_names=task.output_names(),
+            output_names=task.output_names(model),
             verbose=False,
         )
     program.save(str(path))
@@ -157,13 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             cfg.DIR = zoo.fetch(args.model)
         checkpoint = zoo.lookup(args.model).checkpoint if args.model else args.checkpoint or cfg.TEST.checkpoint
-        model = task.build_model(checkpoint_paths(cfg, checkpoint), inference=True)
+        model = task.build_model(task.checkpoint_files(checkpoint), inference=True)
         path = export_onnx(task, model, args.out)
     except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:
         return cli.fail(PROG, err)
+    names = task.output_names(model)
     print(
         f"wrote {path}: input {INPUT} (N x 3 x H x W, {cfg.MODEL.input_normalisation} normalisation), outputs "
-        f"{', '.join(task.output_names()[:4])}{', ...' if len(task.output_names()) > 4 else ''}"
+        f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''}"
     )
     return 0
 

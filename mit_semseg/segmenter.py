@@ -19,7 +19,8 @@ class Segmenter:
     """Segments RGB images; labels are 0-based class ids (ADE20K: 0 = wall, ..., 149 = flag).
 
     With a Unified Perceptual Parsing model, `predict` gives every head's answer: a dict of `scene`
-    probabilities and `object`, `part`, `material` maps in the label tables' labels.
+    probabilities and `object`, `part`, `material` maps in the label tables' labels, and with a texture
+    head (DIR/texture_<checkpoint>) a `texture` map of 0-based texture indices.
 
     `Segmenter.from_pretrained(name)` fetches a released model; `Segmenter.from_config(cfg)` uses
     DIR/{encoder,decoder}_<TEST.checkpoint>; `Segmenter.from_onnx(path)` runs an exported file through
@@ -83,7 +84,8 @@ class Segmenter:
         """H x W int64 class ids for an RGB uint8 array or an image path; with `probabilities`, also C x H x W.
 
         A multi-task model gives a dict instead: `scene` (S probabilities), `object`, `part` and
-        `material` (H x W int64 maps of table labels; a pixel's part is in its predicted object's group);
+        `material` (H x W int64 maps of table labels; a pixel's part is in its predicted object's group),
+        `texture` with a texture head (H x W int64 texture indices);
         with `probabilities`, also a dict of each head's probabilities (`part`: one array per part group).
         """
         if isinstance(image, (str, os.PathLike)):

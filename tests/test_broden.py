@@ -31,11 +31,11 @@ from mit_semseg.data.broden.tables import (
     pascal_context_vocabulary,
     read_assignment,
     read_split_lists,
-    read_texture_names,
 )
 from mit_semseg.data.label_tables import BRODEN_TABLES, read_label_tables
 from mit_semseg.data.multitask import read_multitask_records
 from mit_semseg.data.records import DataError
+from mit_semseg.data.textures import read_texture_records
 from mit_semseg.testing.broden_raw import (
     ADE_OBJECT_NAMES,
     write_ade20k,
@@ -236,6 +236,12 @@ def write_raw_tree(raw: Path, splits: Path) -> None:
                 "textures": ["zigzagged"],
                 "split": "test",
             },
+            {  # the joint annotation need not list the image's category (its folder) first
+                "name": "dotted/dotted_0003.jpg",
+                "image": _image(7, 30, 30),
+                "textures": ["polka-dotted", "dotted"],
+                "split": "val",
+            },
         ],
     )
     write_split_lists(
@@ -351,7 +357,7 @@ def test_assignment_agrees_with_the_label_tables():
     assert set(materials) == {0, *substances}  # the raw OpenSurfaces label is the red value
     for red, name in substances.items():  # "Carpet/rug" is "carpet;rug", "Plastic - clear" "plastic-clear"
         assert materials[red] == name.lower().replace("/", ";").replace(" - ", "-"), red
-    assert len(read_texture_names()) == 47 and read_texture_names()[0] == "banded"
+    assert len(read_label_tables().textures) == 47 and read_label_tables().textures[0] == "banded"
 
 
 def test_scene_list_names_every_scene_the_assignment_knows():
@@ -572,8 +578,28 @@ def test_dtd_textures_stay_in_the_records(prepared):
     assert [(r["fpath_img"], r["texture"], r["split"]) for r in records] == [
         ("dtd/banded/banded_0001.jpg", [0, 4], "train"),
         ("dtd/zigzagged/zigzagged_0002.jpg", [46], "test"),
+        ("dtd/dotted/dotted_0003.jpg", [30, 10], "val"),
     ]
     assert (records[1]["width"], records[1]["height"]) == (40, 30)
+
+
+def test_dtd_split_1_becomes_the_texture_stage_lists(prepared):
+    """train + val -> texture_training.jsonl, test -> texture_validation.jsonl; the texture is the category (folder),
+    whatever order the joint annotation lists it in; the lists read back as texture records."""
+    out, _ = prepared
+    tables = read_label_tables()
+    training, validation = _lines(out / "texture_training.jsonl"), _lines(out / "texture_validation.jsonl")
+    assert [(r["fpath_img"], tables.textures[r["texture"]]) for r in training] == [
+        ("dtd/banded/banded_0001.jpg", "banded"),
+        ("dtd/dotted/dotted_0003.jpg", "dotted"),
+    ]
+    assert [(r["fpath_img"], r["texture"], r["width"], r["height"]) for r in validation] == [
+        ("dtd/zigzagged/zigzagged_0002.jpg", 46, 40, 30)
+    ]
+    records = read_texture_records(out / "texture_training.jsonl", out, tables.textures)
+    assert [r["texture"] for r in records] == [0, 10] and records[1]["fpath_img"] == str(
+        out / "dtd/dotted/dotted_0003.jpg"
+    )
 
 
 def test_summary_counts_images_labels_and_unassigned_raw_labels(prepared):
@@ -669,7 +695,7 @@ def test_split_list_sizes_are_kept_within_a_pixel_and_noted_beyond(raw_tree, tmp
 def test_rerun_skips_finished_images_and_redoes_missing_ones(raw_tree, tmp_path):
     out = tmp_path / "out"
     first = broden_prepare.prepare(raw_tree / "raw", out, splits=raw_tree / "splits", workers=1, progress=False)
-    assert first["prepared_now"] == 9
+    assert first["prepared_now"] == 10  # 7 split-list images, 3 DTD
     lists = (out / "training.jsonl").read_bytes()
     again = broden_prepare.prepare(raw_tree / "raw", out, splits=raw_tree / "splits", workers=1, progress=False)
     assert again["prepared_now"] == 0 and (out / "training.jsonl").read_bytes() == lists

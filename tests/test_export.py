@@ -16,6 +16,7 @@ from mit_semseg.config import load_config
 from mit_semseg.data.records import DataError
 from mit_semseg.export import OnnxSession, export_onnx
 from mit_semseg.models import ENCODERS
+from mit_semseg.models.texture import build_texture_head
 from mit_semseg.nn import adaptive_avg_pool2d
 from mit_semseg.tasks import task_for
 
@@ -71,8 +72,10 @@ def _config(pair, tmp_path):
         "DATASET.num_class",
         "7",
     ]
-    if decoder == "upp_lite":
-        opts += ["DATASET.label_tables", str(write_small_tables(tmp_path / "tables"))]
+    if decoder == "upp_lite":  # with a texture head (its output is the file's last)
+        tables = write_small_tables(tmp_path / "tables")
+        (tables / "texture.csv").write_text("label,name\n0,banded\n1,dotted\n2,grid\n")
+        opts += ["DATASET.label_tables", str(tables)]
     return load_config(None, opts)
 
 
@@ -92,9 +95,12 @@ def test_matrix_pooling_equals_adaptive_average_pooling():
 def test_onnx_runtime_equals_pytorch_at_two_sizes(pair, tmp_path):
     task = task_for(_config(pair, tmp_path))
     model = _conditioned(task)
+    if pair.endswith("upp_lite"):
+        model.texture = build_texture_head("resnet18", 3).eval()
     path = export_onnx(task, model, tmp_path / "model.onnx")
     session = OnnxSession(path)
-    assert session.names == task.output_names()
+    assert session.names == task.output_names(model)
+    assert (session.names[-1] == "texture") == pair.endswith("upp_lite")
     for n, h, w in SIZES:
         image = torch.randn(n, 3, h, w)
         with torch.no_grad():

@@ -18,7 +18,7 @@ from mit_semseg.config import load_config
 from mit_semseg.data.classes import colorize, palette
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.multitask import MultiTaskCollate, MultiTaskTrainDataset, read_multitask_records
-from mit_semseg.data.synthetic_upp import MATERIALS, OBJECTS, PARTS, generate
+from mit_semseg.data.synthetic_upp import MATERIALS, OBJECTS, PARTS, TEXTURES, generate
 from mit_semseg.data.transforms import normalise_batch
 from mit_semseg.parallel import DictDataParallel
 from mit_semseg.tasks import build_model
@@ -293,3 +293,88 @@ def test_bf16_training_runs_every_head(upp_set, tmp_path):
     assert "precision bf16" in result.stderr
     history = json.loads((tmp_path / "bf16" / "history.json").read_text())
     assert all(np.isfinite(v) for entry in history for k, v in entry.items() if k.endswith("loss"))
+
+
+def _texture_lists(root):
+    return (
+        "DATASET.list_texture_train",
+        str(root / "texture_training.jsonl"),
+        "DATASET.list_texture_val",
+        str(root / "texture_validation.jsonl"),
+        "TRAIN.texture_num_epoch",
+        "2",
+        "TRAIN.texture_epoch_iters",
+        "5",
+        "TRAIN.texture_batch_size_per_gpu",
+        "8",
+        "TRAIN.texture_size",
+        "32",
+    )
+
+
+def _texture_stage(root, directory, source, flags=()):
+    extra = (*_texture_lists(root), "TRAIN.texture_from", str(source))
+    result = _run("train.py", root, directory, *extra, flags=("--gpus", "cpu", "--stage", "texture", *flags))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_texture_stage_adds_a_head_and_changes_nothing_else(trained, tmp_path):
+    """train.py --stage texture from a trained model in another folder, then eval_multipro.py and test.py: the
+    other heads' figures are the same to the last digit, the texture figures come with names, and a stopped and
+    resumed stage ends with the same head."""
+    root, source, _ = trained
+    before = _run("eval_multipro.py", root, source, *_texture_lists(root))
+    assert before.returncode == 0, before.stderr[-3000:]
+    assert "has no texture head, textures are not evaluated" in before.stderr
+    figures_before = json.loads((source / "eval_epoch_1.json").read_text())
+    assert "texture" not in figures_before
+
+    stage = tmp_path / "stage"
+    log = _texture_stage(root, stage, source).stderr
+    assert "(stage texture)" in log and f"6 of the 6 textures; the model of {source / 'encoder_epoch_1.pth'}" in log
+    assert "checkpoints texture_epoch_1.pth and encoder_epoch_1.pth and decoder_epoch_1.pth" in log
+    written = {p.name for p in stage.iterdir()}
+    assert {"texture_epoch_1.pth", "texture_history.json", "texture_training.png", "texture_config.yaml"} <= written
+    assert "texture_train_state_epoch_2_iter_0.pth" in written and not {"history.json", "config.yaml"} & written
+    assert_same_weights(checkpoint_weights(source, 1), checkpoint_weights(stage, 1))  # DIR holds the whole model
+    history = json.loads((stage / "texture_history.json").read_text())
+    assert {"loss", "texture_loss", "texture_acc", "lr", "epoch"} == set(history[-1]) and history[-1]["epoch"] == 2
+
+    after = _run("eval_multipro.py", root, stage, *_texture_lists(root))
+    assert after.returncode == 0, after.stderr[-3000:]
+    figures = json.loads((stage / "eval_epoch_1.json").read_text())
+    for head in ("object", "part", "material", "scene"):
+        assert figures[head] == figures_before[head], head
+    texture = figures["texture"]
+    assert texture["images"] == 60 and [c["name"] for c in texture["classes"]] == list(TEXTURES)
+    assert texture["accuracy"] == pytest.approx(np.mean([c["accuracy"] for c in texture["classes"]]))  # 10 each
+    assert f"texture   {'':>10}{100 * texture['accuracy']:>9.2f}%  (60 texture images)" in after.stdout
+
+    out = tmp_path / "out"
+    image = sorted((root / "images" / "validation").glob("*.jpg"))[0]
+    shown = subprocess.run(
+        [sys.executable, str(REPO / "test.py"), "--imgs", str(image), "--cfg", str(CONFIG), "--gpu", "cpu"]
+        + _opts(root, stage, "TEST.result", str(out)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "  textures: " in shown.stdout and "wrote 6 files" in shown.stdout
+    texture_map = cv2.imread(str(out / f"{image.stem}_texture.png"), cv2.IMREAD_UNCHANGED)
+    original = cv2.imread(str(image))
+    assert texture_map.dtype == np.uint8 and texture_map.shape == original.shape[:2] and texture_map.min() >= 1
+    assert cv2.imread(str(out / f"{image.stem}.png")).shape[1] == 5 * original.shape[1]
+    pred = Segmenter(load_config(CONFIG, _opts(root, stage)), precision="fp32").predict(str(image))
+    assert np.array_equal(pred["texture"] + 1, texture_map)
+    report = json.loads((out / f"{image.stem}.json").read_text())
+    assert set(report["textures"]) <= set(TEXTURES) and len(report["textures"]) <= 5
+
+    resumed = tmp_path / "resumed"
+    _texture_stage(root, resumed, source, ("--stop-after-epoch", "1"))
+    assert _texture_stage(root, resumed, source, ("--resume",)).stderr.count("resuming from") == 1
+    for name in ("texture_epoch_1.pth", "encoder_epoch_1.pth", "decoder_epoch_1.pth"):
+        a, b = (torch.load(d / name, weights_only=True) for d in (stage, resumed))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

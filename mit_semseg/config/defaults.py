@@ -44,6 +44,10 @@ _C.DATASET.photometric = True
 # Unified Perceptual Parsing (MODEL.arch_decoder upp or upp_lite): the folder of the label tables object.csv,
 # part.csv, scene.csv, material.csv and object_part_hierarchy.csv ("": the Broden+ tables shipped with the package)
 _C.DATASET.label_tables = ""
+# Unified Perceptual Parsing's texture stage (train.py --stage texture): record lists of images of one texture each
+# (`fpath_img`, `texture`: a label of the tables' texture.csv), to train and to evaluate the texture head
+_C.DATASET.list_texture_train = ""
+_C.DATASET.list_texture_val = ""
 
 # -----------------------------------------------------------------------------
 # Model
@@ -99,6 +103,19 @@ _C.TRAIN.loss_weight_object = 1.0
 _C.TRAIN.loss_weight_part = 0.5
 _C.TRAIN.loss_weight_scene = 0.25
 _C.TRAIN.loss_weight_material = 1.0
+# what train.py trains: "" (the config's model) or "texture" (--stage texture: a texture head on a trained Unified
+# Perceptual Parsing model, everything else frozen; its files in DIR start with texture_)
+_C.TRAIN.stage = ""
+# texture stage: the trained model to start from: "" (the last epoch in DIR), a released model's name, a checkpoint
+# folder (its last epoch), FOLDER/epoch_N or ENCODER.pth,DECODER.pth; the head is saved as DIR/texture_<epoch_N.pth>
+_C.TRAIN.texture_from = ""
+# texture stage: the short side images are resized to (the paper's 64); training takes squares of this side
+_C.TRAIN.texture_size = 64
+_C.TRAIN.texture_num_epoch = 5
+_C.TRAIN.texture_epoch_iters = 500
+_C.TRAIN.texture_batch_size_per_gpu = 16
+# texture stage: the head's base learning rate (poly schedule, as the rest)
+_C.TRAIN.texture_lr = 0.02
 # freeze batch-norm statistics and parameters (fine-tuning)
 _C.TRAIN.fix_bn = False
 _C.TRAIN.workers = 16

@@ -150,7 +150,7 @@ def validate(cfg: CfgNode) -> None:
             "MODEL.init_from and MODEL.weights_encoder/weights_decoder are both set: init_from loads what "
             "fits for other classes, weights_* load strictly; choose one"
         )
-    task_class(cfg.MODEL.arch_decoder).check_config(cfg)
+    task_class(cfg.MODEL.arch_decoder, cfg.TRAIN.stage).check_config(cfg)
 
 
 def _check_crop_pipeline(cfg: CfgNode) -> None:

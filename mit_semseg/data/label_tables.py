@@ -3,8 +3,9 @@
 A folder holds `object.csv`, `part.csv`, `scene.csv`, `material.csv` (columns `label,name`, labels
 0..n-1 in order; for objects, parts and materials label 0 is `-`, unlabelled) and
 `object_part_hierarchy.csv` (`object_label,object_name,part_labels,part_names`, lists separated by
-`;`, each list starting with part 0, the object's own "no part" class). The Broden+ tables ship with
-the package and are the default.
+`;`, each list starting with part 0, the object's own "no part" class). `texture.csv` (`label,name`,
+labels 0..n-1, no unlabelled class: DTD's 47 textures) is optional: with it, models may have a texture head
+(`train.py --stage texture`). The Broden+ tables ship with the package and are the default.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ BRODEN_TABLES = Path(__file__).resolve().parent / "tables" / "broden"
 HEADS = ("object", "part", "scene", "material")  # Unified Perceptual Parsing's heads, each with its table
 PIXEL_HEADS = ("object", "part", "material")  # those that label pixels (the scene labels an image)
 TABLE_FILES = tuple(f"{head}.csv" for head in HEADS) + ("object_part_hierarchy.csv",)
+TEXTURE_FILE = "texture.csv"  # optional
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class LabelTables:
     scenes: tuple[str, ...]
     materials: tuple[str, ...]
     groups: tuple[PartGroup, ...]  # in the part head's order
+    textures: tuple[str, ...] = ()  # texture.csv's names (label = index); () without the file
 
     @property
     def part_group_sizes(self) -> list[int]:
@@ -129,6 +132,7 @@ def _read(folder: str) -> LabelTables:
         read_names(root / "scene.csv"),
         read_names(root / "material.csv"),
         _groups(root / "object_part_hierarchy.csv", objects, parts),
+        read_names(root / TEXTURE_FILE) if (root / TEXTURE_FILE).is_file() else (),
     )
 
 

@@ -23,6 +23,7 @@ from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, padded_images,
 from .imageio import UnreadableImage, read_image, read_label
 from .label_tables import HEADS, PIXEL_HEADS, LabelTables
 from .records import DataError, check_files_exist, check_record, read_json_lines
+from .textures import texture_val_item
 from .transforms import label_cells, prediction_images, resize_image, resize_label, scaled_size
 
 MAPS = {head: f"fpath_{head}" for head in PIXEL_HEADS}  # head: the record's key of its label map
@@ -267,7 +268,8 @@ def build_multitask_train_loader(
 
 
 class MultiTaskValDataset(Dataset):
-    """Each image at every test scale (`prediction_images`), its full-size label maps, its scene, its source's tasks."""
+    """Each image at every test scale (`prediction_images`), its full-size label maps, its scene, its source's tasks;
+    a texture record (`data.textures`) as `texture_val_item` gives it."""
 
     def __init__(self, records: Sequence[dict], cfg, tables: LabelTables) -> None:
         self.records, self.cfg, self.tables = list(records), cfg, tables
@@ -277,6 +279,8 @@ class MultiTaskValDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
+        if "texture" in record:
+            return texture_val_item(record, self.cfg)
         image = read_image(record["fpath_img"])
         return {
             "img_ori": image,

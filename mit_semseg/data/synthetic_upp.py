@@ -1,12 +1,15 @@
 """A synthetic multi-task set for Unified Perceptual Parsing, in the prepared layout, deterministic by seed.
 
-    python -m mit_semseg.data.synthetic_upp --out data/synthetic_upp --train 240 --val 60 --seed 0
+    python -m mit_semseg.data.synthetic_upp --out data/synthetic_upp --train 240 --val 60 --textures 240 60 --seed 0
 
 Source `scenes` annotates objects, their parts and the scene: streets (road, houses with roofs,
 doors and windows, cars with wheels and windows), gardens (grass, trees with trunks and crowns, a
 house) and rooms (wall, floor, tables with tops and legs); the scene type is told apart only by what
 the image contains. Source `surfaces` annotates materials only: regions of brick, wood, metal and
-fabric textures. The set's label tables are written beside the record lists (`tables/`).
+fabric textures. Source `textures`, for the texture stage only, is images of one regular pattern each
+(`TEXTURES`: bands, checks, dots, zigzags, a grid, waves) at a random period, angle and pair of
+colours, listed in `texture_training.jsonl` and `texture_validation.jsonl` (`fpath_img`, `texture`).
+The set's label tables, `texture.csv` included, are written beside the record lists (`tables/`).
 """
 
 from __future__ import annotations
@@ -29,13 +32,16 @@ GROUPS = {
 }
 SCENES = ("street", "garden", "room")
 MATERIALS = ("-", "brick", "wood", "metal", "fabric")
+TEXTURES = ("banded", "chequered", "dotted", "zigzagged", "grid", "wavy")  # DTD's names for these patterns
 SPLITS = {"training": 1, "validation": 2}
+TEXTURE_SPLITS = {"training": 3, "validation": 4}  # streams of their own: the other sources stay as they were
 O, P, M = ({name: i for i, name in enumerate(t)} for t in (OBJECTS, PARTS, MATERIALS))
 
 
 def write_tables(folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
-    for name, rows in (("object", OBJECTS), ("part", PARTS), ("scene", SCENES), ("material", MATERIALS)):
+    tables = (("object", OBJECTS), ("part", PARTS), ("scene", SCENES), ("material", MATERIALS), ("texture", TEXTURES))
+    for name, rows in tables:
         with open(os.path.join(folder, f"{name}.csv"), "w") as f:
             f.write("label,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(rows)))
     with open(os.path.join(folder, "object_part_hierarchy.csv"), "w") as f:
@@ -187,6 +193,33 @@ def render_surfaces(rng: np.random.Generator, height: int, width: int):
     return image, materials
 
 
+def render_texture(rng: np.random.Generator, height: int, width: int, texture: int) -> np.ndarray:
+    """An image of one regular pattern (`TEXTURES[texture]`) at a random period (an eighth to a quarter of the short
+    side: 8-16 px at the texture stage's 64), angle and two colours."""
+    period, angle = min(height, width) * rng.uniform(0.125, 0.25), rng.uniform(0, np.pi)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    u = cols * np.cos(angle) + rows * np.sin(angle) + rng.uniform(0, period)
+    v = rows * np.cos(angle) - cols * np.sin(angle) + rng.uniform(0, period)
+    name = TEXTURES[texture]
+    if name == "banded":
+        ink = u % period < period / 2
+    elif name == "chequered":
+        ink = ((u // (period / 2)) + (v // (period / 2))) % 2 == 0
+    elif name == "dotted":
+        ink = (u % period - period / 2) ** 2 + (v % period - period / 2) ** 2 < (0.3 * period) ** 2
+    elif name == "zigzagged":
+        triangle = np.abs((v / period) % 2 - 1)  # 0..1 and back, every 2 periods
+        ink = (u + period * triangle) % period < period / 2
+    elif name == "grid":
+        ink = (u % period < 0.2 * period) | (v % period < 0.2 * period)
+    else:  # wavy
+        ink = (u + 0.3 * period * np.sin(2 * np.pi * v / (1.5 * period))) % period < period / 2
+    colours = rng.integers(0, 256, (2, 3))
+    while np.abs(colours[0] - colours[1]).sum() < 120:  # the pattern stays visible
+        colours = rng.integers(0, 256, (2, 3))
+    return np.where(ink[..., None], colours[0], colours[1]) + rng.normal(0, 6, (height, width, 1))
+
+
 def _size(rng: np.random.Generator, min_side: int, max_side: int) -> tuple[int, int]:
     ratio = rng.choice([0.75, 1.0, 1.33, 1.5])
     long = int(rng.integers(min_side, max_side + 1))
@@ -201,8 +234,10 @@ def generate(
     min_side: int = 96,
     max_side: int = 160,
     surface_share: float = 0.3,
+    num_textures: tuple[int, int] = (240, 60),
 ) -> None:
-    """Write images, labels, `training.jsonl`, `validation.jsonl` and `tables/` under `out`."""
+    """Write images, labels, `training.jsonl`, `validation.jsonl`, `tables/` and the texture source's
+    `texture_training.jsonl` and `texture_validation.jsonl` (`num_textures` images) under `out`."""
     write_tables(os.path.join(out, "tables"))
     for split, count in (("training", num_train), ("validation", num_val)):
         rng = np.random.default_rng([seed, SPLITS[split]])
@@ -232,6 +267,23 @@ def generate(
             cv2.imwrite(os.path.join(out, "images", f"{name}.jpg"), picture, [cv2.IMWRITE_JPEG_QUALITY, 95])
             records.append(record)
         write_json_lines(os.path.join(out, f"{split}.jsonl"), records)
+    for split, count in zip(TEXTURE_SPLITS, num_textures):
+        write_json_lines(os.path.join(out, f"texture_{split}.jsonl"), _textures(out, split, count, seed))
+
+
+def _textures(out: str, split: str, count: int, seed: int) -> list[dict]:
+    """`count` texture images of `split` (as many of each texture, in turn), written under out/images/textures."""
+    rng = np.random.default_rng([seed, TEXTURE_SPLITS[split]])
+    os.makedirs(os.path.join(out, "images", "textures", split), exist_ok=True)
+    records = []
+    for i in range(count):
+        height, width = _size(rng, 64, 128)
+        texture = i % len(TEXTURES)
+        name = f"images/textures/{split}/syn_texture_{i:05d}.jpg"
+        picture = np.clip(render_texture(rng, height, width, texture), 0, 255).astype(np.uint8)
+        cv2.imwrite(os.path.join(out, name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        records.append({"fpath_img": name, "texture": texture, "width": width, "height": height})
+    return records
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -239,10 +291,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="data/synthetic_upp")
     parser.add_argument("--train", type=int, default=240)
     parser.add_argument("--val", type=int, default=60)
+    parser.add_argument(
+        "--textures", type=int, nargs=2, default=(240, 60), metavar=("TRAIN", "VAL"), help="texture images per split"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    generate(args.out, args.train, args.val, args.seed)
-    print(f"wrote {args.train} training and {args.val} validation images, record lists and label tables to {args.out}")
+    generate(args.out, args.train, args.val, args.seed, num_textures=tuple(args.textures))
+    print(
+        f"wrote {args.train} training and {args.val} validation images, {args.textures[0]} and {args.textures[1]} "
+        f"texture images, record lists and label tables to {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,16 +49,30 @@ class UnifiedParsingModule(nn.Module):
     probabilities (a dict, see `UPPDecoder`).
 
     The feed dict holds `img_data`, `tasks` (the heads to train) and each task's labels: `seg_object`,
-    `seg_material` (0 unlabelled), `seg_part` with `valid_part`, `scene` (-1 none).
+    `seg_material` (0 unlabelled), `seg_part` with `valid_part`, `scene` (-1 none). `texture`, when given, is a
+    texture head (`TextureHead`), which `logits` runs too; it is trained by `TextureStageModule` only.
     """
 
     def __init__(
-        self, net_enc: nn.Module, net_dec: nn.Module, tables: LabelTables, loss_weights: dict[str, float] | None = None
+        self,
+        net_enc: nn.Module,
+        net_dec: nn.Module,
+        tables: LabelTables,
+        loss_weights: dict[str, float] | None = None,
+        texture: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.encoder, self.decoder = net_enc, net_dec
+        self.encoder, self.decoder, self.texture = net_enc, net_dec, texture
         self.part_objects = [g.object_label for g in tables.groups]
         self.loss_weights = dict(DEFAULT_LOSS_WEIGHTS, **(loss_weights or {}))
+
+    def logits(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every head's raw logits at its own resolution: the decoder's, and `texture` (N x T x h x w, on C2) with a
+        texture head."""
+        out = self.decoder.logits(features)
+        if self.texture is not None:
+            out["texture"] = self.texture(features[0])
+        return out
 
     def forward(self, feed_dict: dict, segSize=None):
         features = self.encoder(feed_dict["img_data"], return_feature_maps=True)
@@ -82,3 +96,33 @@ class UnifiedParsingModule(nn.Module):
             )
         stats.update({f"{task}_loss": value.detach() for task, value in losses.items()})
         return sum(self.loss_weights[task] * value for task, value in losses.items()), stats
+
+
+class TextureStageModule(UnifiedParsingModule):
+    """The texture stage (`train.py --stage texture`): the encoder and decoder stay as they are (no gradients, batch
+    norms in eval mode whatever `train()` says); the texture head learns from images of one texture each.
+
+    `forward(feed_dict)` reads `img_data` and `texture` (N texture labels, the target at every pixel) and gives
+    (loss, {`texture_loss`, `texture_acc`}), the pixels' mean NLL and accuracy at C2's resolution.
+    """
+
+    def __init__(self, net_enc: nn.Module, net_dec: nn.Module, tables: LabelTables, texture: nn.Module) -> None:
+        super().__init__(net_enc, net_dec, tables, texture=texture)
+        for frozen in (net_enc, net_dec):
+            frozen.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TextureStageModule:
+        super().train(mode)
+        self.encoder.eval()
+        self.decoder.eval()
+        return self
+
+    def forward(self, feed_dict: dict, segSize=None):
+        if segSize is not None:
+            return super().forward(feed_dict, segSize)
+        with torch.no_grad():
+            c2 = self.encoder(feed_dict["img_data"], return_feature_maps=True)[0]
+        log_probs = F.log_softmax(self.texture(c2).float(), dim=1)
+        target = feed_dict["texture"][:, None, None].expand(-1, *log_probs.shape[-2:])
+        loss = masked_nll(log_probs, target, -1)
+        return loss, {"texture_loss": loss.detach(), "texture_acc": accuracy(log_probs, target, -1)}

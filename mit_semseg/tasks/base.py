@@ -24,7 +24,8 @@ class Task:
     name: ClassVar[str]
     decoder_base: ClassVar[type]
     find_unused_parameters: ClassVar[bool] = False  # whether a training step may leave parameters without gradient
-    output_files: ClassVar[int]  # how many files `write_outputs` writes per image
+    output_files: int  # how many files `write_outputs` wrote for the last image
+    files_prefix: ClassVar[str] = ""  # of the training run's resume states, history, plot and config in DIR
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -60,14 +61,23 @@ class Task:
         )
         return self.module(encoder, decoder, inference)
 
+    def checkpoint_files(self, checkpoint: str) -> dict[str, str]:
+        """The weights files of `checkpoint` for `build_model`: DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>
+        (a missing one is an error naming it)."""
+        return checkpoint_paths(self.cfg, checkpoint)
+
     def load(self, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> nn.Module:
-        """The model with DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, on `device`, in eval mode.
+        """The model of `checkpoint_files(checkpoint)`, on `device`, in eval mode.
 
         With `optimize` (the default) it is prepared for fast inference (`prepare_for_inference`); such
         a model is for predicting only, not for training or saving.
         """
-        model = self.build_model(checkpoint_paths(self.cfg, checkpoint), inference=True).to(device).eval()
+        model = self.build_model(self.checkpoint_files(checkpoint), inference=True).to(device).eval()
         return prepare_for_inference(model) if optimize else model
+
+    def epoch_files(self, model: nn.Module, epoch: int) -> dict[str, nn.Module]:
+        """What training writes to DIR after each epoch: file name -> the part whose state dict it holds."""
+        return {f"{part}_epoch_{epoch}.pth": getattr(model, part) for part in ("encoder", "decoder")}
 
     def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> nn.Module:
         """Encoder and decoder with the task's losses: `forward(batch)` gives (loss, raw statistics). For `inference`,
@@ -103,6 +113,10 @@ class Task:
 
     # evaluation ---------------------------------------------------------------------------------------------------
 
+    def val_records(self) -> list[dict]:
+        """The records evaluation reads: DATASET.list_val's."""
+        return self.read_records(self.cfg.DATASET.list_val)
+
     def val_dataset(self, records: Sequence[dict]):
         raise NotImplementedError
 
@@ -129,8 +143,8 @@ class Task:
 
     # ONNX ---------------------------------------------------------------------------------------------------------
 
-    def output_names(self) -> list[str]:
-        """The names of the exported file's outputs, in `export_outputs`'s order."""
+    def output_names(self, model: nn.Module) -> list[str]:
+        """The names of the exported file's outputs for `model`, in `export_outputs`'s order."""
         raise NotImplementedError
 
     def export_outputs(self, model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -157,7 +157,7 @@ class SegmentationTask(Task):
         out = predict(model, prediction_images(image, self.cfg), image.shape[:2], self.cfg, probabilities)
         return tuple(x.numpy() for x in out) if probabilities else out.numpy()
 
-    def output_names(self) -> list[str]:
+    def output_names(self, model) -> list[str]:
         return ["probabilities"]
 
     def export_outputs(self, model, image: torch.Tensor) -> tuple[torch.Tensor, ...]:

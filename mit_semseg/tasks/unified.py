@@ -8,11 +8,16 @@ Evaluation, per head:
   is valid: predicted parts only inside the predicted object, ground-truth parts only inside the
   ground-truth object; accuracy over ground-truth part pixels > 0, IoU of each part 1..n_i-1 and
   their mean; the reported part figures are means over the groups seen in validation.
+- texture (with a texture head and DATASET.list_texture_val): image-level top-1 accuracy over the
+  texture records, the texture whose probability averaged over the image's pixels is highest; and
+  each texture's accuracy over its images.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Sequence
 
 import cv2
@@ -30,10 +35,13 @@ from ..data.multitask import (
     source_tasks,
 )
 from ..data.records import DataError
+from ..data.textures import read_texture_records
 from ..data.transforms import prediction_images
 from ..errors import ConfigError
 from ..inference import each_scale, fuse
 from ..metrics import ConfusionMatrix, confusion_counts
+from ..models.decoders import class_softmax, resize
+from ..models.texture import build_texture_head
 from ..models.unified import UnifiedParsingModule
 from ..models.upp import UPPDecoder
 from ..pictures import labelled, shares, with_title, write_picture
@@ -42,6 +50,14 @@ from .segmentation import describe
 
 PIXEL_TASKS = ("object", "material")  # heads scored by a confusion matrix over classes 1..n-1
 TOP_SCENES = 5
+TOP_TEXTURES = 5
+_WARNED: set[str] = set()  # texture head files found missing, said once
+log = logging.getLogger("mit_semseg")
+
+
+def texture_path(directory: str, checkpoint: str) -> str:
+    """The texture head's weights that go with DIR/{encoder,decoder}_<checkpoint>: DIR/texture_<checkpoint>."""
+    return os.path.join(directory, f"texture_{checkpoint}")
 
 
 @torch.inference_mode()
@@ -55,14 +71,16 @@ def predict_multitask(
     """Every head's prediction for one image given at every scale (probabilities averaged over scales).
 
     `scene`: S probabilities; `object`, `material`: H x W class maps; `part`: H x W, each pixel's index
-    within the part group of its predicted object (0 where that object has no parts). All on the CPU.
-    With `probabilities`, also each head's mean probabilities: `scene` (S), `object` and `material`
-    (C x H x W), `part` (a list, one n_i x H x W tensor per group).
+    within the part group of its predicted object (0 where that object has no parts); with a texture
+    head, `texture`: H x W texture indices. All on the CPU. With `probabilities`, also each head's mean
+    probabilities: `scene` (S), `object`, `material` and `texture` (C x H x W), `part` (a list, one
+    n_i x H x W tensor per group).
     """
-    logits = each_scale(model, img_data, flip, model.decoder.logits)
+    logits = each_scale(model, img_data, flip, model.logits)
     scene = torch.stack([torch.softmax(x["scene"], 0) for x in logits]).mean(0)
     bounds = [0, *torch.tensor(model.decoder.part_group_sizes).cumsum(0).tolist()]
-    fused = {task: fuse([x[task] for x in logits], size, probabilities) for task in PIXEL_TASKS}
+    maps = [task for task in (*PIXEL_TASKS, "texture") if task in logits[0]]
+    fused = {task: fuse([x[task] for x in logits], size, probabilities) for task in maps}
     objects = fused["object"][0] if probabilities else fused["object"]
     part = torch.zeros_like(objects)
     part_probs = []
@@ -77,15 +95,21 @@ def predict_multitask(
             part_probs.append(group[1].cpu())
     pred = {"scene": scene.cpu(), "object": objects.cpu(), "part": part.cpu()}
     if not probabilities:
-        return dict(pred, material=fused["material"].cpu())
-    pred["material"] = fused["material"][0].cpu()
-    probs = {
-        "scene": scene.cpu(),
-        "object": fused["object"][1].cpu(),
-        "material": fused["material"][1].cpu(),
-        "part": part_probs,
-    }
+        return dict(pred, **{task: fused[task].cpu() for task in maps[1:]})
+    pred.update({task: fused[task][0].cpu() for task in maps[1:]})
+    probs = {"scene": scene.cpu(), "part": part_probs, **{task: fused[task][1].cpu() for task in fused}}
     return pred, probs
+
+
+@torch.inference_mode()
+def texture_probabilities(
+    model: UnifiedParsingModule, img_data: list[torch.Tensor], flip: bool = False
+) -> torch.Tensor:
+    """The texture head's probabilities (T) averaged over the pixels of an image given at every scale (the first
+    scale's size), and over the scales."""
+    logits = each_scale(model, img_data, flip, lambda features: {"texture": model.texture(features[0])})
+    _, probs = fuse([x["texture"] for x in logits], tuple(img_data[0].shape[-2:]), probabilities=True)
+    return probs.mean((1, 2)).cpu()
 
 
 def measure(pred: dict, maps: dict[str, np.ndarray], scene: int, tables: LabelTables, targets: PartTargets) -> dict:
@@ -123,10 +147,12 @@ def _without_unlabelled(matrix: ConfusionMatrix, names: list[str]) -> dict:
 
 
 class UnifiedMetrics:
-    """Accumulates `measure` results; `summary()` gives every task's figures with class names."""
+    """Accumulates `measure` results; `summary()` gives every task's figures with class names (`texture` when a
+    texture image was measured)."""
 
     def __init__(self, tables: LabelTables) -> None:
         self.tables = tables
+        self.textures = ConfusionMatrix(max(len(tables.textures), 1))
         self.pixels = {
             "object": ConfusionMatrix(len(tables.objects)),
             "material": ConfusionMatrix(len(tables.materials)),
@@ -146,6 +172,9 @@ class UnifiedMetrics:
         for g, cells in counts.get("part", {}).items():
             self.parts[g].add(*cells)
             self.part_images[g] += 1
+        if "texture" in counts:
+            label, predicted = counts["texture"]
+            self.textures.add(np.array([label * self.textures.num_class + predicted]), np.array([1]))
 
     def summary(self) -> dict:
         t = self.tables
@@ -164,16 +193,29 @@ class UnifiedMetrics:
             "pixel_accuracy": float(np.mean([g["pixel_accuracy"] for g in groups])) if groups else 0.0,
             "groups": groups,
         }
+        images = self.textures.matrix.sum(1)
+        if images.sum():
+            out["texture"] = {
+                "accuracy": float(np.trace(self.textures.matrix) / images.sum()),
+                "images": int(images.sum()),
+                "classes": [
+                    {"name": name, "images": int(n), "accuracy": float(self.textures.matrix[k, k] / n)}
+                    for k, (name, n) in enumerate(zip(t.textures, images))
+                    if n
+                ],
+            }
         return out
 
 
 def prediction_panels(image: np.ndarray, pred: dict, tables: LabelTables) -> list[np.ndarray]:
-    """image (with the top scene named) | objects | parts | materials, in colours with their legends, from
-    `Segmenter`'s answer (scene probabilities and maps of table labels; 0 is unlabelled, black)."""
+    """image (with the top scene named) | objects | parts | materials (| textures), in colours with their legends,
+    from `Segmenter`'s answer (scene probabilities and maps of table labels; 0 is unlabelled, black)."""
     scene = tables.scenes[int(np.argmax(pred["scene"]))]
     panels = [with_title(image, scene)]
     for task, names in (("object", tables.objects), ("part", tables.parts), ("material", tables.materials)):
         panels.append(labelled(pred[task] - 1, names[1:], palette(len(names))[1:]))
+    if "texture" in pred:
+        panels.append(labelled(pred["texture"], tables.textures, palette(len(tables.textures) + 1)[1:]))
     return panels
 
 
@@ -186,8 +228,8 @@ class _OnnxDecoder:
 
     def logits(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.session.run(image)
-        parts = torch.cat([out[f"part_{g}"] for g in range(self.groups)], 1)
-        return {"scene": out["scene"], "object": out["object"], "material": out["material"], "part": parts}
+        parts = torch.cat([out.pop(f"part_{g}") for g in range(self.groups)], 1)
+        return dict(out, part=parts)  # scene, object, material (and texture)
 
 
 class UnifiedParsingTask(Task):
@@ -218,6 +260,32 @@ class UnifiedParsingTask(Task):
                 "images only; use TEST.mode whole"
             )
 
+    def build_model(self, weights=None, inference: bool = False) -> UnifiedParsingModule:
+        """The encoder and decoder (see `Task.build_model`), with a texture head when `weights` has a `texture` file."""
+        model = super().build_model(weights, inference)
+        if weights and weights.get("texture"):
+            m = self.cfg.MODEL
+            model.texture = build_texture_head(
+                m.arch_encoder, len(self.tables.textures), weights["texture"], m.bn_momentum
+            )
+        return model
+
+    def checkpoint_files(self, checkpoint: str) -> dict[str, str]:
+        """DIR/encoder_<checkpoint>, DIR/decoder_<checkpoint> and, when the tables have `texture.csv` and it exists,
+        the texture head's DIR/texture_<checkpoint>; without it, a warning (once) that no texture is predicted."""
+        files = super().checkpoint_files(checkpoint)
+        texture = texture_path(self.cfg.DIR, checkpoint)
+        if self.tables.textures and os.path.isfile(texture):
+            files["texture"] = texture
+        elif self.tables.textures and texture not in _WARNED:
+            _WARNED.add(texture)
+            log.warning(
+                "no texture head (%s not found): predicting scene, objects, parts and materials; "
+                "train.py --stage texture trains one",
+                texture,
+            )
+        return files
+
     def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> UnifiedParsingModule:
         weights = {head: self.cfg.TRAIN[f"loss_weight_{head}"] for head in HEADS}
         return UnifiedParsingModule(encoder, decoder, self.tables, weights)
@@ -240,11 +308,29 @@ class UnifiedParsingTask(Task):
             records, self.tables, self.cfg, num_batches, per_step, epoch, start, rank, world_size, pin_memory
         )
 
+    def val_records(self) -> list[dict]:
+        """DATASET.list_val's records, then DATASET.list_texture_val's when it is set and VAL.checkpoint has a texture
+        head."""
+        records, d = super().val_records(), self.cfg.DATASET
+        if d.list_texture_val and "texture" in self.checkpoint_files(self.cfg.VAL.checkpoint):
+            records += read_texture_records(d.list_texture_val, d.root_dataset, self.tables.textures, d.check_files)
+        elif d.list_texture_val:
+            log.warning("DATASET.list_texture_val: %s has no texture head, textures are not evaluated", self.cfg.DIR)
+        return records
+
     def val_dataset(self, records: Sequence[dict]) -> MultiTaskValDataset:
         return MultiTaskValDataset(records, self.cfg, self.tables)
 
     def measure(self, model, item: dict, picture_path: str | None) -> dict:
-        """The image's counts; with `picture_path`, also its image | object | part | material picture there."""
+        """The image's counts; with `picture_path`, also its image | object | part | material picture there (a
+        texture image: its (texture, predicted texture), no picture)."""
+        if "texture" in item:
+            return {
+                "texture": (
+                    item["texture"],
+                    int(texture_probabilities(model, item["img_data"], self.cfg.TEST.flip).argmax()),
+                )
+            }
         out = predict_multitask(model, item["img_data"], item["img_ori"].shape[:2], self.cfg.TEST.flip)
         pred = {k: v.numpy() for k, v in out.items()}
         if picture_path:
@@ -264,6 +350,9 @@ class UnifiedParsingTask(Task):
             f"{'scene':<10}{'':>10}{100 * summary['scene']['accuracy']:>9.2f}%  ({summary['scene']['images']} "
             "images with a scene label)"
         )
+        if "texture" in summary:
+            texture = summary["texture"]
+            print(f"{'texture':<10}{'':>10}{100 * texture['accuracy']:>9.2f}%  ({texture['images']} texture images)")
         print(
             f"[Eval Summary] {summary['images']} images in {summary['seconds']:.1f} s; per-class and per-group "
             f"figures: {path}"
@@ -274,7 +363,8 @@ class UnifiedParsingTask(Task):
 
     def predict(self, model, image: np.ndarray, probabilities: bool = False):
         """`scene` (S probabilities), `object`, `part`, `material` (H x W int64 maps of table labels; a pixel's part is
-        in its predicted object's group); with `probabilities`, also each head's probabilities (`predict_multitask`)."""
+        in its predicted object's group), with a texture head `texture` (H x W texture indices, 0-based); with
+        `probabilities`, also each head's probabilities (`predict_multitask`)."""
         images = prediction_images(image, self.cfg)
         out = predict_multitask(model, images, image.shape[:2], self.cfg.TEST.flip, probabilities)
         pred, probs = out if probabilities else (out, None)
@@ -284,36 +374,53 @@ class UnifiedParsingTask(Task):
             return pred
         return pred, {k: [g.numpy() for g in v] if k == "part" else v.numpy() for k, v in probs.items()}
 
-    def output_names(self) -> list[str]:
-        return ["scene", "object", "material"] + [f"part_{g}" for g in range(len(self.tables.groups))]
+    def output_names(self, model) -> list[str]:
+        parts = [f"part_{g}" for g in range(len(self.tables.groups))]
+        return ["scene", "object", "material", *parts] + (["texture"] if model.texture is not None else [])
 
     def export_outputs(self, model, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = model.decoder(model.encoder(image, return_feature_maps=True), segSize=image.shape[-2:])
-        return (out["scene"], out["object"], out["material"], *out["part"])
+        features = model.encoder(image, return_feature_maps=True)
+        out = model.decoder(features, segSize=image.shape[-2:])
+        texture = (
+            () if model.texture is None else (class_softmax(resize(model.texture(features[0]), image.shape[-2:]), 1),)
+        )
+        return (out["scene"], out["object"], out["material"], *out["part"], *texture)
 
     def onnx_model(self, session) -> nn.Module:
         from ..export import OnnxModel
 
-        return OnnxModel(_OnnxDecoder(session, self.tables), part_objects=[g.object_label for g in self.tables.groups])
+        decoder = _OnnxDecoder(session, self.tables)
+        return OnnxModel(decoder, part_objects=[g.object_label for g in self.tables.groups], logits=decoder.logits)
 
     def classes_per_head(self, pred: dict) -> dict[str, np.ndarray]:
-        return {head: (np.argmax(pred[head]) if head == "scene" else pred[head]) for head in HEADS}
+        return {head: (np.argmax(v) if head == "scene" else v) for head, v in pred.items()}
 
     def write_outputs(self, image: np.ndarray, pred: dict, stem: str) -> list[str]:
-        """`<stem>.png` (image with the top scene | objects | parts | materials, with legends), `<stem>_object.png`,
-        `<stem>_part.png` (16-bit table labels), `<stem>_material.png` (8-bit) and `<stem>.json` (the top-5 scenes
-        with probabilities, the shares of objects and materials)."""
+        """`<stem>.png` (image with the top scene | objects | parts | materials (| textures), with legends),
+        `<stem>_object.png`, `<stem>_part.png` (16-bit table labels), `<stem>_material.png` (8-bit), with a texture
+        head `<stem>_texture.png` (8-bit, texture index + 1), and `<stem>.json` (the top-5 scenes with probabilities,
+        the shares of objects, materials and the top-5 textures)."""
         t = self.tables
         write_picture(f"{stem}.png", prediction_panels(image, pred, t))
-        for task, dtype in (("object", np.uint16), ("part", np.uint16), ("material", np.uint8)):
-            cv2.imwrite(f"{stem}_{task}.png", pred[task].astype(dtype))
+        maps = {"object": pred["object"].astype(np.uint16), "part": pred["part"].astype(np.uint16)}
+        maps["material"] = pred["material"].astype(np.uint8)
         top = np.argsort(-pred["scene"])[:TOP_SCENES]
         summary = {
             "scenes": [{"name": t.scenes[i], "probability": float(pred["scene"][i])} for i in top],
             "objects": {t.objects[c]: s for c, s in shares(pred["object"], len(t.objects))},
             "materials": {t.materials[c]: s for c, s in shares(pred["material"], len(t.materials))},
         }
+        if "texture" in pred:
+            maps["texture"] = (pred["texture"] + 1).astype(np.uint8)
+            textures = shares(pred["texture"], len(t.textures))[:TOP_TEXTURES]
+            summary["textures"] = {t.textures[c]: s for c, s in textures}
+        for task, labels in maps.items():
+            cv2.imwrite(f"{stem}_{task}.png", labels)
         with open(f"{stem}.json", "w") as f:
             json.dump(summary, f, indent=1)
+        self.output_files = len(maps) + 2
         scenes = ", ".join(f"{s['name']} {100 * s['probability']:.1f}%" for s in summary["scenes"][:3])
-        return [f"  scene: {scenes}"] + describe(pred["object"], t.objects)
+        lines = [f"  scene: {scenes}"] + describe(pred["object"], t.objects)
+        if "textures" in summary:
+            lines.append("  textures: " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in summary["textures"].items()))
+        return lines

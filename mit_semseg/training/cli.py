@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from .. import cli
 from ..config import ConfigError, load_config
+from ..tasks import STAGES, task_for
 from .loop import Runtime, TrainingError, train
 
 log = logging.getLogger("mit_semseg")
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SOURCE",
         help="fine-tune: start from these weights as far as they fit, the classifiers fresh (MODEL.init_from): "
         "a released model's name, a checkpoint folder, FOLDER/epoch_N or ENCODER.pth,DECODER.pth",
+    )
+    parser.add_argument(
+        "--stage",
+        choices=list(STAGES),
+        help="train a stage of the config's model instead (TRAIN.stage): texture, a texture head on a trained Unified "
+        "Perceptual Parsing model (TRAIN.texture_from), everything else frozen",
     )
     parser.add_argument(
         "--stop-after-epoch",
@@ -66,7 +73,10 @@ def runtime_for(devices: list[torch.device]) -> Runtime:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.cfg, args.opts + (["MODEL.init_from", args.init_from] if args.init_from else []))
+        extra = (["MODEL.init_from", args.init_from] if args.init_from else []) + (
+            ["TRAIN.stage", args.stage] if args.stage else []
+        )
+        cfg = load_config(args.cfg, args.opts + extra)
         runtime = runtime_for(cli.devices(args.gpus, PROG))
     except (ConfigError, ValueError) as err:
         return cli.usage(PROG, err)
@@ -75,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if position.interrupted:
             return cli.INTERRUPTED
         if runtime.main:
-            done = "finished" if position.epoch >= cfg.TRAIN.num_epoch else f"stopped after epoch {position.epoch}"
+            last = task_for(cfg).cfg.TRAIN.num_epoch  # the stage's, for a stage
+            done = "finished" if position.epoch >= last else f"stopped after epoch {position.epoch}"
             print(f"training {done}; checkpoints in {cfg.DIR}")
         return 0
     except KeyboardInterrupt:

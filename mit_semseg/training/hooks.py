@@ -7,6 +7,9 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Callable
+
+from torch import nn
 
 from ..progress import Progress
 from .monitor import TensorBoard, plot_history
@@ -28,11 +31,12 @@ def describe_stats(stats: dict[str, float]) -> str:
     )
 
 
-def save_state(trainer: Trainer, directory: str) -> str:
-    """The resume state at the trainer's position; older ones are removed once it is safely written."""
+def save_state(trainer: Trainer, directory: str, prefix: str = "") -> str:
+    """The resume state at the trainer's position (`prefix`: the stage's); older ones are removed once it is safely
+    written."""
     position = trainer.position
-    path = state_path(directory, position.epoch, position.iteration)
-    older = latest_state(directory)
+    path = state_path(directory, position.epoch, position.iteration, prefix)
+    older = latest_state(directory, prefix)
     atomic_save(
         {
             "epoch": position.epoch,
@@ -53,39 +57,35 @@ def save_state(trainer: Trainer, directory: str) -> str:
 
 
 class CheckpointHook(Hook):
-    """After each epoch, DIR/encoder_epoch_N.pth and decoder_epoch_N.pth (plain state dicts, the original's
-    files) and a resume state; on Ctrl-C, a resume state where training stopped."""
+    """After each epoch, the task's epoch files (`files(model, epoch)`: name -> part; DIR/encoder_epoch_N.pth and
+    decoder_epoch_N.pth, plain state dicts, the original's files) and a resume state; on Ctrl-C, a resume state
+    where training stopped. `prefix` names the stage's resume states."""
 
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
+    def __init__(
+        self, directory: str, files: Callable[[nn.Module, int], dict[str, nn.Module]], prefix: str = ""
+    ) -> None:
+        self.directory, self.files, self.prefix = directory, files, prefix
 
     def after_epoch(self, trainer: Trainer) -> None:
         epoch = trainer.position.epoch
-        for part in ("encoder", "decoder"):
-            atomic_save(
-                getattr(trainer.model, part).state_dict(), os.path.join(self.directory, f"{part}_epoch_{epoch}.pth")
-            )
-        save_state(trainer, self.directory)
-        log.info(
-            "epoch %d done: checkpoints encoder_epoch_%d.pth and decoder_epoch_%d.pth in %s",
-            epoch,
-            epoch,
-            epoch,
-            self.directory,
-        )
+        files = self.files(trainer.model, epoch)
+        for name, part in files.items():
+            atomic_save(part.state_dict(), os.path.join(self.directory, name))
+        save_state(trainer, self.directory, self.prefix)
+        log.info("epoch %d done: checkpoints %s in %s", epoch, " and ".join(files), self.directory)
 
     def after_interrupt(self, trainer: Trainer) -> None:
-        log.warning("interrupted: saved %s; continue with --resume", save_state(trainer, self.directory))
+        log.warning("interrupted: saved %s; continue with --resume", save_state(trainer, self.directory, self.prefix))
 
 
 class HistoryHook(Hook):
     """The history of the mean loss and statistics (part of the resume state), `history.json` and the plot
-    `training.png` after each epoch, TensorBoard scalars when it is installed, and each epoch's last means in
-    the log."""
+    `training.png` after each epoch (`prefix`: the stage's, before each name), TensorBoard scalars when it is
+    installed, and each epoch's last means in the log."""
 
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.board = TensorBoard(directory)
+    def __init__(self, directory: str, prefix: str = "") -> None:
+        self.directory, self.prefix = directory, prefix
+        self.board = TensorBoard(directory, f"{prefix}tensorboard")
 
     def after_window(self, trainer: Trainer, means: dict[str, float]) -> None:
         s, position = trainer.schedule, trainer.position
@@ -99,11 +99,11 @@ class HistoryHook(Hook):
         if history:
             last = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr")}
             log.info("epoch %d: %s", trainer.position.epoch, describe_stats(last))
-        tmp = os.path.join(self.directory, "history.json.tmp")
-        with open(tmp, "w") as f:
+        path = os.path.join(self.directory, f"{self.prefix}history.json")
+        with open(f"{path}.tmp", "w") as f:
             json.dump(history, f)
-        os.replace(tmp, os.path.join(self.directory, "history.json"))
-        plot_history(history, os.path.join(self.directory, "training.png"))
+        os.replace(f"{path}.tmp", path)
+        plot_history(history, os.path.join(self.directory, f"{self.prefix}training.png"))
 
     def after_train(self, trainer: Trainer) -> None:
         self.board.close()

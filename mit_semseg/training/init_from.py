@@ -24,8 +24,8 @@ from ..nn.batchnorm import COMPAT_BUFFERS
 FORMS = "a released model's name, a checkpoint folder, FOLDER/epoch_N, or ENCODER.pth,DECODER.pth"
 
 
-def checkpoint_files(source: str) -> dict[str, str]:
-    """{"encoder": path, "decoder": path} of an init_from source (see the module's docstring)."""
+def checkpoint_files(source: str, key: str = "MODEL.init_from") -> dict[str, str]:
+    """{"encoder": path, "decoder": path} of an init_from source (see the module's docstring); errors name `key`."""
     if source in zoo.MODELS:
         directory, epoch = zoo.fetch(source), zoo.lookup(source).epoch
         return {part: os.path.join(directory, f"{part}_epoch_{epoch}.pth") for part in ("encoder", "decoder")}
@@ -47,14 +47,12 @@ def checkpoint_files(source: str) -> dict[str, str]:
             reverse=True,
         )
     else:
-        raise FileNotFoundError(f"MODEL.init_from '{source}': no such released model, folder or files; give {FORMS}")
+        raise FileNotFoundError(f"{key} '{source}': no such released model, folder or files; give {FORMS}")
     for epoch in epochs:
         files = {part: str(folder / f"{part}_epoch_{epoch}.pth") for part in ("encoder", "decoder")}
         if all(os.path.isfile(f) for f in files.values()):
             return files
-    raise FileNotFoundError(
-        f"MODEL.init_from '{source}': no encoder_epoch_N.pth and decoder_epoch_N.pth pair in {folder}"
-    )
+    raise FileNotFoundError(f"{key} '{source}': no encoder_epoch_N.pth and decoder_epoch_N.pth pair in {folder}")
 
 
 def init_from(model: nn.Module, source: str) -> str:

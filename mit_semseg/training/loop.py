@@ -77,13 +77,14 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _restore(model, cfg, optimizer, scaler, resume: bool) -> Position:
-    """Where to start: a resume state (--resume, or TRAIN.start_epoch with its state), else epoch start_epoch."""
+def _restore(model, cfg, optimizer, scaler, resume: bool, prefix: str) -> Position:
+    """Where to start: a resume state (--resume, or TRAIN.start_epoch with its state), else epoch start_epoch.
+    `prefix`: the stage's resume states."""
     path = None
     if resume:
-        path = latest_state(cfg.DIR)
+        path = latest_state(cfg.DIR, prefix)
         if path is None:
-            raise TrainingError(f"--resume: no resume state (train_state_epoch_*_iter_*.pth) in {cfg.DIR}")
+            raise TrainingError(f"--resume: no resume state ({prefix}train_state_epoch_*_iter_*.pth) in {cfg.DIR}")
     elif cfg.TRAIN.start_epoch > 0:
         candidate = state_path(cfg.DIR, cfg.TRAIN.start_epoch, 0)
         path = candidate if os.path.isfile(candidate) else None
@@ -160,11 +161,13 @@ def _step_module(model: nn.Module, task: Task, runtime: Runtime, amp: str, compi
 def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | None = None) -> Position:
     """Train as `cfg` says; returns where training ended (`interrupted` after Ctrl-C, with a resume state saved).
     Checkpoints go to cfg.DIR (rank 0 writes them). `stop_after_epoch` ends the run, resumably, once that
-    epoch is done."""
+    epoch is done. The task may train with a config of its own (a stage's schedule), written to DIR."""
+    task = task_for(cfg)
+    cfg, prefix = task.cfg, task.files_prefix
     if runtime.main:
         os.makedirs(cfg.DIR, exist_ok=True)
         setup_logging(cfg.DIR)
-        with open(os.path.join(cfg.DIR, "config.yaml"), "w") as f:
+        with open(os.path.join(cfg.DIR, f"{prefix}config.yaml"), "w") as f:
             f.write(cfg.dump())
     else:
         setup_logging(None)
@@ -175,7 +178,6 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
     per_step = 1 if runtime.distributed else len(runtime.devices)
-    task = task_for(cfg)
     batches_for = _training_data(task, cfg, runtime, per_step, pin_memory=device.type == "cuda")
 
     if not resume:
@@ -195,16 +197,18 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("TRAIN.amp fp16 needs a GPU; on the CPU use bf16")
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
-    position = _restore(model, cfg, optimizer, scaler, resume)
+    position = _restore(model, cfg, optimizer, scaler, resume, prefix)
     step_module = _step_module(model, task, runtime, amp, t.compile)
 
     schedule = Schedule(t.num_epoch, t.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch, t.lr_min)
-    hooks = [HistoryHook(cfg.DIR), CheckpointHook(cfg.DIR), ProgressHook()] if runtime.main else []
+    hooks = [HistoryHook(cfg.DIR, prefix), CheckpointHook(cfg.DIR, task.epoch_files, prefix), ProgressHook()]
+    hooks = hooks if runtime.main else []
     hooks.append(FiniteLossHook(cfg.DIR))
     log.info(
-        "training %s + %s on %s for epochs %d..%d, %d iterations each, precision %s",
+        "training %s + %s%s on %s for epochs %d..%d, %d iterations each, precision %s",
         cfg.MODEL.arch_encoder,
         cfg.MODEL.arch_decoder,
+        f" (stage {cfg.TRAIN.stage})" if cfg.TRAIN.stage else "",
         ", ".join(map(str, runtime.devices)) + (f" x {runtime.world_size} processes" if runtime.distributed else ""),
         position.epoch + 1,
         t.num_epoch,

@@ -87,14 +87,14 @@ def plot_history(history: list[dict], path: str, columns: int = 3) -> None:
 class TensorBoard:
     """Scalars to TensorBoard event files when `tensorboard` is installed; otherwise nothing."""
 
-    def __init__(self, directory: str | None) -> None:
+    def __init__(self, directory: str | None, name: str = "tensorboard") -> None:
         self.writer = None
         if directory:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 return
-            self.writer = SummaryWriter(os.path.join(directory, "tensorboard"))
+            self.writer = SummaryWriter(os.path.join(directory, name))
 
     def scalars(self, step: int, **values: float) -> None:
         if self.writer is not None:

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import torch
 
-STATE_PATTERN = "train_state_*.pth"
+STATE_NAME = "train_state"  # resume states are <prefix>train_state_epoch_E_iter_I.pth
 
 
 def atomic_save(obj: object, path: str) -> None:
@@ -57,16 +57,18 @@ def training_parts(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
     }
 
 
-def state_path(directory: str, epoch: int, iteration: int) -> str:
-    """Resume state after `iteration` steps of epoch `epoch` (1-based); a finished epoch has iteration 0 of the next."""
-    return os.path.join(directory, f"train_state_epoch_{epoch}_iter_{iteration}.pth")
+def state_path(directory: str, epoch: int, iteration: int, prefix: str = "") -> str:
+    """Resume state after `iteration` steps of epoch `epoch` (1-based); a finished epoch has iteration 0 of the next.
+    `prefix`: a training stage's (`Task.files_prefix`)."""
+    return os.path.join(directory, f"{prefix}{STATE_NAME}_epoch_{epoch}_iter_{iteration}.pth")
 
 
-def latest_state(directory: str) -> str | None:
-    """The resume state furthest into training in `directory`, if any."""
+def latest_state(directory: str, prefix: str = "") -> str | None:
+    """The resume state (of the stage with `prefix`) furthest into training in `directory`, if any."""
     found = []
-    for path in glob.glob(os.path.join(directory, STATE_PATTERN)):
-        match = re.search(r"train_state_epoch_(\d+)_iter_(\d+)\.pth$", path)
+    pattern = re.compile(rf"{re.escape(prefix)}{STATE_NAME}_epoch_(\d+)_iter_(\d+)\.pth")
+    for path in glob.glob(os.path.join(glob.escape(directory), f"{prefix}{STATE_NAME}_*.pth")):
+        match = pattern.fullmatch(os.path.basename(path))
         if match:
             found.append((int(match.group(1)), int(match.group(2)), path))
     return max(found)[2] if found else None

@@ -5,7 +5,9 @@ through label_assignment.csv, image and labels shrunk to the size limit (labels 
 nearest neighbour, as the original's `resize_images.py`) and written as `<dataset>/<name>.jpg` with `_object.png`,
 `_part.png` (16-bit) and `_material.png` (8-bit). The record lists are `training.jsonl` and
 `validation.jsonl` (sources `ade20k_pascal` and `os`, as the original trains them) and
-`textures.jsonl` (DTD, image-level textures only). Every file is written under a temporary name
+`textures.jsonl` (DTD, image-level textures only), and from it the texture stage's lists
+`texture_training.jsonl` (DTD's split 1 train + val) and `texture_validation.jsonl` (its test), each
+image's texture its DTD category (its folder). Every file is written under a temporary name
 and renamed when whole; a journal lets a second run skip the images already done.
 """
 
@@ -29,13 +31,14 @@ from ..records import DataError, write_json_lines
 from ..transforms import resize_label
 from . import ade20k_full, dtd, opensurfaces, pascal
 from .raw import MissingSource, RawItem
-from .tables import SPLITS, Assigner, Vocabulary, read_assignment, read_split_lists, read_texture_names
+from .tables import SPLITS, Assigner, Vocabulary, read_assignment, read_split_lists
 
 SOURCES = {"ade20k": ade20k_full, "pascal": pascal, "os": opensurfaces, "dtd": dtd}
 NEEDS_SCIPY = ("ade20k", "pascal")
 TRAINING_SOURCE = {"ade20k": "ade20k_pascal", "pascal": "ade20k_pascal", "os": "os", "dtd": "dtd"}
 MAP_SUFFIX = {"object": "_object.png", "part": "_part.png", "material": "_material.png"}
 LISTS = {"training": "training.jsonl", "validation": "validation.jsonl", "textures": "textures.jsonl"}
+TEXTURE_LISTS = {"texture_training.jsonl": ("train", "val"), "texture_validation.jsonl": ("test",)}  # DTD split 1
 JOURNAL, SETTINGS, SUMMARY = ".journal.jsonl", "prepare.json", "summary.json"
 JPEG_QUALITY = 95
 MAX_SHOWN = 20
@@ -107,7 +110,7 @@ class Preparer:
     def __init__(self, out: str, settings: Settings, vocabularies: dict[tuple[str, str], Vocabulary]) -> None:
         self.out, self.settings = out, settings
         self.assigner = Assigner(read_assignment(), vocabularies)
-        self.textures = {name: i for i, name in enumerate(read_texture_names())}
+        self.textures = {name: i for i, name in enumerate(read_label_tables().textures)}
 
     def __call__(self, job: Job) -> Outcome:
         item = job.item
@@ -304,14 +307,37 @@ def prepare(
                 prepared_now += 1
             bar.update()
     summary = summarise(jobs, outcomes, problems, prepared_now, settings, vocabularies)
-    for split, name in LISTS.items():
-        records = [outcomes[j.item.key].record for j in jobs if j.split == split and outcomes[j.item.key].record]
+    lists = {
+        name: [outcomes[j.item.key].record for j in jobs if j.split == split and outcomes[j.item.key].record]
+        for split, name in LISTS.items()
+    }
+    lists.update(texture_lists(lists["textures.jsonl"]))
+    for name, records in lists.items():
         if records:
             write_json_lines(out / name, records)
         elif (out / name).exists():
             (out / name).unlink()  # an earlier run's list would name what this run left out
     write_json_lines(out / SUMMARY, [summary])
     return summary
+
+
+def texture_lists(records: list[dict]) -> dict[str, list[dict]]:
+    """The texture stage's record lists (`TEXTURE_LISTS`) from the DTD records: `fpath_img`, `texture` (the label of
+    the image's DTD category, the folder it is in), `width`, `height`."""
+    label = {name: i for i, name in enumerate(read_label_tables().textures)}
+    return {
+        name: [
+            {
+                "fpath_img": r["fpath_img"],
+                "texture": label[r["fpath_img"].split("/")[1]],
+                "width": r["width"],
+                "height": r["height"],
+            }
+            for r in records
+            if r["split"] in splits
+        ]
+        for name, splits in TEXTURE_LISTS.items()
+    }
 
 
 def summarise(
@@ -362,7 +388,7 @@ def format_summary(summary: dict, out: str | os.PathLike) -> str:
         "part": len(tables.parts) - 1,
         "scene": len(tables.scenes),
         "material": len(tables.materials) - 1,
-        "texture": len(read_texture_names()),
+        "texture": len(tables.textures),
     }
     s = summary["settings"]
     lines = [

@@ -1,4 +1,4 @@
-"""The original's Broden+ assignment of raw source labels, its split lists and the texture table.
+"""The original's Broden+ assignment of raw source labels and its split lists.
 
 `label_assignment.csv` maps (dataset, category, raw_label) to a Broden label, 0 meaning "not
 used" (-1 for scenes); OpenSurfaces' raw labels are the red values of
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..label_tables import BRODEN_TABLES, read_csv_rows, read_names
+from ..label_tables import BRODEN_TABLES, read_csv_rows
 from ..records import DataError
 
 ASSIGNMENT = BRODEN_TABLES / "label_assignment.csv"
-TEXTURES = BRODEN_TABLES / "texture.csv"
 SUBSTANCES = BRODEN_TABLES / "opensurfaces_substance_colors.csv"
 PASCAL_CONTEXT_LABELS = BRODEN_TABLES / "pascal_context_labels.txt"
 SPLITS = BRODEN_TABLES / "splits"
@@ -111,11 +110,6 @@ def read_assignment(path: Path = ASSIGNMENT) -> dict[tuple[str, str], RawLabels]
         labels.by_raw[raw] = label
         labels.by_name.setdefault(row["raw_name"], label)
     return found
-
-
-def read_texture_names(path: Path = TEXTURES) -> tuple[str, ...]:
-    """The DTD texture names, label 0.. in order."""
-    return read_names(path)
 
 
 def read_substance_colors(path: Path = SUBSTANCES) -> dict[int, tuple[int, str]]:

@@ -1,0 +1,112 @@
+"""The texture stage of Unified Perceptual Parsing (`train.py --stage texture`, TRAIN.stage texture).
+
+As the paper trains its texture head: after the rest of the network, from a trained checkpoint
+(TRAIN.texture_from), on images of one texture each (DATASET.list_texture_train) resized to a short
+side of TRAIN.texture_size, the image's texture the target at every pixel, the encoder and decoder
+frozen. The stage has its own schedule (TRAIN.texture_num_epoch, texture_epoch_iters,
+texture_batch_size_per_gpu, texture_lr) and its own files in DIR: `texture_<checkpoint>` (the head,
+rewritten after each epoch), `texture_train_state_*`, `texture_history.json`, `texture_training.png`,
+`texture_config.yaml`. When the checkpoint comes from outside DIR, its encoder and decoder files are
+written to DIR too, so that DIR holds the whole model for evaluation and `test.py`.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+from collections.abc import Sequence
+from functools import cached_property
+
+from torch import nn
+
+from ..data.label_tables import read_label_tables
+from ..data.textures import build_texture_loader, read_texture_records
+from ..errors import ConfigError
+from ..models.texture import build_texture_head
+from ..models.unified import TextureStageModule
+from ..training.init_from import checkpoint_files
+from .unified import UnifiedParsingTask, texture_path
+
+POSITIVE = ("texture_size", "texture_num_epoch", "texture_epoch_iters", "texture_batch_size_per_gpu", "texture_lr")
+
+
+def stage_config(cfg):
+    """The config the texture stage trains with: its own schedule, learning rate and record list."""
+    staged = cfg.clone()
+    t = staged.TRAIN
+    t.num_epoch, t.epoch_iters, t.start_epoch = t.texture_num_epoch, t.texture_epoch_iters, 0
+    t.lr_encoder = t.lr_decoder = t.texture_lr
+    t.lr_min = min(t.lr_min, t.texture_lr)
+    staged.DATASET.list_train = staged.DATASET.list_texture_train
+    staged.MODEL.init_from = ""
+    return staged
+
+
+class TextureStageTask(UnifiedParsingTask):
+    name = "texture_stage"
+    find_unused_parameters = False  # the head is all that trains, and every step trains it
+    files_prefix = "texture_"
+
+    def __init__(self, cfg) -> None:
+        super().__init__(stage_config(cfg))
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        tables = read_label_tables(cfg.DATASET.label_tables)
+        if not tables.textures:
+            raise ConfigError(f"TRAIN.stage texture: the label tables in {tables.folder} have no texture.csv")
+        if not cfg.DATASET.list_texture_train:
+            raise ConfigError(
+                "TRAIN.stage texture: set DATASET.list_texture_train (records with fpath_img and texture)"
+            )
+        for key in POSITIVE:
+            if cfg.TRAIN[key] <= 0:
+                raise ConfigError(f"TRAIN.{key} must be positive, got {cfg.TRAIN[key]}")
+
+    @cached_property
+    def source(self) -> tuple[dict[str, str], str]:
+        """The encoder and decoder files the stage starts from (TRAIN.texture_from, else DIR's last epoch) and their
+        checkpoint name (`epoch_N.pth`); DIR must not hold other files of that name."""
+        files = checkpoint_files(self.cfg.TRAIN.texture_from or self.cfg.DIR, "TRAIN.texture_from")
+        name = os.path.basename(files["encoder"]).removeprefix("encoder_")
+        for part, path in files.items():
+            mine = os.path.join(self.cfg.DIR, f"{part}_{name}")
+            if os.path.isfile(mine) and not filecmp.cmp(mine, path, shallow=False):
+                raise ConfigError(
+                    f"TRAIN.texture_from {self.cfg.TRAIN.texture_from}: {mine} holds another model; "
+                    "choose another DIR for this texture stage"
+                )
+        return files, name
+
+    def build_model(self, weights=None, inference: bool = False) -> nn.Module:
+        """The checkpoint's encoder and decoder, frozen, and a fresh texture head (`TextureStageModule`)."""
+        files, _ = self.source
+        return super().build_model(weights or files, inference)
+
+    def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> TextureStageModule:
+        m = self.cfg.MODEL
+        head = build_texture_head(m.arch_encoder, len(self.tables.textures), bn_momentum=m.bn_momentum)
+        return TextureStageModule(encoder, decoder, self.tables, head)
+
+    def epoch_files(self, model: nn.Module, epoch: int) -> dict[str, nn.Module]:
+        """DIR/texture_<checkpoint> after every epoch (the last one stays), and the checkpoint's encoder and decoder
+        files when DIR does not have them."""
+        _, name = self.source
+        files = {os.path.basename(texture_path(self.cfg.DIR, name)): model.texture}
+        for part in ("encoder", "decoder"):
+            if not os.path.isfile(os.path.join(self.cfg.DIR, f"{part}_{name}")):
+                files[f"{part}_{name}"] = getattr(model, part)
+        return files
+
+    def read_records(self, path: str) -> list[dict]:
+        d = self.cfg.DATASET
+        return read_texture_records(path, d.root_dataset, self.tables.textures, d.check_files)
+
+    def describe_records(self, records: Sequence[dict]) -> str:
+        files, name = self.source
+        present = len({r["texture"] for r in records})
+        return f"{present} of the {len(self.tables.textures)} textures; the model of {files['encoder']} ({name}) frozen"
+
+    def train_loader(self, records, num_batches, per_step, epoch, start, rank, world_size, pin_memory):
+        return build_texture_loader(records, self.cfg, num_batches, epoch, start, rank, world_size, pin_memory)
