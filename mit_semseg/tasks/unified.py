@@ -325,12 +325,8 @@ class UnifiedParsingTask(Task):
         """The image's counts; with `picture_path`, also its image | object | part | material picture there (a
         texture image: its (texture, predicted texture), no picture)."""
         if "texture" in item:
-            return {
-                "texture": (
-                    item["texture"],
-                    int(texture_probabilities(model, item["img_data"], self.cfg.TEST.flip).argmax()),
-                )
-            }
+            probs = texture_probabilities(model, item["img_data"], self.cfg.TEST.flip)
+            return {"texture": (item["texture"], int(probs.argmax()))}
         out = predict_multitask(model, item["img_data"], item["img_ori"].shape[:2], self.cfg.TEST.flip)
         pred = {k: v.numpy() for k, v in out.items()}
         if picture_path:
@@ -381,10 +377,10 @@ class UnifiedParsingTask(Task):
     def export_outputs(self, model, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         features = model.encoder(image, return_feature_maps=True)
         out = model.decoder(features, segSize=image.shape[-2:])
-        texture = (
-            () if model.texture is None else (class_softmax(resize(model.texture(features[0]), image.shape[-2:]), 1),)
-        )
-        return (out["scene"], out["object"], out["material"], *out["part"], *texture)
+        outputs = (out["scene"], out["object"], out["material"], *out["part"])
+        if model.texture is None:
+            return outputs
+        return (*outputs, class_softmax(resize(model.texture(features[0]), image.shape[-2:]), 1))
 
     def onnx_model(self, session) -> nn.Module:
         from ..export import OnnxModel
