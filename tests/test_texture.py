@@ -13,7 +13,7 @@ from helpers import write_small_tables
 from mit_semseg.config import ConfigError, load_config
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.records import DataError
-from mit_semseg.data.synthetic_upp import render_texture
+from mit_semseg.data.synthetic_upp import TEXTURES, render_texture
 from mit_semseg.data.textures import (
     TextureTrainDataset,
     collate_textures,
@@ -148,6 +148,19 @@ def test_training_samples_are_squares_of_the_short_side_drawn_from_their_seed(tm
     assert len(seen) > 3
     batch = collate_textures([dataset[(0, 1)], dataset[(0, 2)]])
     assert batch["images"].shape == (2, 32, 32, 3) and batch["texture"].tolist() == [4, 4]
+
+
+def test_synthetic_textures_are_dark_patterns_on_light_paper_of_varied_hues():
+    rng = np.random.default_rng(5)
+    inks, papers = [], []
+    for texture in range(len(TEXTURES)):
+        picture = render_texture(rng, 64, 96, texture)
+        dark = picture.mean(axis=-1) < 128
+        assert 0.1 < dark.mean() < 0.9, TEXTURES[texture]  # ink and paper both show
+        assert picture[dark].max() < 0.35 * 255 + 30 and picture[~dark].min() > 0.65 * 255 - 30, TEXTURES[texture]
+        inks.append(picture[dark].mean(axis=0))
+        papers.append(picture[~dark].mean(axis=0))
+    assert np.ptp(inks, axis=0).max() > 20 and np.ptp(papers, axis=0).max() > 20  # hues vary from image to image
 
 
 def test_short_side_resizing_is_antialiased_bilinear():

@@ -7,8 +7,9 @@ doors and windows, cars with wheels and windows), gardens (grass, trees with tru
 house) and rooms (wall, floor, tables with tops and legs); the scene type is told apart only by what
 the image contains. Source `surfaces` annotates materials only: regions of brick, wood, metal and
 fabric textures. Source `textures`, for the texture stage only, is images of one regular pattern each
-(`TEXTURES`: bands, checks, dots, zigzags, a grid, waves) at a random period, angle and pair of
-colours, listed in `texture_training.jsonl` and `texture_validation.jsonl` (`fpath_img`, `texture`).
+(`TEXTURES`: bands, checks, dots, zigzags, a grid, waves) at a random period and angle, in dark ink on
+light paper of random hues, listed in `texture_training.jsonl` and `texture_validation.jsonl`
+(`fpath_img`, `texture`).
 The set's label tables, `texture.csv` included, are written beside the record lists (`tables/`).
 """
 
@@ -195,7 +196,9 @@ def render_surfaces(rng: np.random.Generator, height: int, width: int):
 
 def render_texture(rng: np.random.Generator, height: int, width: int, texture: int) -> np.ndarray:
     """An image of one regular pattern (`TEXTURES[texture]`) at a random period (an eighth to a quarter of the short
-    side: 8-16 px at the texture stage's 64), angle and two colours."""
+    side: 8-16 px at the texture stage's 64) and angle, in dark ink on light paper of random hues: as in most
+    photographed textures, the pattern is in the lightness (with two colours at random, a from-scratch encoder's C2
+    tells the patterns apart no better than chance)."""
     period, angle = min(height, width) * rng.uniform(0.125, 0.25), rng.uniform(0, np.pi)
     rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
     u = cols * np.cos(angle) + rows * np.sin(angle) + rng.uniform(0, period)
@@ -214,10 +217,9 @@ def render_texture(rng: np.random.Generator, height: int, width: int, texture: i
         ink = (u % period < 0.2 * period) | (v % period < 0.2 * period)
     else:  # wavy
         ink = (u + 0.3 * period * np.sin(2 * np.pi * v / (1.5 * period))) % period < period / 2
-    colours = rng.integers(0, 256, (2, 3))
-    while np.abs(colours[0] - colours[1]).sum() < 120:  # the pattern stays visible
-        colours = rng.integers(0, 256, (2, 3))
-    return np.where(ink[..., None], colours[0], colours[1]) + rng.normal(0, 6, (height, width, 1))
+    dark = rng.integers(0, 256, 3) * rng.uniform(0, 0.35)  # ink: a dark colour of a random hue
+    light = 255 - rng.integers(0, 256, 3) * rng.uniform(0, 0.35)  # paper: a light one
+    return np.where(ink[..., None], dark, light) + rng.normal(0, 6, (height, width, 1))
 
 
 def _size(rng: np.random.Generator, min_side: int, max_side: int) -> tuple[int, int]:
