@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     result_dir = segmenter.cfg.TEST.result
     why = f" (TEST.precision auto on {describe_device(segmenter.device)})" if segmenter.asked == "auto" else ""
     print(f"segmenting {len(paths)} images on {device[0]}, precision {segmenter.precision}{why}", file=sys.stderr)
-    failures = []
+    failures, written = [], 0
     with Progress(len(paths), "segmenting", unit="img") as bar:
         for path in paths:
             try:
@@ -95,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                 result_dir, os.path.splitext(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))[0]
             )
             os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
-            lines = segmenter.task.write_outputs(image, pred, stem)
+            files, lines = segmenter.task.write_outputs(image, pred, stem)
+            written += len(files)
             bar.write("\n".join([f"{path}:"] + lines), file=sys.stdout)
             bar.update()
-    print(f"wrote {segmenter.task.output_files * (len(paths) - len(failures))} files to {result_dir}")
+    print(f"wrote {written} files to {result_dir}")
     if failures:
         return cli.fail(PROG, f"{len(failures)} of {len(paths)} images could not be read:\n  " + "\n  ".join(failures))
     return 0

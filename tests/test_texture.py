@@ -285,11 +285,12 @@ def test_write_outputs_adds_the_texture_map_panel_and_shares(tmp_path):
     }
     stem = str(tmp_path / "out" / "img")
     (tmp_path / "out").mkdir()
-    lines = task.write_outputs(np.zeros((20, 30, 3), np.uint8), pred, stem)
+    files, lines = task.write_outputs(np.zeros((20, 30, 3), np.uint8), pred, stem)
     saved = np.asarray(cv2.imread(f"{stem}_texture.png", -1))
     assert saved.dtype == np.uint8 and np.array_equal(saved, texture + 1)
     summary = json.loads(open(f"{stem}.json").read())
     assert summary["textures"] == {t.textures[0]: pytest.approx(2 / 3), t.textures[2]: pytest.approx(1 / 3)}
-    assert task.output_files == 6 and lines[-1] == "  textures: banded 66.7%, grid 33.3%"
+    assert sorted(files) == sorted(str(p) for p in (tmp_path / "out").iterdir()) and len(files) == 6
+    assert lines[-1] == "  textures: banded 66.7%, grid 33.3%"
     panels = cv2.imread(f"{stem}.png")
     assert panels.shape[1] >= 5 * 30  # image | objects | parts | materials | textures

@@ -24,7 +24,6 @@ class Task:
     name: ClassVar[str]
     decoder_base: ClassVar[type]
     find_unused_parameters: ClassVar[bool] = False  # whether a training step may leave parameters without gradient
-    output_files: int  # how many files `write_outputs` wrote for the last image
     files_prefix: ClassVar[str] = ""  # of the training run's resume states, history, plot and config in DIR
 
     def __init__(self, cfg) -> None:
@@ -160,6 +159,6 @@ class Task:
         """A `predict` answer as the classes of each head (an image-level head's: one value), to compare predictions."""
         raise NotImplementedError
 
-    def write_outputs(self, image: np.ndarray, pred, stem: str) -> list[str]:
-        """`test.py`'s files for one image, named from `stem`; returns the lines to print about it."""
+    def write_outputs(self, image: np.ndarray, pred, stem: str) -> tuple[list[str], list[str]]:
+        """`test.py`'s files for one image, named from `stem`; returns their paths and the lines to print about it."""
         raise NotImplementedError

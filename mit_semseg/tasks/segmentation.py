@@ -69,7 +69,6 @@ class _OnnxDecoder:
 class SegmentationTask(Task):
     name = "segmentation"
     decoder_base = Decoder
-    output_files = 2
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -171,10 +170,10 @@ class SegmentationTask(Task):
     def classes_per_head(self, pred: np.ndarray) -> dict[str, np.ndarray]:
         return {"classes": pred}
 
-    def write_outputs(self, image: np.ndarray, pred: np.ndarray, stem: str) -> list[str]:
+    def write_outputs(self, image: np.ndarray, pred: np.ndarray, stem: str) -> tuple[list[str], list[str]]:
         """`<stem>.png`: image | coloured prediction with its legend; `<stem>_label.png`: class index + 1, the
         ADE20K annotation format."""
         write_picture(f"{stem}.png", [image, labelled(pred, self.names, self.colors)])
         dtype = np.uint8 if len(self.names) < 256 else np.uint16
         cv2.imwrite(f"{stem}_label.png", (pred + 1).astype(dtype))
-        return describe(pred, self.names)
+        return [f"{stem}.png", f"{stem}_label.png"], describe(pred, self.names)

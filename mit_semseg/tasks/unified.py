@@ -236,7 +236,6 @@ class UnifiedParsingTask(Task):
     name = "unified_parsing"
     decoder_base = UPPDecoder
     find_unused_parameters = True  # the heads a step does not train get no gradient
-    output_files = 5
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
@@ -391,7 +390,7 @@ class UnifiedParsingTask(Task):
     def classes_per_head(self, pred: dict) -> dict[str, np.ndarray]:
         return {head: (np.argmax(v) if head == "scene" else v) for head, v in pred.items()}
 
-    def write_outputs(self, image: np.ndarray, pred: dict, stem: str) -> list[str]:
+    def write_outputs(self, image: np.ndarray, pred: dict, stem: str) -> tuple[list[str], list[str]]:
         """`<stem>.png` (image with the top scene | objects | parts | materials (| textures), with legends),
         `<stem>_object.png`, `<stem>_part.png` (16-bit table labels), `<stem>_material.png` (8-bit), with a texture
         head `<stem>_texture.png` (8-bit, texture index + 1), and `<stem>.json` (the top-5 scenes with probabilities,
@@ -414,9 +413,8 @@ class UnifiedParsingTask(Task):
             cv2.imwrite(f"{stem}_{task}.png", labels)
         with open(f"{stem}.json", "w") as f:
             json.dump(summary, f, indent=1)
-        self.output_files = len(maps) + 2
         scenes = ", ".join(f"{s['name']} {100 * s['probability']:.1f}%" for s in summary["scenes"][:3])
         lines = [f"  scene: {scenes}"] + describe(pred["object"], t.objects)
         if "textures" in summary:
             lines.append("  textures: " + ", ".join(f"{n} {100 * v:.1f}%" for n, v in summary["textures"].items()))
-        return lines
+        return [f"{stem}.png", *(f"{stem}_{task}.png" for task in maps), f"{stem}.json"], lines
