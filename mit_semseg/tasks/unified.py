@@ -174,7 +174,7 @@ class UnifiedMetrics:
             self.part_images[g] += 1
         if "texture" in counts:
             label, predicted = counts["texture"]
-            self.textures.add(np.array([label * self.textures.num_class + predicted]), np.array([1]))
+            self.textures.update(np.array([predicted]), np.array([label]))
 
     def summary(self) -> dict:
         t = self.tables

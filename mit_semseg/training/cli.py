@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from .. import cli
 from ..config import ConfigError, load_config
-from ..tasks import STAGES, task_for
+from ..tasks import STAGES
 from .loop import Runtime, TrainingError, train
 
 log = logging.getLogger("mit_semseg")
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if position.interrupted:
             return cli.INTERRUPTED
         if runtime.main:
-            last = task_for(cfg).cfg.TRAIN.num_epoch  # the stage's, for a stage
-            done = "finished" if position.epoch >= last else f"stopped after epoch {position.epoch}"
+            done = "finished" if position.finished else f"stopped after epoch {position.epoch}"
             print(f"training {done}; checkpoints in {cfg.DIR}")
         return 0
     except KeyboardInterrupt:

@@ -86,7 +86,7 @@ def _restore(model, cfg, optimizer, scaler, resume: bool, prefix: str) -> Positi
         if path is None:
             raise TrainingError(f"--resume: no resume state ({prefix}train_state_epoch_*_iter_*.pth) in {cfg.DIR}")
     elif cfg.TRAIN.start_epoch > 0:
-        candidate = state_path(cfg.DIR, cfg.TRAIN.start_epoch, 0)
+        candidate = state_path(cfg.DIR, cfg.TRAIN.start_epoch, 0, prefix)
         path = candidate if os.path.isfile(candidate) else None
         if path is None:
             log.info(

@@ -26,6 +26,7 @@ class Position:
     iteration: int = 0  # completed iterations of the current epoch
     history: list = field(default_factory=list)
     interrupted: bool = False  # the run ended on Ctrl-C, with a resume state saved
+    finished: bool = False  # the run reached the schedule's last epoch
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Trainer:
                         break
                     position.epoch, position.iteration = position.epoch + 1, 0
                     self._call("after_epoch")
+                position.finished = position.epoch >= s.num_epoch
                 if self.stop.requested:
                     position.interrupted = True
                     self._call("after_interrupt")
