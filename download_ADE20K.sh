@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
-exec "$PYTHON" -m mit_semseg.data.ade20k --data data "$@"
+exec "$PYTHON" -m mit_semseg.prepare.ade20k --data data "$@"

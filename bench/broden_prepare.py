@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 from common import machine, print_machine, write_results
 
-from mit_semseg.data.broden import ade20k_full, opensurfaces, pascal
-from mit_semseg.data.broden.prepare import Settings, prepare, target_size
-from mit_semseg.data.broden.tables import Assigner, read_assignment, read_split_lists
 from mit_semseg.data.imageio import read_image
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.multitask import read_maps, read_multitask_records
+from mit_semseg.prepare.broden import ade20k_full, opensurfaces, pascal
+from mit_semseg.prepare.broden.prepare import Settings, prepare, target_size
+from mit_semseg.prepare.broden.tables import Assigner, read_assignment, read_split_lists
 from mit_semseg.testing.broden_raw import (
     write_ade20k,
     write_dtd,
@@ -58,6 +58,8 @@ def _photo(rng, h, w):
 
 
 def write_tree(root: Path, n: int) -> None:
+    """`n` images of each Broden+ source in its raw layout, and split lists using them, under `root` (longer than most
+    functions: one literal description per source, read in turn)."""
     rng = np.random.default_rng(0)
     (h, w), ade = SIZES["ade20k"], {}
     for i in range(n):

@@ -20,10 +20,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mit_semseg.config import load_config
-from mit_semseg.data.dataset import GroupedBatchSampler, TrainCollate, TrainDataset, TrainLoader
+from mit_semseg.data.dataset import TrainCollate, TrainDataset, TrainLoader
 from mit_semseg.data.records import read_odgt
-from mit_semseg.data.synthetic import NUM_CLASS, generate
+from mit_semseg.data.sampling import LoaderRequest, aspect_sampler
 from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, round_up, scaled_size
+from mit_semseg.synthetic.scenes import NUM_CLASS, generate
 
 
 class PILDataset(TrainDataset):
@@ -90,8 +91,13 @@ def main() -> None:
         pil = PILDataset(records, NUM_CLASS, cfg.DATASET.imgMaxSize)
 
         def sampler():
-            return GroupedBatchSampler(
-                ours.portrait(), cfg.TRAIN.batch_size_per_gpu, cfg.DATASET.imgSizes, True, args.batches + 1, seed=0
+            return aspect_sampler(
+                ours.portrait(),
+                cfg.TRAIN.batch_size_per_gpu,
+                cfg.DATASET.imgSizes,
+                True,
+                0,
+                LoaderRequest(args.batches + 1),
             )
 
         rates = {"ours_opencv": [], "pil": []}

@@ -23,12 +23,13 @@ from metrics import original_accuracy, original_intersection_and_union
 from PIL import Image
 from torch import nn
 
+from mit_semseg.checkpoints import model_files, save_parts
 from mit_semseg.config import load_config
 from mit_semseg.data.records import read_odgt
-from mit_semseg.data.synthetic import generate
 from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, round_up
 from mit_semseg.evaluation import evaluate
 from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule
+from mit_semseg.synthetic.scenes import generate
 
 
 class OriginalValDataset(torch.utils.data.Dataset):
@@ -59,9 +60,10 @@ class OriginalValDataset(torch.utils.data.Dataset):
 def original_evaluation(cfg) -> dict:
     """The original eval loop over one worker, with its model built and loaded inside the timing."""
     m, num_class = cfg.MODEL, cfg.DATASET.num_class
-    encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=os.path.join(cfg.DIR, "encoder_bench.pth"))
+    files = model_files(cfg.DIR, cfg.VAL.checkpoint)
+    encoder = ModelBuilder.build_encoder(m.arch_encoder, m.fc_dim, weights=files["encoder"])
     decoder = ModelBuilder.build_decoder(
-        m.arch_decoder, m.fc_dim, num_class, use_softmax=True, weights=os.path.join(cfg.DIR, "decoder_bench.pth")
+        m.arch_decoder, m.fc_dim, num_class, use_softmax=True, weights=files["decoder"]
     )
     model = SegmentationModule(encoder, decoder, nn.NLLLoss(ignore_index=-1)).eval()
     records = read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset)
@@ -82,6 +84,40 @@ def original_evaluation(cfg) -> dict:
     return {"mean_iou": float(iou.mean()), "pixel_accuracy": float(correct / pixels)}
 
 
+def bench_config(root: str, args) -> object:
+    """The synthetic validation set, a model of random weights (favouring the scenes' classes) saved as a checkpoint,
+    and the config that evaluates it, in `root`."""
+    generate(root, 0, args.images, seed=0, min_side=640, max_side=640)
+    cfg = load_config(
+        None,
+        [
+            "DIR",
+            root,
+            "DATASET.root_dataset",
+            root,
+            "DATASET.list_val",
+            os.path.join(root, "validation.odgt"),
+            "DATASET.imgSizes",
+            args.sizes,
+            "MODEL.arch_encoder",
+            args.encoder,
+            "MODEL.arch_decoder",
+            args.decoder,
+            "MODEL.fc_dim",
+            str(ENCODERS[args.encoder].fc_dim),
+            "VAL.checkpoint",
+            "bench.pth",
+        ],
+    )
+    torch.manual_seed(0)
+    encoder = ModelBuilder.build_encoder(args.encoder, pretrained=False)
+    decoder = ModelBuilder.build_decoder(args.decoder, cfg.MODEL.fc_dim, 150)
+    with torch.no_grad():  # favour the scenes' classes, so the metrics compared are not all zero
+        decoder.conv_last[-1].bias[:8] += 3.0
+    save_parts(root, cfg.VAL.checkpoint, {"encoder": encoder, "decoder": decoder})
+    return cfg
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=12)
@@ -92,36 +128,7 @@ def main() -> None:
     info = machine()
     print_machine(info)
     with tempfile.TemporaryDirectory() as root:
-        generate(root, 0, args.images, seed=0, min_side=640, max_side=640)
-        cfg = load_config(
-            None,
-            [
-                "DIR",
-                root,
-                "DATASET.root_dataset",
-                root,
-                "DATASET.list_val",
-                os.path.join(root, "validation.odgt"),
-                "DATASET.imgSizes",
-                args.sizes,
-                "MODEL.arch_encoder",
-                args.encoder,
-                "MODEL.arch_decoder",
-                args.decoder,
-                "MODEL.fc_dim",
-                str(ENCODERS[args.encoder].fc_dim),
-                "VAL.checkpoint",
-                "bench.pth",
-            ],
-        )
-        torch.manual_seed(0)
-        encoder = ModelBuilder.build_encoder(args.encoder, pretrained=False)
-        decoder = ModelBuilder.build_decoder(args.decoder, cfg.MODEL.fc_dim, 150)
-        with torch.no_grad():  # favour the scenes' classes, so the metrics compared are not all zero
-            decoder.conv_last[-1].bias[:8] += 3.0
-        for net, part in ((encoder, "encoder"), (decoder, "decoder")):
-            torch.save(net.state_dict(), os.path.join(root, f"{part}_bench.pth"))
-
+        cfg = bench_config(root, args)
         started = time.perf_counter()
         ours = evaluate(cfg, ["cpu"])
         ours_seconds = time.perf_counter() - started

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,12 @@ import torch
 from common import machine, model_for, print_machine, write_results
 
 from mit_semseg import Segmenter
+from mit_semseg.checkpoints import epoch_files
 from mit_semseg.config import load_config
-from mit_semseg.data import synthetic, synthetic_upp
 from mit_semseg.nn import prroi_pool2d
 from mit_semseg.parallel import DictDataParallel
+from mit_semseg.synthetic import scenes as synthetic
+from mit_semseg.synthetic import upp as synthetic_upp
 
 REPO = Path(__file__).resolve().parents[1]
 SEGMENTATION = REPO / "config" / "synthetic-mobilenetv2dilated-c1_deepsup.yaml"
@@ -59,9 +62,20 @@ class Checks:
     def __init__(self, device: str, folder: Path) -> None:
         self.device, self.folder = device, folder
         self.gpu = "0" if device == "cuda" else "cpu"
-        self.seg_data, self.upp_data = folder / "synthetic", folder / "synthetic_upp"
-        synthetic.generate(str(self.seg_data), num_train=24, num_val=6, seed=1, min_side=96, max_side=160)
-        synthetic_upp.generate(str(self.upp_data), num_train=24, num_val=6, seed=1, min_side=96, max_side=160)
+
+    @cached_property
+    def seg_data(self) -> Path:
+        """The synthetic scene set, made when a check first reads it."""
+        path = self.folder / "synthetic"
+        synthetic.generate(str(path), num_train=24, num_val=6, seed=1, min_side=96, max_side=160)
+        return path
+
+    @cached_property
+    def upp_data(self) -> Path:
+        """The synthetic multi-task set, made when a check first reads it."""
+        path = self.folder / "synthetic_upp"
+        synthetic_upp.generate(str(path), num_train=24, num_val=6, seed=1, min_side=96, max_side=160)
+        return path
 
     def seg_opts(self, run_dir: str, *extra: str) -> list[str]:
         d = self.seg_data
@@ -117,7 +131,7 @@ class Checks:
 
     def trained(self, config: Path = SEGMENTATION) -> None:
         """The fp32 segmentation run (or the UPP one) that evaluation and inference read, trained if not yet."""
-        if not (self.folder / ("fp32" if config == SEGMENTATION else "upp") / "decoder_epoch_1.pth").is_file():
+        if not os.path.isfile(epoch_files(self.folder / ("fp32" if config == SEGMENTATION else "upp"), 1)["decoder"]):
             self.train("fp32", config=config)
 
     def train(self, run_dir: str, *extra: str, config: Path = SEGMENTATION) -> str:

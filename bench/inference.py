@@ -102,7 +102,7 @@ def onnx_timed(pair: str, model: nn.Module, image: torch.Tensor, repeats: int, f
         import onnxruntime
     except ImportError:
         return None
-    from mit_semseg.export import export_onnx
+    from mit_semseg.onnx_runtime import export_onnx
 
     path = export_onnx(task_for_pair(pair), copy.deepcopy(model).cpu(), os.path.join(folder, "model.onnx"))
     options = onnxruntime.SessionOptions()
@@ -163,7 +163,7 @@ def agreement(cfg_path: str, images: list, opts: list[str], device) -> dict:
     }
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--size", default="384x512", help="input height x width (default 384x512)")
@@ -184,7 +184,102 @@ def main() -> None:
         help="with --agreement-cfg, also measure it on scikit-image's sample photographs",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="overrides for --agreement-cfg: KEY VALUE ...")
-    args = parser.parse_args()
+    return parser
+
+
+HEADER = [
+    "model",
+    "fp32 eager ms",
+    "optimised ms",
+    "bf16 ms",
+    "auto ms",
+    "max dprob",
+    "fp32 vs fp64",
+    "bf16 changed",
+    "onnxruntime ms",
+    "ORT same",
+]
+WIDTHS = [32, 14, 17, 17, 22, 10, 13, 13, 17, 9]
+
+
+def _line(cells: list[str]) -> str:
+    return cells[0].ljust(WIDTHS[0]) + "".join(c.rjust(w) for c, w in zip(cells[1:], WIDTHS[1:]))
+
+
+def measure_pair(pair: str, image: torch.Tensor, auto, args, device: torch.device) -> tuple[dict, list[str]]:
+    """One architecture's row: eager, optimised, bf16, auto and ONNX Runtime times, and how far their outputs are;
+    returns it and its printed cells."""
+    size, repeats = tuple(image.shape[-2:]), args.repeats
+    plain = build(pair, device)
+    fast = prepare_for_inference(copy.deepcopy(plain))
+    fast_image = image.contiguous(memory_format=torch.channels_last)
+    t_plain, logits_plain, pred_plain = timed(plain, image, size, None, repeats, device)
+    t_fast, logits_fast, _ = timed(fast, fast_image, size, None, repeats, device)
+    t_bf16, _, pred_bf16 = timed(fast, fast_image, size, torch.bfloat16, repeats, device)
+    t_auto = t_bf16 if auto else t_fast  # the same code path as the column it picked
+    dprob = (torch.softmax(logits_fast, 1) - torch.softmax(logits_plain, 1)).abs().max().item()
+    exact = copy.deepcopy(plain).double()
+    with torch.inference_mode():  # the plain path's own rounding: its distance from float64
+        logits_exact = exact.decoder.main_logits(exact.encoder(image.double(), return_feature_maps=True))
+    noise = (torch.softmax(logits_exact, 1).float() - torch.softmax(logits_plain, 1)).abs().max().item()
+    changed = (pred_bf16 != pred_plain).float().mean().item()
+    with tempfile.TemporaryDirectory() as folder:
+        ort = None if args.no_onnx else onnx_timed(pair, plain, image, repeats, folder)
+    row = {
+        "model": pair,
+        "fp32_eager_ms": 1000 * t_plain,
+        "optimised_ms": 1000 * t_fast,
+        "bf16_ms": 1000 * t_bf16,
+        "auto": "bf16" if auto else "fp32",
+        "auto_ms": 1000 * t_auto,
+        "optimised_speedup": t_plain / t_fast,
+        "bf16_speedup": t_plain / t_bf16,
+        "auto_speedup": t_plain / t_auto,
+        "max_probability_difference": dprob,
+        "fp32_vs_fp64_probability_difference": noise,
+        "bf16_share_changed": changed,
+        "images_per_s": {"fp32_eager": 1 / t_plain, "optimised": 1 / t_fast, "bf16": 1 / t_bf16},
+    }
+    timing = lambda t: f"{1000 * t:.1f} ({t_plain / t:.2f}x)"
+    ort_cells = ["n/a", "n/a"]
+    if ort is not None:
+        t_ort, probabilities_ort = ort
+        same_ort = (probabilities_ort.argmax(1)[0] == pred_plain.cpu()).float().mean().item()
+        row.update(onnxruntime_ms=1000 * t_ort, onnxruntime_speedup=t_plain / t_ort, onnxruntime_share_same=same_ort)
+        ort_cells = [timing(t_ort), f"{100 * same_ort:.2f}%"]
+    cells = [
+        pair,
+        f"{1000 * t_plain:.1f}",
+        timing(t_fast),
+        timing(t_bf16),
+        f"{'bf16' if auto else 'fp32'} {timing(t_auto)}",
+        f"{dprob:.1e}",
+        f"{noise:.1e}",
+        f"{100 * changed:.2f}%",
+        *ort_cells,
+    ]
+    return row, cells
+
+
+def _agreements(args, device: torch.device, results: dict) -> None:
+    """--agreement-cfg: bf16 against fp32 with a trained model on real images (and photographs), into `results`."""
+    sets = {"images": sorted(glob.glob(args.agreement_images or ""))}
+    if args.photos:
+        sets["photos"] = photos()
+    for name, images in sets.items():
+        a = results[f"agreement_{name}"] = agreement(args.agreement_cfg, images, args.opts, device)
+        heads = ", ".join(f"{head} {100 * share:.2f}%" for head, share in a["changed"].items())
+        verdict = "within" if a["worst"] <= CHANGE_LIMIT else "ABOVE"
+        print(
+            f"bf16 vs fp32 with {args.agreement_cfg} over {a['images']} {name}: class changed on {heads} "
+            f"of pixels (an image-level head: of images), {verdict} the {100 * CHANGE_LIMIT:.0f}% auto allows; "
+            f"Segmenter.predict fp32 {a['fp32_ms']:.0f} ms, bf16 {a['bf16_ms']:.0f} ms "
+            f"({a['fp32_ms'] / a['bf16_ms']:.2f}x)"
+        )
+
+
+def main() -> None:
+    args = _parser().parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     device = torch.device(args.device)
     info = machine()
@@ -192,99 +287,19 @@ def main() -> None:
     height, width = (int(v) for v in args.size.split("x"))
     torch.manual_seed(1)
     image = torch.randn(1, 3, height, width, device=device)
-    rows = []
     auto = inference_dtype("auto", device)
     inference_dtype("bf16", device, "bench bf16 column")  # warns where bf16 is emulated
-    header = [
-        "model",
-        "fp32 eager ms",
-        "optimised ms",
-        "bf16 ms",
-        "auto ms",
-        "max dprob",
-        "fp32 vs fp64",
-        "bf16 changed",
-        "onnxruntime ms",
-        "ORT same",
-    ]
-    widths = [32, 14, 17, 17, 22, 10, 13, 13, 17, 9]
-    line = lambda cells: cells[0].ljust(widths[0]) + "".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
     print(f"{height} x {width} on {args.device}; auto picks {'bf16' if auto else 'fp32'} here")
     if args.models:
-        print(line(header))
+        print(_line(HEADER))
+    rows = []
     for pair in args.models:
-        plain = build(pair, device)
-        fast = prepare_for_inference(copy.deepcopy(plain))
-        fast_image = image.contiguous(memory_format=torch.channels_last)
-        t_plain, logits_plain, pred_plain = timed(plain, image, (height, width), None, args.repeats, device)
-        t_fast, logits_fast, _ = timed(fast, fast_image, (height, width), None, args.repeats, device)
-        t_bf16, _, pred_bf16 = timed(fast, fast_image, (height, width), torch.bfloat16, args.repeats, device)
-        t_auto = t_bf16 if auto else t_fast  # the same code path as the column it picked
-        dprob = (torch.softmax(logits_fast, 1) - torch.softmax(logits_plain, 1)).abs().max().item()
-        exact = copy.deepcopy(plain).double()
-        with torch.inference_mode():  # the plain path's own rounding: its distance from float64
-            logits_exact = exact.decoder.main_logits(exact.encoder(image.double(), return_feature_maps=True))
-        noise = (torch.softmax(logits_exact, 1).float() - torch.softmax(logits_plain, 1)).abs().max().item()
-        changed = (pred_bf16 != pred_plain).float().mean().item()
-        with tempfile.TemporaryDirectory() as folder:
-            ort = None if args.no_onnx else onnx_timed(pair, plain, image, args.repeats, folder)
-        if ort is not None:
-            t_ort, probabilities_ort = ort
-            same_ort = (probabilities_ort.argmax(1)[0] == pred_plain.cpu()).float().mean().item()
-        rows.append(
-            {
-                "model": pair,
-                "fp32_eager_ms": 1000 * t_plain,
-                "optimised_ms": 1000 * t_fast,
-                "bf16_ms": 1000 * t_bf16,
-                "auto": "bf16" if auto else "fp32",
-                "auto_ms": 1000 * t_auto,
-                "optimised_speedup": t_plain / t_fast,
-                "bf16_speedup": t_plain / t_bf16,
-                "auto_speedup": t_plain / t_auto,
-                "max_probability_difference": dprob,
-                "fp32_vs_fp64_probability_difference": noise,
-                "bf16_share_changed": changed,
-                "images_per_s": {"fp32_eager": 1 / t_plain, "optimised": 1 / t_fast, "bf16": 1 / t_bf16},
-            }
-        )
-        if ort is not None:
-            rows[-1].update(
-                onnxruntime_ms=1000 * t_ort, onnxruntime_speedup=t_plain / t_ort, onnxruntime_share_same=same_ort
-            )
-        timing = lambda t: f"{1000 * t:.1f} ({t_plain / t:.2f}x)"
-        print(
-            line(
-                [
-                    pair,
-                    f"{1000 * t_plain:.1f}",
-                    timing(t_fast),
-                    timing(t_bf16),
-                    f"{'bf16' if auto else 'fp32'} {timing(t_auto)}",
-                    f"{dprob:.1e}",
-                    f"{noise:.1e}",
-                    f"{100 * changed:.2f}%",
-                    timing(t_ort) if ort is not None else "n/a",
-                    f"{100 * same_ort:.2f}%" if ort is not None else "n/a",
-                ]
-            ),
-            flush=True,
-        )
+        row, cells = measure_pair(pair, image, auto, args, device)
+        rows.append(row)
+        print(_line(cells), flush=True)
     results = {"machine": info, "size": [height, width], "device": args.device, "rows": rows}
     if args.agreement_cfg:
-        sets = {"images": sorted(glob.glob(args.agreement_images or ""))}
-        if args.photos:
-            sets["photos"] = photos()
-        for name, images in sets.items():
-            a = results[f"agreement_{name}"] = agreement(args.agreement_cfg, images, args.opts, device)
-            heads = ", ".join(f"{head} {100 * share:.2f}%" for head, share in a["changed"].items())
-            verdict = "within" if a["worst"] <= CHANGE_LIMIT else "ABOVE"
-            print(
-                f"bf16 vs fp32 with {args.agreement_cfg} over {a['images']} {name}: class changed on {heads} "
-                f"of pixels (an image-level head: of images), {verdict} the {100 * CHANGE_LIMIT:.0f}% auto allows; "
-                f"Segmenter.predict fp32 {a['fp32_ms']:.0f} ms, bf16 {a['bf16_ms']:.0f} ms "
-                f"({a['fp32_ms'] / a['bf16_ms']:.2f}x)"
-            )
+        _agreements(args, device, results)
     print(f"results written to {write_results('inference_' + args.device, results)}")
 
 

@@ -54,6 +54,57 @@ def bf16_peak_flops(device) -> float:
     return 2 * 8192**3 * n / (time.perf_counter() - started)
 
 
+def time_variant(
+    name: str, pair: str, images: torch.Tensor, labels: torch.Tensor, steps: int, peak, device: torch.device
+) -> dict | None:
+    """The median step of one variant (precision, memory format, compilation) of the model, its memory and, on a GPU,
+    its FLOPs and MFU; None (said) when the variant cannot run here."""
+    gpu = device.type == "cuda"
+    dtype, channels_last, compiled = VARIANTS[name]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build(pair, device).to(memory_format=fmt)
+    step_model = torch.compile(model, dynamic=False) if compiled else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batch_dict = {"img_data": images.contiguous(memory_format=fmt), "seg_label": labels}
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def step():
+        with autocast:
+            loss, _ = step_model(batch_dict)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if gpu:
+            torch.cuda.synchronize()
+
+    try:
+        for _ in range(3 if gpu else 1):
+            step()
+    except Exception as err:
+        print(f"{name:<34}skipped: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
+        return None
+    if gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
+    flops = None
+    if gpu:
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+    return {
+        "step_ms": 1000 * seconds,
+        "images_per_s": len(images) / seconds,
+        "peak_mib": peak_bytes(device) / 2**20,
+        "mfu": flops / seconds / peak if gpu else None,
+        "step_flops": flops,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -87,55 +138,15 @@ def main() -> None:
     print(f"{pair}, batch {batch}, {height} x {width}, {args.device}")
     print(f"{'variant':<34}{'step ms':>9}{'images/s':>10}{'speed-up':>10}{'peak MiB':>10}{'MFU':>8}")
     for name in args.variants:
-        dtype, channels_last, compiled = VARIANTS[name]
-        model = build(pair, device)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.to(memory_format=fmt)
-        step_model = torch.compile(model, dynamic=False) if compiled else model
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        batch_dict = {"img_data": images.contiguous(memory_format=fmt), "seg_label": labels}
-        autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-        def step():
-            with autocast:
-                loss, _ = step_model(batch_dict)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if gpu:
-                torch.cuda.synchronize()
-
-        try:
-            for _ in range(3 if gpu else 1):
-                step()
-        except Exception as err:
-            print(f"{name:<34}skipped: {type(err).__name__}: {str(err).splitlines()[0][:80]}")
+        row = time_variant(name, pair, images, labels, steps, peak, device)
+        if row is None:
             continue
-        if gpu:
-            torch.cuda.reset_peak_memory_stats(device)
-        times = []
-        for _ in range(steps):
-            started = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - started)
-        seconds = statistics.median(times)
-        flops = None
-        if gpu:
-            with FlopCounterMode(display=False) as counter:
-                step()
-            flops = counter.get_total_flops()
-        rows[name] = {
-            "step_ms": 1000 * seconds,
-            "images_per_s": batch / seconds,
-            "peak_mib": peak_bytes(device) / 2**20,
-            "mfu": flops / seconds / peak if gpu else None,
-            "step_flops": flops,
-        }
-        base = rows.get("fp32 eager", rows[name])["step_ms"]
-        mfu = f"{100 * rows[name]['mfu']:.1f}%" if gpu else "-"
+        rows[name] = row
+        base = rows.get("fp32 eager", row)["step_ms"]
+        mfu = f"{100 * row['mfu']:.1f}%" if gpu else "-"
         print(
-            f"{name:<34}{1000 * seconds:>9.1f}{batch / seconds:>10.2f}{base / (1000 * seconds):>9.2f}x"
-            f"{rows[name]['peak_mib']:>10.0f}{mfu:>8}",
+            f"{name:<34}{row['step_ms']:>9.1f}{row['images_per_s']:>10.2f}{base / row['step_ms']:>9.2f}x"
+            f"{row['peak_mib']:>10.0f}{mfu:>8}",
             flush=True,
         )
     if not gpu:

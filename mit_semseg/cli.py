@@ -10,8 +10,8 @@ import sys
 
 import torch
 
-from .config import ConfigError
 from .data.records import DataError
+from .errors import ConfigError
 from .hub import DownloadError
 from .models import CheckpointError
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import evaluation, predict
-from .data import synthetic, synthetic_upp
+from .checkpoints import part_name
+from .synthetic import scenes as synthetic
+from .synthetic import upp as synthetic_upp
 from .training import cli as train_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,12 +112,16 @@ def main(argv: list[str] | None = None) -> None:
         ],
         predict.main,
     )
-    print(
+    print(_summary(demo))
+
+
+def _summary(demo) -> str:
+    return (
         f"\ndemo: done. Everything is in {os.path.abspath(demo.out)}/:\n"
         f"  training.png        loss and accuracies against epochs\n"
         f"  eval_{demo.checkpoint}.json   metrics\n"
         f"  pictures/           {demo.outputs}\n"
-        f"  train.log, checkpoints encoder_epoch_*.pth and decoder_epoch_*.pth"
+        f"  train.log, checkpoints {part_name('encoder', 'epoch_*.pth')} and {part_name('decoder', 'epoch_*.pth')}"
         + "".join(f"\n  {s}_*               the {s} stage's head, history, plot and config" for s in demo.stages)
     )
 

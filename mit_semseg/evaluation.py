@@ -136,21 +136,18 @@ def picture_path(directory: str, image: str) -> str:
     return os.path.join(directory, "result", f"{os.path.splitext(os.path.basename(image))[0]}.png")
 
 
-def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
-    """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
-    task = task_for(cfg)
-    task.checkpoint_files(cfg.VAL.checkpoint)
-    records = task.val_records()
-    if cfg.VAL.visualize:
-        os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
-    slots = [d for d in devices for _ in range(processes_per_device)][: len(records)]
+def _shards(devices: list[str], processes_per_device: int, num_records: int) -> list[Shard]:
+    """The workers' shares of the records: contiguous ranges, one per worker on its device, CPU threads split."""
+    slots = [d for d in devices for _ in range(processes_per_device)][:num_records]
     cpu_slots = sum(d == "cpu" for d in slots)
     threads = max(1, (os.cpu_count() or 1) // max(cpu_slots, 1))
-    shards = [
-        Shard(k, device, a, b, threads)
-        for k, (device, (a, b)) in enumerate(zip(slots, split(len(records), len(slots))))
+    return [
+        Shard(k, device, a, b, threads) for k, (device, (a, b)) in enumerate(zip(slots, split(num_records, len(slots))))
     ]
-    stop = threading.Event()
+
+
+def _start_workers(shards: list[Shard], cfg, records: list[dict], stop: threading.Event) -> tuple[list, object]:
+    """The started workers and the queue they report to."""
     if len(shards) == 1 and shards[0].device == "cpu":
         # One CPU worker: a thread of this process, which costs no start-up and has nothing to isolate.
         results = queue_module.Queue()
@@ -165,35 +162,54 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
         ]
     for w in workers:
         w.start()
-    metrics = task.metrics()
+    return workers, results
+
+
+def _collect(workers, results, shards: list[Shard], records: list[dict], metrics) -> None:
+    """Add every image's counts to `metrics` as the workers report them; a failed or dead worker stops the run."""
     progress = {s.worker: s.start for s in shards}
     done: set[int] = set()
-    started = checked = time.perf_counter()
+    checked = time.perf_counter()
+    with Progress(len(records), "evaluating", unit="img") as bar:
+        while len(done) < len(workers):
+            if time.perf_counter() - checked > POLL_SECONDS:  # while others keep the queue busy too
+                _check_alive(workers, shards, done, progress, records, crashed_only=True)
+                checked = time.perf_counter()
+            try:
+                message = results.get(timeout=POLL_SECONDS)
+            except queue_module.Empty:
+                _check_alive(workers, shards, done, progress, records)
+                continue
+            kind, worker = message[0], message[1]
+            if kind == "image":
+                _, _, index, counts = message
+                metrics.add(counts)
+                progress[worker] = index + 1
+                bar.update(1)
+            elif kind == "done":
+                done.add(worker)
+            else:
+                _, _, index, error, trace = message
+                log.debug(trace)
+                path = records[index]["fpath_img"]
+                where = "" if path in error else f" on {path}"  # name the image once
+                raise EvaluationError(f"worker {worker} ({shards[worker].device}) failed{where}: {error}")
+
+
+def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
+    """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
+    task = task_for(cfg)
+    task.model_files(cfg.VAL.checkpoint)
+    records = task.val_records()
+    if cfg.VAL.visualize:
+        os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
+    shards = _shards(devices, processes_per_device, len(records))
+    stop = threading.Event()
+    workers, results = _start_workers(shards, cfg, records, stop)
+    metrics = task.metrics()
+    started = time.perf_counter()
     try:
-        with Progress(len(records), "evaluating", unit="img") as bar:
-            while len(done) < len(workers):
-                if time.perf_counter() - checked > POLL_SECONDS:  # while others keep the queue busy too
-                    _check_alive(workers, shards, done, progress, records, crashed_only=True)
-                    checked = time.perf_counter()
-                try:
-                    message = results.get(timeout=POLL_SECONDS)
-                except queue_module.Empty:
-                    _check_alive(workers, shards, done, progress, records)
-                    continue
-                kind, worker = message[0], message[1]
-                if kind == "image":
-                    _, _, index, counts = message
-                    metrics.add(counts)
-                    progress[worker] = index + 1
-                    bar.update(1)
-                elif kind == "done":
-                    done.add(worker)
-                else:
-                    _, _, index, error, trace = message
-                    log.debug(trace)
-                    path = records[index]["fpath_img"]
-                    where = "" if path in error else f" on {path}"  # name the image once
-                    raise EvaluationError(f"worker {worker} ({shards[worker].device}) failed{where}: {error}")
+        _collect(workers, results, shards, records, metrics)
     finally:
         _stop(workers, stop)
     summary = metrics.summary()

@@ -47,6 +47,46 @@ def sha256sum(path: str) -> str:
     return digest.hexdigest()
 
 
+def _open(url: str, start: int, timeout: float, by_hand: str):
+    """The response for `url` from byte `start` (a range request when above 0); None when the partial file is
+    already whole (HTTP 416)."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code != 416 or not start:  # 416: the partial file is already whole
+            raise DownloadError(f"download of {url} failed: HTTP {err.code} {err.reason}; {by_hand}") from err
+        return None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise DownloadError(f"download of {url} failed ({reason}); check the network or {by_hand}") from err
+
+
+def _receive(response, url: str, part: str, start: int, name: str, progress: bool, by_hand: str) -> None:
+    """Append the response's body to `part` (from the start when the server ignored the range), checking its length."""
+    with response:
+        if start and response.status != 206:  # the server ignored the range: start over
+            start = 0
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length is not None else None
+        every = None if total else 64 * CHUNK
+        try:
+            with (
+                open(part, "ab" if start else "wb") as f,
+                Progress(total, name, unit="B", initial=start, every=every, enabled=progress, unit_scale=True) as bar,
+            ):
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    f.write(block)
+                    bar.update(len(block))
+        except OSError as err:
+            raise DownloadError(f"download of {url} broke off ({err}); run again to resume, or {by_hand}") from err
+        if total is not None and os.path.getsize(part) != total:
+            raise DownloadError(
+                f"download of {url} is truncated ({os.path.getsize(part)} of {total} bytes); "
+                f"run again to resume, or {by_hand}"
+            )
+
+
 def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10.0, progress: bool = True) -> str:
     """Fetch `url` to `dest` unless it is already there; returns `dest`.
 
@@ -59,45 +99,9 @@ def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part = dest + ".part"
     start = os.path.getsize(part) if os.path.isfile(part) else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code != 416 or not start:  # 416: the partial file is already whole
-            raise DownloadError(f"download of {url} failed: HTTP {err.code} {err.reason}; {by_hand}") from err
-        response = None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise DownloadError(f"download of {url} failed ({reason}); check the network or {by_hand}") from err
+    response = _open(url, start, timeout, by_hand)
     if response is not None:
-        with response:
-            if start and response.status != 206:  # the server ignored the range: start over
-                start = 0
-            length = response.headers.get("Content-Length")
-            total = start + int(length) if length is not None else None
-            try:
-                with (
-                    open(part, "ab" if start else "wb") as f,
-                    Progress(
-                        total,
-                        os.path.basename(dest),
-                        unit="B",
-                        initial=start,
-                        every=None if total else 64 * CHUNK,
-                        enabled=progress,
-                        unit_scale=True,
-                    ) as bar,
-                ):
-                    for block in iter(lambda: response.read(CHUNK), b""):
-                        f.write(block)
-                        bar.update(len(block))
-            except OSError as err:
-                raise DownloadError(f"download of {url} broke off ({err}); run again to resume, or {by_hand}") from err
-            if total is not None and os.path.getsize(part) != total:
-                raise DownloadError(
-                    f"download of {url} is truncated ({os.path.getsize(part)} of {total} bytes); "
-                    f"run again to resume, or {by_hand}"
-                )
+        _receive(response, url, part, start, os.path.basename(dest), progress, by_hand)
     if sha256 is not None:
         actual = sha256sum(part)
         if actual != sha256:

@@ -8,8 +8,6 @@ the same arithmetic runs over a few rows at a time, so the working set stays in 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,15 +42,6 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
     model.eval()
     fold_batch_norms(model)
     return model.to(memory_format=torch.channels_last)
-
-
-def checkpoint_paths(cfg, checkpoint: str) -> dict[str, str]:
-    """DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>; a missing one is an error naming it."""
-    paths = {part: os.path.join(cfg.DIR, f"{part}_{checkpoint}") for part in ("encoder", "decoder")}
-    for path in paths.values():
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-    return paths
 
 
 def _source_rows(

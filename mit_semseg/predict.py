@@ -34,7 +34,7 @@ def find_images(path: str) -> tuple[list[str], str]:
     return found, os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in found]) if found else ""
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Segment images; writes <name>.png (image | prediction, "
@@ -55,31 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--onnx", metavar="FILE", help="an exported file, run by ONNX Runtime on the CPU")
     parser.add_argument("--gpu", default="0", help="GPU index, or cpu (default: 0, the CPU when there is no GPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = parser.parse_args(argv)
-    try:
-        device = [torch.device("cpu")] if args.onnx else cli.devices(args.gpu, PROG, "--gpu")
-        if len(device) != 1:
-            raise ValueError(f"--gpu takes one GPU, got '{args.gpu}'")
-        cfg = load_config(args.cfg, args.opts) if args.cfg else None
-    except (ConfigError, ValueError) as err:
-        return cli.usage(PROG, err)
-    paths, root = find_images(args.imgs)
-    if not paths:
-        return cli.fail(PROG, f"no images found at {args.imgs}")
-    try:
-        if args.onnx:
-            segmenter = Segmenter.from_onnx(args.onnx, args.opts)
-        elif args.model:
-            segmenter = Segmenter.from_pretrained(args.model, device[0], args.opts)
-        else:
-            segmenter = Segmenter(cfg, device[0])
-    except ConfigError as err:
-        return cli.usage(PROG, err)
-    except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:
-        return cli.fail(PROG, err)
+    return parser
+
+
+def _segmenter(args: argparse.Namespace, device: torch.device, cfg) -> Segmenter:
+    """The model `--onnx`, `--model` or `--cfg` names."""
+    if args.onnx:
+        return Segmenter.from_onnx(args.onnx, args.opts)
+    if args.model:
+        return Segmenter.from_pretrained(args.model, device, args.opts)
+    return Segmenter(cfg, device)
+
+
+def segment(segmenter: Segmenter, paths: list[str], root: str) -> tuple[int, list[str]]:
+    """Segment `paths` into TEST.result (their paths below `root` kept); returns the files written and the paths that
+    could not be read (skipped, said on the way)."""
     result_dir = segmenter.cfg.TEST.result
-    why = f" (TEST.precision auto on {describe_device(segmenter.device)})" if segmenter.asked == "auto" else ""
-    print(f"segmenting {len(paths)} images on {device[0]}, precision {segmenter.precision}{why}", file=sys.stderr)
     failures, written = [], 0
     with Progress(len(paths), "segmenting", unit="img") as bar:
         for path in paths:
@@ -99,7 +90,31 @@ def main(argv: list[str] | None = None) -> int:
             written += len(files)
             bar.write("\n".join([f"{path}:"] + lines), file=sys.stdout)
             bar.update()
-    print(f"wrote {written} files to {result_dir}")
+    return written, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        device = [torch.device("cpu")] if args.onnx else cli.devices(args.gpu, PROG, "--gpu")
+        if len(device) != 1:
+            raise ValueError(f"--gpu takes one GPU, got '{args.gpu}'")
+        cfg = load_config(args.cfg, args.opts) if args.cfg else None
+    except (ConfigError, ValueError) as err:
+        return cli.usage(PROG, err)
+    paths, root = find_images(args.imgs)
+    if not paths:
+        return cli.fail(PROG, f"no images found at {args.imgs}")
+    try:
+        segmenter = _segmenter(args, device[0], cfg)
+    except ConfigError as err:
+        return cli.usage(PROG, err)
+    except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:
+        return cli.fail(PROG, err)
+    why = f" (TEST.precision auto on {describe_device(segmenter.device)})" if segmenter.asked == "auto" else ""
+    print(f"segmenting {len(paths)} images on {device[0]}, precision {segmenter.precision}{why}", file=sys.stderr)
+    written, failures = segment(segmenter, paths, root)
+    print(f"wrote {written} files to {segmenter.cfg.TEST.result}")
     if failures:
         return cli.fail(PROG, f"{len(failures)} of {len(paths)} images could not be read:\n  " + "\n  ".join(failures))
     return 0

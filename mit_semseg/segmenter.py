@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from . import zoo
+from . import checkpoints, zoo
 from .config import config_from_text, load_config
 from .data.classes import class_colors, colorize
 from .data.imageio import read_image
@@ -62,14 +62,15 @@ class Segmenter:
     def from_pretrained(
         cls, name: str = zoo.DEFAULT_MODEL, device: str | torch.device = "cpu", opts=(), precision: str | None = None
     ) -> Segmenter:
-        directory = zoo.fetch(name)
-        return cls.from_config(zoo.config_path(name), directory, zoo.lookup(name).checkpoint, device, opts, precision)
+        directory = checkpoints.fetch_released(name)
+        checkpoint = checkpoints.released_checkpoint(name)
+        return cls.from_config(zoo.config_path(name), directory, checkpoint, device, opts, precision)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, opts=()) -> Segmenter:
         """Predict with an exported file (`python -m mit_semseg.export`) through ONNX Runtime, in float32, with the
         config stored in it (and `opts` over it): the same pre- and post-processing as the PyTorch model."""
-        from .export import OnnxSession
+        from .onnx_runtime import OnnxSession
 
         session = OnnxSession(path)
         cfg = config_from_text(session.config, session.path, opts)

@@ -1,8 +1,8 @@
-"""The ADE20K models released by the original project, and fetching them into the cache."""
+"""The models released by the original projects: their configs, epochs and published figures (`checkpoints` fetches
+them)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +18,6 @@ class ReleasedModel:
     miou: float | None  # the original README's multi-scale mean IoU (%) on ADE20K validation
     pixel_accuracy: float | None  # and pixel accuracy (%)
     base_url: str = hub.MODEL_URL  # the original's folder of such models
-
-    @property
-    def checkpoint(self) -> str:
-        return f"epoch_{self.epoch}.pth"
 
 
 MODELS: dict[str, ReleasedModel] = {
@@ -44,20 +40,6 @@ def lookup(name: str) -> ReleasedModel:
     if name not in MODELS:
         raise ValueError(f"unknown released model '{name}'; available: {', '.join(MODELS)}")
     return MODELS[name]
-
-
-def urls(name: str) -> dict[str, str]:
-    model = lookup(name)
-    return {part: f"{hub.model_url(model.base_url)}{name}/{part}_{model.checkpoint}" for part in ("encoder", "decoder")}
-
-
-def fetch(name: str) -> str:
-    """Download the model's encoder and decoder into the cache (once); returns their folder."""
-    model = lookup(name)
-    directory = os.path.join(hub.cache_dir(), "ckpt", name)
-    for part, url in urls(name).items():
-        hub.download(url, os.path.join(directory, f"{part}_{model.checkpoint}"))
-    return directory
 
 
 def config_path(name: str) -> str:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mit_semseg.checkpoints import epoch_files
+from mit_semseg.models import ENCODERS
+from mit_semseg.models.hrnet import hrnetv2
+from mit_semseg.models.mobilenet import mobilenetv2dilated
+from mit_semseg.models.resnet import BasicBlock, Bottleneck, GroupBottleneck, ResNetEncoder
 from mit_semseg.pictures import LEGEND_LIMIT, LEGEND_ROW, shares
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,10 +23,7 @@ LAYOUT = Path(__file__).resolve().parent / "data" / "state_dict_layout.json"
 
 def checkpoint_weights(directory, epoch: int) -> dict:
     """{"encoder": state dict, "decoder": state dict} of DIR/{encoder,decoder}_epoch_<epoch>.pth."""
-    return {
-        part: torch.load(Path(directory) / f"{part}_epoch_{epoch}.pth", weights_only=True)
-        for part in ("encoder", "decoder")
-    }
+    return {part: torch.load(path, weights_only=True) for part, path in epoch_files(directory, epoch).items()}
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -52,3 +56,53 @@ def write_small_tables(folder: Path) -> Path:
         "object_label,object_name,part_labels,part_names\n1,table,0;1;2,-;leg;top\n3,chair,0;1;3,-;leg;seat\n"
     )
     return folder
+
+
+# Smaller encoders of each registered architecture: the same blocks, strides, dilations and map layout, fewer and
+# narrower layers, each with a last map width of its own (the original's decoder API tells encoders by it). Tests
+# that are not about the layout (the state-dict layout tests build the full ones) use them through
+# `use_reduced_encoders`; a new encoder adds its line here (`test_every_encoder_has_a_reduced_variant`).
+_SMALL_MOBILENET = (
+    (1, 8, 1, 1),
+    (2, 8, 1, 2),
+    (2, 16, 1, 2),
+    (2, 16, 1, 2),
+    (2, 24, 1, 1),
+    (2, 24, 1, 2),
+    (2, 40, 1, 1),
+)
+_SMALL_HRNET = ((1, (8, 16)), (1, (8, 16, 24)), (1, (8, 16, 24, 32)))
+
+
+def _small_resnet(name: str, block, widths: tuple[int, ...]) -> dict:
+    maps = tuple(w * block.expansion for w in widths)
+    return {
+        name + suffix: replace(
+            ENCODERS[name + suffix],
+            build=partial(ResNetEncoder, block, (1, 1, 2, 2), widths=widths, dilated=bool(suffix)),
+            feature_channels=maps,
+        )
+        for suffix in ("", "dilated")
+    }
+
+
+REDUCED_ENCODERS = {
+    "mobilenetv2dilated": replace(
+        ENCODERS["mobilenetv2dilated"],
+        build=partial(mobilenetv2dilated, settings=_SMALL_MOBILENET, feature_maps=(2, 3, 4, 6)),
+        feature_channels=(8, 16, 16, 24, 40),
+    ),
+    **_small_resnet("resnet18", BasicBlock, (8, 16, 24, 32)),
+    **_small_resnet("resnet50", Bottleneck, (8, 16, 24, 32)),
+    **_small_resnet("resnet101", Bottleneck, (8, 16, 32, 48)),
+    **_small_resnet("resnext101", GroupBottleneck, (32, 64, 96, 128)),
+    "hrnetv2": replace(
+        ENCODERS["hrnetv2"], build=partial(hrnetv2, stages=_SMALL_HRNET, blocks=1), feature_channels=(80,)
+    ),
+}
+
+
+def use_reduced_encoders(monkeypatch) -> None:
+    """Every registered encoder name builds its reduced variant until the test ends."""
+    for name, spec in REDUCED_ENCODERS.items():
+        monkeypatch.setitem(ENCODERS, name, spec)

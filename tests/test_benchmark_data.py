@@ -18,9 +18,9 @@ from httpserver import serve
 from PIL import Image
 from scipy.io import savemat
 
-from mit_semseg.data import cityscapes, voc
 from mit_semseg.data.classes import palette
 from mit_semseg.data.records import read_odgt
+from mit_semseg.prepare import cityscapes, voc
 
 W, H = 64, 32
 
@@ -96,7 +96,7 @@ def test_cityscapes_names_frames_without_labels_and_exits_1(tmp_path):
     cityscapes_frame(raw, "val", "lindau", "000000_000019", STREET, image=False)
     cityscapes_frame(raw, "val", "lindau", "000001_000019", STREET)
     run = subprocess.run(
-        [sys.executable, "-m", "mit_semseg.data.cityscapes", "prepare", str(raw), str(out), "--no-progress"],
+        [sys.executable, "-m", "mit_semseg.prepare.cityscapes", "prepare", str(raw), str(out), "--no-progress"],
         capture_output=True,
         text=True,
     )

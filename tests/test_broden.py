@@ -19,23 +19,23 @@ import numpy as np
 import pytest
 from httpserver import closed_port_url, serve
 
-from mit_semseg.data.broden import opensurfaces_release
-from mit_semseg.data.broden import prepare as broden_prepare
-from mit_semseg.data.broden.__main__ import main as broden_main
-from mit_semseg.data.broden.ade20k_full import SCENES, read_scene_list
-from mit_semseg.data.broden.download import STEPS
-from mit_semseg.data.broden.pascal import SPELT_OUT, part_name
-from mit_semseg.data.broden.tables import (
+from mit_semseg.data.label_tables import BRODEN_TABLES, read_label_tables
+from mit_semseg.data.multitask import read_multitask_records
+from mit_semseg.data.records import DataError
+from mit_semseg.data.textures import read_texture_records
+from mit_semseg.prepare.broden import opensurfaces_release
+from mit_semseg.prepare.broden import prepare as broden_prepare
+from mit_semseg.prepare.broden.__main__ import main as broden_main
+from mit_semseg.prepare.broden.ade20k_full import SCENES, read_scene_list
+from mit_semseg.prepare.broden.download import STEPS
+from mit_semseg.prepare.broden.pascal import SPELT_OUT, part_name
+from mit_semseg.prepare.broden.tables import (
     ASSIGNMENT,
     SPLITS,
     pascal_context_vocabulary,
     read_assignment,
     read_split_lists,
 )
-from mit_semseg.data.label_tables import BRODEN_TABLES, read_label_tables
-from mit_semseg.data.multitask import read_multitask_records
-from mit_semseg.data.records import DataError
-from mit_semseg.data.textures import read_texture_records
 from mit_semseg.testing.broden_raw import (
     ADE_OBJECT_NAMES,
     write_ade20k,
@@ -274,7 +274,7 @@ def _prepare_cli(raw, out, splits, *extra):
         [
             sys.executable,
             "-m",
-            "mit_semseg.data.broden",
+            "mit_semseg.prepare.broden",
             "prepare",
             str(raw),
             str(out),
@@ -805,7 +805,7 @@ def test_opensurfaces_dumps_without_the_download_step_say_what_to_run(tmp_path, 
     assert any(
         p.startswith(
             f"os: left out: OpenSurfaces photo list not found: {root}/photos.csv (its JSON dumps "
-            "are there: `python -m mit_semseg.data.broden download`"
+            "are there: `python -m mit_semseg.prepare.broden download`"
         )
         for p in summary["problems"]
     )

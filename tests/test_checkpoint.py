@@ -3,11 +3,27 @@
 import collections
 import io
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from httpserver import serve
+from torch import nn
 
+from mit_semseg.checkpoints import (
+    PARTS,
+    TEXTURE,
+    checkpoint_of,
+    epoch_checkpoint,
+    epoch_files,
+    epochs_in,
+    latest_state,
+    model_files,
+    part_name,
+    save_parts,
+    source_files,
+    state_path,
+)
 from mit_semseg.hub import DownloadError
 from mit_semseg.models import CheckpointError, ModelBuilder, load_weights
 
@@ -166,3 +182,29 @@ def test_pretrained_false_never_touches_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr("mit_semseg.models.builder.pretrained_path", forbidden)
     ModelBuilder.build_encoder("resnet18", pretrained=False)
     ModelBuilder.build_encoder("resnet18", weights="", pretrained=False)
+
+
+def test_the_checkpoint_owner_names_and_resolves_every_layout(tmp_path):
+    assert part_name("encoder", epoch_checkpoint(3)) == "encoder_epoch_3.pth"
+    assert checkpoint_of(tmp_path / "decoder_epoch_3.pth", "decoder") == "epoch_3.pth"
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*encoder_epoch_2.pth"):
+        model_files(tmp_path, "epoch_2.pth")
+    net = nn.Conv2d(1, 2, 1)
+    assert save_parts(tmp_path, "epoch_2.pth", {"encoder": net, "decoder": net}) == [
+        "encoder_epoch_2.pth",
+        "decoder_epoch_2.pth",
+    ]
+    assert torch.equal(torch.load(tmp_path / "decoder_epoch_2.pth", weights_only=True)["weight"], net.weight)
+    (tmp_path / "decoder_epoch_3.pth").write_bytes(b"")  # an epoch without its encoder
+    assert epochs_in(tmp_path) == [3, 2]
+    assert source_files(str(tmp_path)) == epoch_files(tmp_path, 2)  # the latest complete pair
+    assert source_files(f"{tmp_path}/epoch_2.pth") == epoch_files(tmp_path, 2)
+    assert source_files("a.pth, b.pth") == {"encoder": "a.pth", "decoder": "b.pth"}
+    assert set(model_files(tmp_path, "epoch_2.pth", optional=[TEXTURE])) == set(PARTS)  # no texture file: left out
+    (tmp_path / "texture_epoch_2.pth").write_bytes(b"")
+    assert model_files(tmp_path, "epoch_2.pth", optional=[TEXTURE])[TEXTURE] == str(tmp_path / "texture_epoch_2.pth")
+    for epoch, iteration, prefix in ((1, 0, ""), (1, 7, ""), (2, 0, ""), (5, 0, "texture_")):
+        Path(state_path(tmp_path, epoch, iteration, prefix)).write_bytes(b"")
+    assert Path(latest_state(tmp_path)).name == "train_state_epoch_2_iter_0.pth"
+    assert Path(latest_state(tmp_path, "texture_")).name == "texture_train_state_epoch_5_iter_0.pth"
+    assert latest_state(tmp_path / "nothing") is None

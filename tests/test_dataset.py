@@ -8,7 +8,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from mit_semseg.config import load_config
 from mit_semseg.data.dataset import (
-    GroupedBatchSampler,
     SkippedSamples,
     TrainCollate,
     TrainDataset,
@@ -18,8 +17,9 @@ from mit_semseg.data.dataset import (
     seed_worker,
 )
 from mit_semseg.data.records import DataError, read_odgt
-from mit_semseg.data.synthetic import NUM_CLASS, generate
+from mit_semseg.data.sampling import LoaderRequest, aspect_sampler
 from mit_semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from mit_semseg.synthetic.scenes import NUM_CLASS, generate
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def _cfg(root, *opts):
 
 def test_sampler_groups_by_orientation_and_is_reproducible():
     portrait = [i % 3 == 0 for i in range(30)]
-    sampler = GroupedBatchSampler(
-        portrait, batch_size=4, img_sizes=(100, 200), random_flip=True, num_batches=12, seed=1
+    sampler = aspect_sampler(
+        portrait, batch_size=4, img_sizes=(100, 200), random_flip=True, seed=1, request=LoaderRequest(num_batches=12)
     )
     batches = list(sampler)
     assert len(batches) == len(sampler) == 12
@@ -67,24 +67,28 @@ def test_sampler_groups_by_orientation_and_is_reproducible():
         assert len(batch) == 4
         assert len({portrait[i] for i, _, _ in batch}) == 1
         assert len({short for _, short, _ in batch}) == 1 and batch[0][1] in (100, 200)
-    assert batches == list(GroupedBatchSampler(portrait, 4, (100, 200), True, 12, seed=1))
-    assert batches != list(GroupedBatchSampler(portrait, 4, (100, 200), True, 12, seed=2))
-    assert batches != list(GroupedBatchSampler(portrait, 4, (100, 200), True, 12, seed=1, epoch=1))
-    assert list(GroupedBatchSampler(portrait, 4, (100, 200), True, 12, seed=1, start=5)) == batches[5:]
+    assert batches == list(aspect_sampler(portrait, 4, (100, 200), True, 1, LoaderRequest(12)))
+    assert batches != list(aspect_sampler(portrait, 4, (100, 200), True, 2, LoaderRequest(12)))
+    assert batches != list(aspect_sampler(portrait, 4, (100, 200), True, 1, LoaderRequest(12, epoch=1)))
+    assert list(aspect_sampler(portrait, 4, (100, 200), True, 1, LoaderRequest(12, start=5))) == batches[5:]
     flips = [f for b in batches for _, _, f in b]
     assert any(flips) and not all(flips)
-    assert not any(f for b in GroupedBatchSampler(portrait, 4, (100,), False, 5, seed=1) for _, _, f in b)
+    assert not any(f for b in aspect_sampler(portrait, 4, (100,), False, 1, LoaderRequest(5)) for _, _, f in b)
 
 
 def test_ranks_draw_disjoint_shares():
     portrait = [False] * 40
     shares = [
-        [i for b in GroupedBatchSampler(portrait, 2, (100,), False, 10, seed=0, rank=r, world_size=2) for i, _, _ in b]
+        [
+            i
+            for b in aspect_sampler(portrait, 2, (100,), False, 0, LoaderRequest(10, rank=r, world_size=2))
+            for i, _, _ in b
+        ]
         for r in (0, 1)
     ]
     assert set(shares[0]).isdisjoint(shares[1]) and len(set(shares[0]) | set(shares[1])) == 40
     with pytest.raises(DataError, match="3 records cannot be shared among 4 processes"):
-        GroupedBatchSampler([False] * 3, 1, (100,), False, 1, seed=0, world_size=4)
+        aspect_sampler([False] * 3, 1, (100,), False, 0, LoaderRequest(1, world_size=4))
 
 
 def _write_pair(folder, name, image, label):
@@ -153,11 +157,11 @@ def test_flip_mirrors_image_and_label(tmp_path):
 def test_loader_same_seed_same_batches_with_or_without_workers(synthetic):
     root, lists = synthetic
     records = read_odgt(lists["training"], root)
-    serial = list(build_train_loader(records, _cfg(root), num_batches=4))
-    parallel = list(build_train_loader(records, _cfg(root, "TRAIN.workers", "2"), num_batches=4))
+    serial = list(build_train_loader(records, _cfg(root), LoaderRequest(num_batches=4)))
+    parallel = list(build_train_loader(records, _cfg(root, "TRAIN.workers", "2"), LoaderRequest(num_batches=4)))
     for a, b in zip(serial, parallel):
         assert torch.equal(a["img_data"], b["img_data"]) and torch.equal(a["seg_label"], b["seg_label"])
-    other = list(build_train_loader(records, _cfg(root, "TRAIN.seed", "6"), num_batches=4))
+    other = list(build_train_loader(records, _cfg(root, "TRAIN.seed", "6"), LoaderRequest(num_batches=4)))
     assert any(
         a["img_data"].shape != b["img_data"].shape or not torch.equal(a["img_data"], b["img_data"])
         for a, b in zip(serial, other)

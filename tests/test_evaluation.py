@@ -17,10 +17,10 @@ from helpers import assert_legend
 
 from mit_semseg.config import load_config
 from mit_semseg.data.classes import class_colors, colorize
-from mit_semseg.data.synthetic import NUM_CLASS, generate
 from mit_semseg.inference import fuse, scale_logits
 from mit_semseg.metrics import ConfusionMatrix
 from mit_semseg.models import ModelBuilder
+from mit_semseg.synthetic.scenes import NUM_CLASS, generate
 from mit_semseg.tasks import task_for
 from mit_semseg.testing.reference import original_intersection_and_union as histogram_intersection_and_union
 from mit_semseg.utils import accuracy, intersectionAndUnion

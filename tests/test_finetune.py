@@ -10,11 +10,12 @@ import pytest
 import torch
 from helpers import REPO, checkpoint_weights
 
+from mit_semseg.checkpoints import source_files
 from mit_semseg.config import load_config
-from mit_semseg.data.synthetic import generate
 from mit_semseg.models.checkpoint import CheckpointError
+from mit_semseg.synthetic.scenes import generate
 from mit_semseg.tasks import task_for
-from mit_semseg.training.init_from import checkpoint_files, init_from
+from mit_semseg.training.init_from import init_from
 
 CONFIG = REPO / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
 # the synthetic scenes' 8 classes merged into 5: sky | grass, road | wall | ball, box | roof, fence
@@ -137,9 +138,9 @@ def test_what_does_not_fit_is_named(datasets, tmp_path):
     model = task_for(cfg).build_model()
     with pytest.raises(CheckpointError, match=r"encoder_epoch_1.pth does not fit ResNetEncoder:\n  missing keys"):
         init_from(model, str(root / "released"))
-    assert checkpoint_files(f"{root}/released/epoch_1.pth")["decoder"] == str(root / "released/decoder_epoch_1.pth")
+    assert source_files(f"{root}/released/epoch_1.pth")["decoder"] == str(root / "released/decoder_epoch_1.pth")
     with pytest.raises(FileNotFoundError, match="no such released model, folder or files"):
-        checkpoint_files(str(tmp_path / "nothing"))
+        source_files(str(tmp_path / "nothing"))
 
 
 @pytest.mark.parametrize(

@@ -15,15 +15,13 @@ from helpers import assert_legend
 from httpserver import closed_port_url, serve
 
 from mit_semseg import Segmenter, zoo
+from mit_semseg.checkpoints import released_checkpoint, released_urls
 from mit_semseg.config import load_config
 from mit_semseg.data.classes import class_colors
-from mit_semseg.data.synthetic import CLASSES, NUM_CLASS, generate
 from mit_semseg.inference import slide_logits
+from mit_semseg.synthetic.scenes import CLASSES, NUM_CLASS, generate
 from mit_semseg.training.loop import Runtime, train
 
-# test.py and Segmenter at TEST.precision auto, which follows the CPU: `make test` runs these again pretending
-# the other kind of CPU (MIT_SEMSEG_CPU_FEATURES)
-pytestmark = pytest.mark.end_to_end
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
 
@@ -220,6 +218,7 @@ def test_slide_mode(trained):
     torch.testing.assert_close(mirrored, flipped[:, :5, :7])
 
 
+@pytest.mark.end_to_end  # test.py and Segmenter at TEST.precision auto, which follows the CPU (see Makefile)
 def test_released_models_and_download(trained, tmp_path, monkeypatch):
     assert set(zoo.MODELS) == {
         "ade20k-mobilenetv2dilated-c1_deepsup",
@@ -233,16 +232,16 @@ def test_released_models_and_download(trained, tmp_path, monkeypatch):
     }
     monkeypatch.delenv("MIT_SEMSEG_MODEL_URL")
     assert (
-        zoo.urls("ade20k-hrnetv2-c1")["encoder"]
+        released_urls("ade20k-hrnetv2-c1")["encoder"]
         == "http://sceneparsing.csail.mit.edu/model/pytorch/ade20k-hrnetv2-c1/encoder_epoch_30.pth"
     )
     assert (
-        zoo.urls("upp-resnet50-upernet")["decoder"]
+        released_urls("upp-resnet50-upernet")["decoder"]
         == "http://sceneparsing.csail.mit.edu/model/unified_perceptual_parsing/upp-resnet50-upernet/decoder_epoch_40.pth"
     )
-    for name, model in zoo.MODELS.items():
+    for name in zoo.MODELS:
         cfg = load_config(zoo.config_path(name))
-        assert cfg.TEST.checkpoint == model.checkpoint
+        assert cfg.TEST.checkpoint == released_checkpoint(name)
     # the mobilenet model, served by a local server: our trained weights stand in for the released ones
     root, _ = trained
     files = {

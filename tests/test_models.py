@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import REDUCED_ENCODERS, use_reduced_encoders
 from torch import nn
 
 from mit_semseg.models import DECODERS, ENCODERS, ModelBuilder, SegmentationModule
@@ -26,7 +27,8 @@ def _decoders_for(encoder):
 
 @pytest.mark.numeric
 @pytest.mark.parametrize("encoder", DILATED + PLAIN)
-def test_pairs_train_and_inference(encoder):
+def test_pairs_train_and_inference(encoder, monkeypatch):
+    use_reduced_encoders(monkeypatch)
     torch.manual_seed(0)
     spec = ENCODERS[encoder]
     enc = ModelBuilder.build_encoder(encoder, fc_dim=spec.fc_dim, pretrained=False)
@@ -202,3 +204,16 @@ def test_registries_list_every_architecture():
         ModelBuilder.build_encoder("resnet51", pretrained=False)
     with pytest.raises(ValueError, match="unknown decoder architecture 'ppm_deep'.*ppm_deepsup"):
         ModelBuilder.build_decoder("ppm_deep")
+
+
+def test_every_encoder_has_a_reduced_variant():
+    """The tests' reduced encoders (helpers.REDUCED_ENCODERS): one per registered architecture, of the same block
+    types, giving the maps their spec declares, each last width distinct."""
+    assert set(REDUCED_ENCODERS) == set(ENCODERS)
+    for name, spec in REDUCED_ENCODERS.items():
+        full, small = ENCODERS[name].build(), spec.build()
+        assert {type(m) for m in small.modules()} == {type(m) for m in full.modules()}, name
+        maps = small(torch.randn(1, 3, 64, 64), return_feature_maps=True)
+        assert tuple(m.shape[1] for m in maps) == spec.feature_channels, name
+        assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in full.parameters()) / 10
+    assert len({spec.fc_dim for spec in REDUCED_ENCODERS.values()}) == len(REDUCED_ENCODERS) - 4  # plain = dilated

@@ -14,18 +14,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_same_weights, checkpoint_weights
+from helpers import assert_same_weights, checkpoint_weights, use_reduced_encoders
 from torch import nn
 
 from mit_semseg.config import load_config
 from mit_semseg.data import crops
-from mit_semseg.data.crops import CropBatchSampler, CropDataset, crop_box, photometric_distortion, rescaled_size
-from mit_semseg.data.synthetic import NUM_CLASS, generate
+from mit_semseg.data.crops import CropDataset, crop_box, photometric_distortion, rescaled_size
+from mit_semseg.data.sampling import LoaderRequest, SeededBatchSampler, seeded_keys
 from mit_semseg.data.transforms import prediction_scales
 from mit_semseg.errors import ConfigError
 from mit_semseg.inference import fuse
+from mit_semseg.models import ENCODERS
 from mit_semseg.models.decoders import FCNHead
 from mit_semseg.models.segmentation import SegmentationModule
+from mit_semseg.synthetic.scenes import NUM_CLASS, generate
 from mit_semseg.tasks import task_for
 from mit_semseg.training.loop import Runtime, train
 from mit_semseg.training.optim import poly_lr
@@ -145,13 +147,16 @@ def test_crop_samples_are_padded_and_reproducible(scenes):
 
 
 def test_crop_sampler_resumes_and_shares_between_ranks():
-    whole = list(CropBatchSampler(10, 2, 7, seed=5, epoch=1))
-    assert len(whole) == 7 and list(CropBatchSampler(10, 2, 7, seed=5, epoch=1, start=3)) == whole[3:]
+    crops = lambda batch_size, **request: SeededBatchSampler(
+        None, 10, batch_size, seeded_keys, 5, LoaderRequest(**request)
+    )
+    whole = list(crops(2, num_batches=7, epoch=1))
+    assert len(whole) == 7 and list(crops(2, num_batches=7, epoch=1, start=3)) == whole[3:]
     assert [i for i, _ in whole[0] + whole[1] + whole[2] + whole[3] + whole[4]] != list(range(10))
     assert sorted(i for b in whole[:5] for i, _ in b) == list(range(10))  # one pass over the records, then again
-    ranks = [list(CropBatchSampler(10, 1, 5, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    ranks = [list(crops(1, num_batches=5, rank=r, world_size=2)) for r in (0, 1)]
     assert sorted(i for r in ranks for b in r for i, _ in b) == list(range(10))
-    assert list(CropBatchSampler(10, 2, 7, seed=5, epoch=2)) != whole
+    assert list(crops(2, num_batches=7, epoch=2)) != whole
 
 
 def test_learning_rate_floor_by_hand():
@@ -249,9 +254,12 @@ def test_every_preset_builds_and_trains_a_few_iterations(preset, scenes, tmp_pat
     assert cfg.DATASET.pipeline == "crop" and cfg.MODEL.aux_head == "fcn" and cfg.TRAIN.lr_min == 1e-4
     assert cfg.MODEL.arch_encoder == preset.stem.split("-")[1] and cfg.MODEL.decoder_dropout == 0.1
     monkeypatch.setattr(crops, "CROP_TRIES", 2)
+    use_reduced_encoders(monkeypatch)  # the preset's recipe and heads on a reduced encoder of its architecture
     small = load_config(
         preset,
         [
+            "MODEL.fc_dim",
+            str(ENCODERS[cfg.MODEL.arch_encoder].fc_dim),
             "DIR",
             str(tmp_path),
             "DATASET.root_dataset",
@@ -319,7 +327,6 @@ def larger_scenes(tmp_path_factory):
     return root
 
 
-@pytest.mark.end_to_end
 def test_crop_recipe_with_the_auxiliary_head_learns_and_resumes_exactly(larger_scenes, tmp_path):
     straight = run("train.py", larger_scenes, tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr
@@ -334,27 +341,46 @@ def test_crop_recipe_with_the_auxiliary_head_learns_and_resumes_exactly(larger_s
     )
     majority = counts.max() / counts.sum()
     assert summary["pixel_accuracy"] > majority + 0.2 and summary["mean_iou"] > 0.2, (summary, majority)
-    # exact resume, the auxiliary head's weights and momentum included
-    first = run("train.py", larger_scenes, tmp_path / "split", flags=["--stop-after-epoch", "1"])
+    # exact resume, the auxiliary head's weights and momentum included (on a shorter schedule of the recipe)
+    short = ["TRAIN.epoch_iters", "6"]
+    straight = run("train.py", larger_scenes, tmp_path / "short", *short)
+    assert straight.returncode == 0, straight.stderr
+    first = run("train.py", larger_scenes, tmp_path / "split", *short, flags=["--stop-after-epoch", "1"])
     assert first.returncode == 0, first.stderr
-    second = run("train.py", larger_scenes, tmp_path / "split", flags=["--resume"])
+    second = run("train.py", larger_scenes, tmp_path / "split", *short, flags=["--resume"])
     assert second.returncode == 0 and "resuming from" in second.stderr, second.stderr
-    assert_same_weights(checkpoint_weights(tmp_path / "straight", 2), checkpoint_weights(tmp_path / "split", 2))
+    assert_same_weights(checkpoint_weights(tmp_path / "short", 2), checkpoint_weights(tmp_path / "split", 2))
     states = [
         torch.load(next(d.glob("train_state_*.pth")), weights_only=True)
-        for d in (tmp_path / "straight", tmp_path / "split")
+        for d in (tmp_path / "short", tmp_path / "split")
     ]
     assert_same_weights(*({"aux": state["training_parts"]["aux_head"]} for state in states))
     # a resume state from another recipe is refused, named
     mismatch = run(
-        "train.py", larger_scenes, tmp_path / "split", "MODEL.aux_head", "", "TRAIN.num_epoch", "3", flags=["--resume"]
+        "train.py",
+        larger_scenes,
+        tmp_path / "split",
+        *short,
+        "MODEL.aux_head",
+        "",
+        "TRAIN.num_epoch",
+        "3",
+        flags=["--resume"],
     )
     assert mismatch.returncode != 0 and "training-only parts ['aux_head']" in mismatch.stderr
-    # slide windows and the scales of the recipe through test.py
+
+
+@pytest.mark.end_to_end
+def test_slide_windows_and_the_recipes_scales_through_test_py(larger_scenes, tmp_path):
+    """test.py at TEST.precision auto (it follows the CPU) on a checkpoint of the recipe trained a few iterations."""
+    short = ["TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "2", "TEST.checkpoint", "epoch_1.pth"]
+    trained = run("train.py", larger_scenes, tmp_path / "run", *short)
+    assert trained.returncode == 0, trained.stderr
     out = run(
         "test.py",
         larger_scenes,
-        tmp_path / "straight",
+        tmp_path / "run",
+        *short,
         "TEST.result",
         str(tmp_path / "out"),
         "TEST.mode",

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from helpers import write_small_tables
 
+from mit_semseg.checkpoints import TEXTURE, part_path
 from mit_semseg.config import ConfigError, load_config
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.records import DataError
-from mit_semseg.data.synthetic_upp import TEXTURES, render_texture
 from mit_semseg.data.textures import (
     TextureTrainDataset,
     collate_textures,
@@ -23,8 +23,9 @@ from mit_semseg.data.textures import (
 from mit_semseg.models.builder import build_decoder, build_encoder
 from mit_semseg.models.texture import TextureHead, build_texture_head
 from mit_semseg.models.unified import TextureStageModule, UnifiedParsingModule
+from mit_semseg.synthetic.upp import TEXTURES, render_texture
 from mit_semseg.tasks import STAGES, TextureStageTask, UnifiedParsingTask, task_for
-from mit_semseg.tasks.unified import UnifiedMetrics, predict_multitask, texture_path
+from mit_semseg.tasks.unified import UnifiedMetrics, predict_multitask
 
 
 def write_image(path: str, rgb: np.ndarray) -> None:
@@ -262,7 +263,7 @@ def test_a_checkpoint_without_texture_head_says_so_once_and_loads(tmp_path, capl
         f"no texture head ({run / 'texture_epoch_1.pth'} not found): predicting scene, objects, parts and "
         "materials; train.py --stage texture trains one"
     ]
-    torch.save(head.state_dict(), texture_path(str(run), "epoch_1.pth"))
+    torch.save(head.state_dict(), part_path(run, TEXTURE, "epoch_1.pth"))
     model = task.load("epoch_1.pth", optimize=False)
     assert all(torch.equal(a, b) for a, b in zip(model.texture.state_dict().values(), head.state_dict().values()))
     assert task.output_names(model)[-1] == "texture"

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from httpserver import closed_port_url, serve
 
-from mit_semseg.data import ade20k, make_odgt, synthetic
 from mit_semseg.data.records import read_odgt
 from mit_semseg.hub import DownloadError, download
+from mit_semseg.prepare import ade20k, make_odgt
+from mit_semseg.synthetic import scenes as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

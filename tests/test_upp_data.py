@@ -11,7 +11,6 @@ from helpers import write_small_tables
 
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.multitask import (
-    MultiSourceBatchSampler,
     MultiTaskCollate,
     MultiTaskTrainDataset,
     PartTargets,
@@ -19,6 +18,7 @@ from mit_semseg.data.multitask import (
     source_tasks,
 )
 from mit_semseg.data.records import DataError
+from mit_semseg.data.sampling import LoaderRequest, MultiSourceBatchSampler, aspect_keys
 from mit_semseg.models.unified import accuracy, masked_nll, part_loss
 
 
@@ -114,7 +114,8 @@ def test_a_label_out_of_range_is_named(tables, tmp_path):
 
 def test_every_iteration_draws_one_source_for_all_devices_in_proportion():
     sources = ["a"] * 300 + ["b"] * 100
-    sampler = MultiSourceBatchSampler(sources, [i % 3 == 0 for i in range(400)], 2, (64, 96), True, 2000, 2, seed=5)
+    portrait, keys = [i % 3 == 0 for i in range(400)], aspect_keys((64, 96), True)
+    sampler = MultiSourceBatchSampler(sources, portrait, 2, keys, 5, LoaderRequest(2000, per_step=2))
     batches = list(sampler)
     assert len(batches) == 2000
     drawn = [{sources[i] for i, _, _ in b} for b in batches]
@@ -122,14 +123,14 @@ def test_every_iteration_draws_one_source_for_all_devices_in_proportion():
     assert all(drawn[i] == drawn[i + 1] for i in range(0, 2000, 2))  # both devices of an iteration
     share = sum(d == {"a"} for d in drawn[::2]) / 1000
     assert abs(share - 0.75) < 0.05
-    resumed = list(
-        MultiSourceBatchSampler(
-            sources, [i % 3 == 0 for i in range(400)], 2, (64, 96), True, 2000, 2, seed=5, start=1234
-        )
-    )
+    resumed = list(MultiSourceBatchSampler(sources, portrait, 2, keys, 5, LoaderRequest(2000, per_step=2, start=1234)))
     assert resumed == batches[1234:]
     ranks = [
-        list(MultiSourceBatchSampler(sources, [False] * 400, 2, (64,), False, 50, 1, seed=5, rank=r, world_size=2))
+        list(
+            MultiSourceBatchSampler(
+                sources, [0] * 400, 2, aspect_keys((64,), False), 5, LoaderRequest(50, rank=r, world_size=2)
+            )
+        )
         for r in range(2)
     ]
     assert [{sources[b[0][0]]} for b in ranks[0]] == [{sources[b[0][0]]} for b in ranks[1]]  # ranks agree

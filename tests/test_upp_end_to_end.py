@@ -18,14 +18,13 @@ from mit_semseg.config import load_config
 from mit_semseg.data.classes import colorize, palette
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.multitask import MultiTaskCollate, MultiTaskTrainDataset, read_multitask_records
-from mit_semseg.data.synthetic_upp import MATERIALS, OBJECTS, PARTS, TEXTURES, generate
 from mit_semseg.data.transforms import normalise_batch
 from mit_semseg.parallel import DictDataParallel
+from mit_semseg.synthetic.upp import MATERIALS, OBJECTS, PARTS, TEXTURES, generate
 from mit_semseg.tasks import build_model
 
-# test.py and Segmenter at TEST.precision auto, which follows the CPU: `make test` runs these again pretending
-# the other kind of CPU (MIT_SEMSEG_CPU_FEATURES)
-pytestmark = pytest.mark.end_to_end
+# Every prediction here is at fp32 (TEST.precision, VAL.precision), whatever the CPU: none is rerun as the other kind
+# of CPU (the end_to_end mark).
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "synthetic-resnet18-upp_lite.yaml"
 

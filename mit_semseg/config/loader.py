@@ -10,7 +10,9 @@ from yacs.config import CfgNode
 
 from ..data.transforms import NORMALISATIONS
 from ..errors import ConfigError
+from ..models.builder import DECODERS, ENCODERS
 from ..precision import INFERENCE_PRECISIONS
+from ..tasks import task_class
 from .defaults import _C
 
 
@@ -65,25 +67,43 @@ def _parse_yaml(text: str, source: str) -> CfgNode:
 
 def validate(cfg: CfgNode) -> None:
     """Check the values that must agree with each other, with the model registries and with the config's task."""
-    from ..models.builder import DECODERS, ENCODERS
-    from ..tasks import task_class
+    for check in (_check_model, _check_dataset, _check_crop_pipeline, _check_training, _check_testing):
+        check(cfg)
+    task_class(cfg.MODEL.arch_decoder, cfg.TRAIN.stage).check_config(cfg)
 
-    cfg.MODEL.arch_encoder = cfg.MODEL.arch_encoder.lower()
-    cfg.MODEL.arch_decoder = cfg.MODEL.arch_decoder.lower()
-    encoder = ENCODERS.get(cfg.MODEL.arch_encoder)
+
+def _check_model(cfg: CfgNode) -> None:
+    m = cfg.MODEL
+    m.arch_encoder, m.arch_decoder = m.arch_encoder.lower(), m.arch_decoder.lower()
+    encoder = ENCODERS.get(m.arch_encoder)
     if encoder is None:
+        raise ConfigError(f"MODEL.arch_encoder: unknown architecture '{m.arch_encoder}'; valid: {', '.join(ENCODERS)}")
+    if m.arch_decoder not in DECODERS:
+        raise ConfigError(f"MODEL.arch_decoder: unknown architecture '{m.arch_decoder}'; valid: {', '.join(DECODERS)}")
+    if m.fc_dim != encoder.fc_dim:
         raise ConfigError(
-            f"MODEL.arch_encoder: unknown architecture '{cfg.MODEL.arch_encoder}'; valid: {', '.join(ENCODERS)}"
-        )
-    if cfg.MODEL.arch_decoder not in DECODERS:
-        raise ConfigError(
-            f"MODEL.arch_decoder: unknown architecture '{cfg.MODEL.arch_decoder}'; valid: {', '.join(DECODERS)}"
-        )
-    if cfg.MODEL.fc_dim != encoder.fc_dim:
-        raise ConfigError(
-            f"MODEL.fc_dim is {cfg.MODEL.fc_dim}, but encoder {cfg.MODEL.arch_encoder} gives "
+            f"MODEL.fc_dim is {m.fc_dim}, but encoder {m.arch_encoder} gives "
             f"{encoder.fc_dim} channels: set MODEL.fc_dim {encoder.fc_dim}"
         )
+    if m.input_normalisation not in NORMALISATIONS:
+        raise ConfigError(
+            f"MODEL.input_normalisation: unknown '{m.input_normalisation}'; valid: {', '.join(NORMALISATIONS)}"
+        )
+    if not 0.0 < m.bn_momentum <= 1.0:
+        raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {m.bn_momentum}")
+    if not 0.0 <= m.decoder_dropout < 1.0:
+        raise ConfigError(f"MODEL.decoder_dropout must be in [0, 1), got {m.decoder_dropout}")
+    if m.decoder_dropout and not DECODERS[m.arch_decoder].cls.takes_dropout:
+        takes = ", ".join(name for name, spec in DECODERS.items() if spec.cls.takes_dropout)
+        raise ConfigError(f"MODEL.decoder_dropout: decoder {m.arch_decoder} takes none (those that do: {takes})")
+    if m.init_from and (m.weights_encoder or m.weights_decoder):
+        raise ConfigError(
+            "MODEL.init_from and MODEL.weights_encoder/weights_decoder are both set: init_from loads what "
+            "fits for other classes, weights_* load strictly; choose one"
+        )
+
+
+def _check_dataset(cfg: CfgNode) -> None:
     data = cfg.DATASET
     sizes = data.imgSizes if isinstance(data.imgSizes, (tuple, list)) else (data.imgSizes,)
     if not sizes or not all(isinstance(s, int) and s > 0 for s in sizes):
@@ -96,61 +116,46 @@ def validate(cfg: CfgNode) -> None:
             f"DATASET.padding_constant ({data.padding_constant}) must be a multiple of "
             f"DATASET.segm_downsampling_rate ({data.segm_downsampling_rate})"
         )
-    if cfg.MODEL.input_normalisation not in NORMALISATIONS:
+
+
+def _check_positive(cfg: CfgNode, keys: Iterable[str]) -> None:
+    for key in keys:
+        section, name = key.split(".")
+        if cfg[section][name] <= 0:
+            raise ConfigError(f"{key} must be positive, got {cfg[section][name]}")
+
+
+def _check_training(cfg: CfgNode) -> None:
+    t = cfg.TRAIN
+    if t.lr_min < 0 or t.lr_min > min(t.lr_encoder, t.lr_decoder):
         raise ConfigError(
-            f"MODEL.input_normalisation: unknown '{cfg.MODEL.input_normalisation}'; valid: {', '.join(NORMALISATIONS)}"
+            f"TRAIN.lr_min ({t.lr_min}) must be between 0 and the base learning rates ({t.lr_encoder}, {t.lr_decoder})"
         )
-    if not 0.0 < cfg.MODEL.bn_momentum <= 1.0:
-        raise ConfigError(f"MODEL.bn_momentum must be in (0, 1], got {cfg.MODEL.bn_momentum}")
-    if any(not isinstance(r, (int, float)) or r <= 0 for r in cfg.TEST.ratios):
-        raise ConfigError(f"TEST.ratios must be positive numbers, got {cfg.TEST.ratios}")
-    _check_crop_pipeline(cfg)
-    if not 0.0 <= cfg.MODEL.decoder_dropout < 1.0:
-        raise ConfigError(f"MODEL.decoder_dropout must be in [0, 1), got {cfg.MODEL.decoder_dropout}")
-    if cfg.MODEL.decoder_dropout and not DECODERS[cfg.MODEL.arch_decoder].cls.takes_dropout:
-        takes = ", ".join(name for name, spec in DECODERS.items() if spec.cls.takes_dropout)
-        raise ConfigError(
-            f"MODEL.decoder_dropout: decoder {cfg.MODEL.arch_decoder} takes none (those that do: {takes})"
-        )
-    if cfg.TRAIN.lr_min < 0 or cfg.TRAIN.lr_min > min(cfg.TRAIN.lr_encoder, cfg.TRAIN.lr_decoder):
-        raise ConfigError(
-            f"TRAIN.lr_min ({cfg.TRAIN.lr_min}) must be between 0 and the base learning rates "
-            f"({cfg.TRAIN.lr_encoder}, {cfg.TRAIN.lr_decoder})"
-        )
-    if cfg.TEST.mode not in ("whole", "slide"):
-        raise ConfigError(f"TEST.mode must be whole or slide, got '{cfg.TEST.mode}'")
+    if t.amp not in ("none", "bf16", "fp16", "auto"):
+        raise ConfigError(f"TRAIN.amp must be none, bf16, fp16 or auto, got '{t.amp}'")
+    if t.optim.lower() != "sgd":
+        raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{t.optim}'")
+    _check_positive(cfg, ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters"))
+
+
+def _check_testing(cfg: CfgNode) -> None:
+    test, padding = cfg.TEST, cfg.DATASET.padding_constant
+    if any(not isinstance(r, (int, float)) or r <= 0 for r in test.ratios):
+        raise ConfigError(f"TEST.ratios must be positive numbers, got {test.ratios}")
+    if test.mode not in ("whole", "slide"):
+        raise ConfigError(f"TEST.mode must be whole or slide, got '{test.mode}'")
     for key in ("crop_size", "stride"):
-        if cfg.TEST[key] <= 0 or cfg.TEST[key] % data.padding_constant:
+        if test[key] <= 0 or test[key] % padding:
             raise ConfigError(
-                f"TEST.{key} ({cfg.TEST[key]}) must be a positive multiple of DATASET.padding_constant "
-                f"({data.padding_constant})"
+                f"TEST.{key} ({test[key]}) must be a positive multiple of DATASET.padding_constant ({padding})"
             )
-    if cfg.TEST.stride > cfg.TEST.crop_size:
-        raise ConfigError(f"TEST.stride ({cfg.TEST.stride}) must not exceed TEST.crop_size ({cfg.TEST.crop_size})")
-    if cfg.TRAIN.amp not in ("none", "bf16", "fp16", "auto"):
-        raise ConfigError(f"TRAIN.amp must be none, bf16, fp16 or auto, got '{cfg.TRAIN.amp}'")
+    if test.stride > test.crop_size:
+        raise ConfigError(f"TEST.stride ({test.stride}) must not exceed TEST.crop_size ({test.crop_size})")
     for key in ("VAL.precision", "TEST.precision"):
         section, name = key.split(".")
         if cfg[section][name] not in INFERENCE_PRECISIONS:
             raise ConfigError(f"{key} must be one of {', '.join(INFERENCE_PRECISIONS)}, got '{cfg[section][name]}'")
-    if cfg.TRAIN.optim.lower() != "sgd":
-        raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{cfg.TRAIN.optim}'")
-    for key in (
-        "TRAIN.batch_size_per_gpu",
-        "TRAIN.num_epoch",
-        "TRAIN.epoch_iters",
-        "VAL.batch_size",
-        "TEST.batch_size",
-    ):
-        section, name = key.split(".")
-        if cfg[section][name] <= 0:
-            raise ConfigError(f"{key} must be positive, got {cfg[section][name]}")
-    if cfg.MODEL.init_from and (cfg.MODEL.weights_encoder or cfg.MODEL.weights_decoder):
-        raise ConfigError(
-            "MODEL.init_from and MODEL.weights_encoder/weights_decoder are both set: init_from loads what "
-            "fits for other classes, weights_* load strictly; choose one"
-        )
-    task_class(cfg.MODEL.arch_decoder, cfg.TRAIN.stage).check_config(cfg)
+    _check_positive(cfg, ("VAL.batch_size", "TEST.batch_size"))
 
 
 def _check_crop_pipeline(cfg: CfgNode) -> None:

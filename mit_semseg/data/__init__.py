@@ -1,1 +1,4 @@
-"""Datasets, record lists, label tables and the data pipeline."""
+"""The runtime data pipeline: record lists, label tables, images and labels, samples, batches and their order.
+
+Dataset preparation tools are in `mit_semseg.prepare`, synthetic data sets in `mit_semseg.synthetic`.
+"""

@@ -7,15 +7,15 @@ same crops whatever the number of data-loader workers, and a resumed run draws w
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from .dataset import TrainCollate, TrainSample, shuffled_shares, train_loader
-from .imageio import UnreadableImage, read_image, read_label
-from .records import DataError
+from .dataset import FailedSample, TrainCollate, TrainSample, read_sample, train_loader
+from .imageio import read_image, read_label
+from .sampling import LoaderRequest, SeededBatchSampler, seeded_keys
 from .transforms import resize_image, resize_label
 
 CROP_TRIES = 10  # crops drawn at most while one class fills too much of it (mmsegmentation's)
@@ -24,50 +24,8 @@ CONTRAST_RANGE = (0.5, 1.5)
 SATURATION_RANGE = (0.5, 1.5)
 HUE_DELTA = 18  # in OpenCV's hue units (0..179)
 
-# (record index, seed of the sample's random choices): what the sampler asks the dataset for.
+# (record index, seed of the sample's random choices): what the sampler (`sampling.seeded_keys`) asks the dataset for.
 CropKey = tuple[int, int]
-
-
-class CropBatchSampler(Sampler[list[CropKey]]):
-    """Batches of record indices in a random order per epoch, each with the seed of its sample's random choices.
-
-    The order comes from a stream seeded by (seed, epoch), shared by the ranks, each taking its own share; the
-    samples' seeds from (seed, epoch, rank). `start` resumes mid-epoch exactly.
-    """
-
-    def __init__(
-        self,
-        num_records: int,
-        batch_size: int,
-        num_batches: int,
-        seed: int,
-        epoch: int = 0,
-        start: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if num_records < world_size:
-            raise DataError(f"{num_records} records cannot be shared among {world_size} processes")
-        self.num_records, self.batch_size, self.num_batches = num_records, batch_size, num_batches
-        self.seed, self.epoch, self.start, self.rank, self.world_size = seed, epoch, start, rank, world_size
-
-    def __len__(self) -> int:
-        return self.num_batches - self.start
-
-    def __iter__(self) -> Iterator[list[CropKey]]:
-        seeds = np.random.default_rng([self.seed, self.epoch, self.rank])
-        batch: list[CropKey] = []
-        produced = 0
-        for index in shuffled_shares(self.num_records, self.seed, self.epoch, self.rank, self.world_size):
-            batch.append((index, int(seeds.integers(2**63))))
-            if len(batch) < self.batch_size:
-                continue
-            if produced >= self.start:
-                yield batch
-            batch = []
-            produced += 1
-            if produced == self.num_batches:
-                return
 
 
 def rescaled_size(height: int, width: int, scale: Sequence[float], ratio: float) -> tuple[int, int]:
@@ -136,17 +94,15 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: CropKey) -> TrainSample:
+    def __getitem__(self, key: CropKey) -> TrainSample | FailedSample:
         index, seed = key
-        d, rng = self.data, np.random.default_rng(seed)
-        path = self.records[index]["fpath_img"]
-        try:
-            image = read_image(path)
-            label = read_label(self.records[index]["fpath_segm"], d.num_class, size=image.shape[:2])
-        except UnreadableImage as err:
-            return TrainSample(path=path, error=str(err))
-        except DataError as err:
-            return TrainSample(path=path, fatal=str(err))
+        record = self.records[index]
+        return read_sample(record["fpath_img"], lambda: self._sample(record, np.random.default_rng(seed)))
+
+    def _sample(self, record: dict, rng: np.random.Generator) -> TrainSample:
+        d = self.data
+        image = read_image(record["fpath_img"])
+        label = read_label(record["fpath_segm"], d.num_class, size=image.shape[:2])
         h, w = rescaled_size(*image.shape[:2], d.crop_scale, rng.uniform(*d.crop_ratio_range))
         image, label = resize_image(image, h, w), resize_label(label, h, w)
         top, left, bottom, right = crop_box(label, d.crop_size, d.cat_max_ratio, rng)
@@ -160,23 +116,12 @@ class CropDataset(Dataset):
         padded_label = np.zeros((ch, cw), label.dtype)
         padded_image[: image.shape[0], : image.shape[1]] = image
         padded_label[: label.shape[0], : label.shape[1]] = label
-        return TrainSample(padded_image, padded_label, path)
+        return TrainSample(padded_image, padded_label)
 
 
-def build_crop_loader(
-    records: Sequence[dict],
-    cfg,
-    num_batches: int,
-    epoch: int = 0,
-    start: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    pin_memory: bool = False,
-):
-    """A loader of `num_batches` crop-pipeline batch dicts (one per device and step) for `epoch`, from batch `start`."""
+def build_crop_loader(records: Sequence[dict], cfg, request: LoaderRequest):
+    """A loader of the requested crop-pipeline batch dicts."""
     data = cfg.DATASET
-    sampler = CropBatchSampler(
-        len(records), cfg.TRAIN.batch_size_per_gpu, num_batches, cfg.TRAIN.seed, epoch, start, rank, world_size
-    )
+    sampler = SeededBatchSampler(None, len(records), cfg.TRAIN.batch_size_per_gpu, seeded_keys, cfg.TRAIN.seed, request)
     collate = TrainCollate(data.padding_constant, data.segm_downsampling_rate)
-    return train_loader(CropDataset(records, data), sampler, collate, cfg, epoch, pin_memory)
+    return train_loader(CropDataset(records, data), sampler, collate, cfg, request)

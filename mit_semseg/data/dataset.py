@@ -1,11 +1,12 @@
-"""Datasets, the aspect-ratio grouped batch sampler and the loaders built on them."""
+"""The original's training samples and batches, their one error path, the training loader, and validation items."""
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .imageio import UnreadableImage, read_image, read_label
 from .records import DataError
+from .sampling import LoaderRequest, aspect_sampler
 from .transforms import (
     label_cells,
     normalise_batch,
@@ -25,77 +27,36 @@ from .transforms import (
 )
 
 log = logging.getLogger("mit_semseg")
+T = TypeVar("T")
 
 # (record index, short side of the batch, flip horizontally): what the sampler asks the dataset for.
 SampleKey = tuple[int, int, bool]
 
 
-def shuffled_shares(num_records: int, seed: int, epoch: int, rank: int, world_size: int) -> Iterator[int]:
-    """Record indices for ever, one random permutation after another, drawn from a stream seeded by (seed, epoch)
-    that every rank shares; rank r takes every `world_size`-th index from the r-th (disjoint shares)."""
-    order = np.random.default_rng([seed, epoch])
-    while True:
-        yield from order.permutation(num_records)[rank::world_size].tolist()
+@dataclass
+class FailedSample:
+    """A training sample that could not be read: `error`, an unreadable file (skipped, counted by `SkippedSamples`),
+    or `fatal`, bad data that must stop training."""
+
+    path: str
+    error: str = ""
+    fatal: str = ""
 
 
-class GroupedBatchSampler(Sampler[list[SampleKey]]):
-    """Batches of images of one orientation (portrait or landscape), each with a drawn short side and flips.
-
-    Every random choice is made here, from streams seeded by (seed, epoch) for the order and
-    (seed, epoch, rank) for sizes and flips, so the same seed gives the same batches whatever the
-    number of workers, and `start` resumes mid-epoch exactly. With `world_size` > 1 each rank takes
-    its own share of every permutation.
-    """
-
-    def __init__(
-        self,
-        portrait: Sequence[bool],
-        batch_size: int,
-        img_sizes: Sequence[int],
-        random_flip: bool,
-        num_batches: int,
-        seed: int,
-        epoch: int = 0,
-        start: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if len(portrait) < world_size:
-            raise DataError(f"{len(portrait)} records cannot be shared among {world_size} processes")
-        self.portrait = np.asarray(portrait, dtype=bool)
-        self.batch_size, self.img_sizes, self.random_flip = batch_size, tuple(img_sizes), random_flip
-        self.num_batches, self.seed, self.epoch, self.start = num_batches, seed, epoch, start
-        self.rank, self.world_size = rank, world_size
-
-    def __len__(self) -> int:
-        return self.num_batches - self.start
-
-    def __iter__(self) -> Iterator[list[SampleKey]]:
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-        buckets: dict[bool, list[int]] = {True: [], False: []}
-        produced = 0
-        for index in shuffled_shares(len(self.portrait), self.seed, self.epoch, self.rank, self.world_size):
-            bucket = buckets[bool(self.portrait[index])]
-            bucket.append(index)
-            if len(bucket) < self.batch_size:
-                continue
-            short = int(self.img_sizes[rng.integers(len(self.img_sizes))])
-            flips = rng.random(len(bucket)) < 0.5 if self.random_flip else np.zeros(len(bucket), bool)
-            if produced >= self.start:
-                yield [(i, short, bool(f)) for i, f in zip(bucket, flips)]
-            bucket.clear()
-            produced += 1
-            if produced == self.num_batches:
-                return
+def read_sample(path: str, read: Callable[[], T]) -> T | FailedSample:
+    """`read()`, or the `FailedSample` of `path` when it raises a data error: every dataset's one error path."""
+    try:
+        return read()
+    except UnreadableImage as err:
+        return FailedSample(path, error=str(err))
+    except DataError as err:
+        return FailedSample(path, fatal=str(err))
 
 
 @dataclass
 class TrainSample:
-    image: np.ndarray | None = None  # H x W x 3 RGB uint8, resized
-    label: np.ndarray | None = None  # H x W class indices (0 = unlabelled), resized
-    path: str = ""
-    error: str = ""  # why the sample was skipped (unreadable file)
-    fatal: str = ""  # bad data that must stop training
+    image: np.ndarray  # H x W x 3 RGB uint8, resized
+    label: np.ndarray  # H x W class indices (0 = unlabelled), resized
 
 
 class TrainDataset(Dataset):
@@ -110,21 +71,18 @@ class TrainDataset(Dataset):
     def portrait(self) -> list[bool]:
         return [r["height"] > r["width"] for r in self.records]
 
-    def __getitem__(self, key: SampleKey) -> TrainSample:
+    def __getitem__(self, key: SampleKey) -> TrainSample | FailedSample:
         index, short, flip = key
         record = self.records[index]
-        path = record["fpath_img"]
-        try:
-            image = read_image(path)
-            label = read_label(record["fpath_segm"], self.num_class, size=image.shape[:2])
-        except UnreadableImage as err:
-            return TrainSample(path=path, error=str(err))
-        except DataError as err:
-            return TrainSample(path=path, fatal=str(err))
+        return read_sample(record["fpath_img"], lambda: self._sample(record, short, flip))
+
+    def _sample(self, record: dict, short: int, flip: bool) -> TrainSample:
+        image = read_image(record["fpath_img"])
+        label = read_label(record["fpath_segm"], self.num_class, size=image.shape[:2])
         if flip:
             image, label = cv2.flip(image, 1), cv2.flip(label, 1)
         h, w = scaled_size(image.shape[0], image.shape[1], short, self.img_max_size)
-        return TrainSample(resize_image(image, h, w), resize_label(label, h, w), path)
+        return TrainSample(resize_image(image, h, w), resize_label(label, h, w))
 
 
 class TrainCollate:
@@ -139,7 +97,7 @@ class TrainCollate:
     def __init__(self, padding_constant: int, segm_downsampling_rate: int) -> None:
         self.padding, self.rate = padding_constant, segm_downsampling_rate
 
-    def __call__(self, samples: list[TrainSample]) -> dict:
+    def __call__(self, samples: list[TrainSample | FailedSample]) -> dict:
         batch, good = padded_images(samples, self.padding)
         if not good:
             return batch
@@ -153,13 +111,14 @@ class TrainCollate:
 
 
 def padded_images(samples: list, padding: int) -> tuple[dict, list]:
-    """The start of a training batch from samples with `image`, `error` and `fatal`: the bookkeeping (`failed`,
+    """The start of a training batch from samples with an `image` and `FailedSample`s: the bookkeeping (`failed`,
     `fatal`, `num_samples`) and, when any sample was read, its `images` (uint8, padded to a multiple of
     `padding`) and `sizes`. Also returns the samples that were read."""
-    good = [s for s in samples if s.image is not None]
+    good = [s for s in samples if not isinstance(s, FailedSample)]
+    failed = [s for s in samples if isinstance(s, FailedSample)]
     batch: dict = {
-        "failed": [s.error for s in samples if s.error],
-        "fatal": next((s.fatal for s in samples if s.fatal), ""),
+        "failed": [s.error for s in failed if s.error],
+        "fatal": next((s.fatal for s in failed if s.fatal), ""),
         "num_samples": len(samples),
     }
     if good:
@@ -229,36 +188,18 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_train_loader(
-    records: Sequence[dict],
-    cfg,
-    num_batches: int,
-    epoch: int = 0,
-    start: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    pin_memory: bool = False,
-) -> TrainLoader:
-    """A loader of `num_batches` training batch dicts (one per device and step) for `epoch`, from batch `start`."""
+def build_train_loader(records: Sequence[dict], cfg, request: LoaderRequest) -> TrainLoader:
+    """A loader of the requested training batch dicts (the original's aspect-ratio grouped batches)."""
     data = cfg.DATASET
     dataset = TrainDataset(records, data.num_class, data.imgMaxSize)
-    sampler = GroupedBatchSampler(
-        dataset.portrait(),
-        cfg.TRAIN.batch_size_per_gpu,
-        data.imgSizes,
-        data.random_flip,
-        num_batches,
-        cfg.TRAIN.seed,
-        epoch,
-        start,
-        rank,
-        world_size,
+    sampler = aspect_sampler(
+        dataset.portrait(), cfg.TRAIN.batch_size_per_gpu, data.imgSizes, data.random_flip, cfg.TRAIN.seed, request
     )
     collate = TrainCollate(data.padding_constant, data.segm_downsampling_rate)
-    return train_loader(dataset, sampler, collate, cfg, epoch, pin_memory)
+    return train_loader(dataset, sampler, collate, cfg, request)
 
 
-def train_loader(dataset: Dataset, sampler: Sampler, collate, cfg, epoch: int, pin_memory: bool) -> TrainLoader:
+def train_loader(dataset: Dataset, sampler: Sampler, collate, cfg, request: LoaderRequest) -> TrainLoader:
     """The data loader of training: TRAIN.workers processes, seeded by TRAIN.seed and the epoch."""
     workers = cfg.TRAIN.workers
     return TrainLoader(
@@ -267,9 +208,9 @@ def train_loader(dataset: Dataset, sampler: Sampler, collate, cfg, epoch: int, p
             batch_sampler=sampler,
             collate_fn=collate,
             num_workers=workers,
-            pin_memory=pin_memory,
+            pin_memory=request.pin_memory,
             worker_init_fn=seed_worker,
-            generator=torch.Generator().manual_seed(cfg.TRAIN.seed + epoch),
+            generator=torch.Generator().manual_seed(cfg.TRAIN.seed + request.epoch),
             prefetch_factor=4 if workers else None,
         ),
         cfg.MODEL.input_normalisation,

@@ -11,18 +11,19 @@ batch of one training iteration comes from one source, so every device runs the 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from .dataset import GroupedBatchSampler, SampleKey, TrainLoader, padded_images, train_loader
-from .imageio import UnreadableImage, read_image, read_label
+from .dataset import FailedSample, SampleKey, TrainLoader, padded_images, read_sample, train_loader
+from .imageio import read_image, read_label
 from .label_tables import HEADS, PIXEL_HEADS, LabelTables
 from .records import DataError, check_files_exist, check_record, read_json_lines
+from .sampling import LoaderRequest, MultiSourceBatchSampler, aspect_keys
 from .textures import texture_val_item
 from .transforms import label_cells, prediction_images, resize_image, resize_label, scaled_size
 
@@ -67,13 +68,10 @@ def source_tasks(records: Sequence[dict]) -> dict[str, tuple[str, ...]]:
 
 @dataclass
 class MultiTaskSample:
-    image: np.ndarray | None = None
-    maps: dict[str, np.ndarray] = field(default_factory=dict)  # object / part / material label maps, resized
-    scene: int = -1
-    tasks: tuple[str, ...] = ()
-    path: str = ""
-    error: str = ""
-    fatal: str = ""
+    image: np.ndarray
+    maps: dict[str, np.ndarray]  # object / part / material label maps, resized
+    scene: int
+    tasks: tuple[str, ...]
 
 
 def read_maps(record: dict, tables: LabelTables, size: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -96,23 +94,19 @@ class MultiTaskTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: SampleKey) -> MultiTaskSample:
+    def __getitem__(self, key: SampleKey) -> MultiTaskSample | FailedSample:
         index, short, flip = key
         record = self.records[index]
-        path, tasks = record["fpath_img"], self.tasks[str(record["source"])]
-        try:
-            image = read_image(path)
-            maps = read_maps(record, self.tables, image.shape[:2])
-        except UnreadableImage as err:
-            return MultiTaskSample(path=path, error=str(err), tasks=tasks)
-        except DataError as err:
-            return MultiTaskSample(path=path, fatal=str(err), tasks=tasks)
+        return read_sample(record["fpath_img"], lambda: self._sample(record, short, flip))
+
+    def _sample(self, record: dict, short: int, flip: bool) -> MultiTaskSample:
+        image = read_image(record["fpath_img"])
+        maps = read_maps(record, self.tables, image.shape[:2])
         if flip:
             image, maps = cv2.flip(image, 1), {k: cv2.flip(v, 1) for k, v in maps.items()}
         h, w = scaled_size(image.shape[0], image.shape[1], short, self.img_max_size)
-        return MultiTaskSample(
-            resize_image(image, h, w), {k: resize_label(v, h, w) for k, v in maps.items()}, record["scene"], tasks, path
-        )
+        maps = {k: resize_label(v, h, w) for k, v in maps.items()}
+        return MultiTaskSample(resize_image(image, h, w), maps, record["scene"], self.tasks[str(record["source"])])
 
 
 class PartTargets:
@@ -151,7 +145,7 @@ class MultiTaskCollate:
     def __init__(self, tables: LabelTables, padding_constant: int, segm_downsampling_rate: int) -> None:
         self.padding, self.rate, self.parts = padding_constant, segm_downsampling_rate, PartTargets(tables)
 
-    def __call__(self, samples: list[MultiTaskSample]) -> dict:
+    def __call__(self, samples: list[MultiTaskSample | FailedSample]) -> dict:
         batch, good = padded_images(samples, self.padding)
         if not good:
             return batch
@@ -175,96 +169,22 @@ class MultiTaskCollate:
         return batch
 
 
-class MultiSourceBatchSampler(Sampler[list[SampleKey]]):
-    """Batches from one source per iteration, drawn with probability proportional to its number of records.
-
-    Iteration t takes `per_step` consecutive batches (one per device) of the source drawn for t from
-    a stream seeded by (seed, epoch, t), the same on every rank; each source has its own aspect-ratio
-    grouped stream of batches (rank shares as `GroupedBatchSampler`). `start` resumes exactly.
-    """
-
-    def __init__(
-        self,
-        sources: Sequence[str],
-        portrait: Sequence[bool],
-        batch_size: int,
-        img_sizes: Sequence[int],
-        random_flip: bool,
-        num_batches: int,
-        per_step: int,
-        seed: int,
-        epoch: int = 0,
-        start: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.names = sorted(set(sources))
-        self.members = [np.flatnonzero(np.asarray(sources) == name) for name in self.names]
-        self.weights = np.array([len(m) for m in self.members], np.float64) / len(sources)
-        portrait = np.asarray(portrait, bool)
-        self.streams = [
-            GroupedBatchSampler(
-                portrait[m],
-                batch_size,
-                img_sizes,
-                random_flip,
-                num_batches,
-                seed + 1_000_003 * (k + 1),
-                epoch,
-                0,
-                rank,
-                world_size,
-            )
-            for k, m in enumerate(self.members)
-        ]
-        self.num_batches, self.per_step, self.seed, self.epoch, self.start = num_batches, per_step, seed, epoch, start
-
-    def __len__(self) -> int:
-        return self.num_batches - self.start
-
-    def source_of(self, iteration: int) -> int:
-        return int(np.random.default_rng([self.seed, self.epoch, iteration]).choice(len(self.names), p=self.weights))
-
-    def __iter__(self) -> Iterator[list[SampleKey]]:
-        streams = [iter(s) for s in self.streams]
-        for i in range(self.num_batches):
-            k = self.source_of(i // self.per_step)
-            batch = next(streams[k])
-            if i >= self.start:
-                yield [(int(self.members[k][index]), short, flip) for index, short, flip in batch]
-
-
 def build_multitask_train_loader(
-    records: Sequence[dict],
-    tables: LabelTables,
-    cfg,
-    num_batches: int,
-    per_step: int,
-    epoch: int = 0,
-    start: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    pin_memory: bool = False,
+    records: Sequence[dict], tables: LabelTables, cfg, request: LoaderRequest
 ) -> TrainLoader:
-    """`build_train_loader` for multi-task records: each iteration's `per_step` batches come from one source."""
+    """`build_train_loader` for multi-task records: each step's `per_step` batches come from one source."""
     data = cfg.DATASET
     dataset = MultiTaskTrainDataset(records, tables, data.imgMaxSize)
     sampler = MultiSourceBatchSampler(
         [str(r["source"]) for r in records],
         [r["height"] > r["width"] for r in records],
         cfg.TRAIN.batch_size_per_gpu,
-        data.imgSizes,
-        data.random_flip,
-        num_batches,
-        per_step,
+        aspect_keys(data.imgSizes, data.random_flip),
         cfg.TRAIN.seed,
-        epoch,
-        start,
-        rank,
-        world_size,
+        request,
     )
     collate = MultiTaskCollate(tables, data.padding_constant, data.segm_downsampling_rate)
-    return train_loader(dataset, sampler, collate, cfg, epoch, pin_memory)
+    return train_loader(dataset, sampler, collate, cfg, request)
 
 
 class MultiTaskValDataset(Dataset):

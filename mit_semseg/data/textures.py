@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .crops import CropBatchSampler
-from .dataset import padded_images, train_loader
-from .imageio import UnreadableImage, read_image
+from .dataset import FailedSample, padded_images, read_sample, train_loader
+from .imageio import read_image
 from .records import DataError, check_files_exist, read_json_lines
+from .sampling import LoaderRequest, SeededBatchSampler, seeded_keys
 from .transforms import normalise, round_up
 
 
@@ -61,16 +61,13 @@ def short_side_image(image: np.ndarray, short: int, padding: int = 1) -> np.ndar
 
 @dataclass
 class TextureSample:
-    image: np.ndarray | None = None  # S x S x 3 RGB uint8
-    texture: int = -1
-    path: str = ""
-    error: str = ""
-    fatal: str = ""
+    image: np.ndarray  # S x S x 3 RGB uint8
+    texture: int
 
 
 class TextureTrainDataset(Dataset):
     """One training sample: the image at short side `size`, a random `size` x `size` square of it, maybe mirrored.
-    Keys are (record index, seed of the sample's random choices), as `CropBatchSampler` gives them."""
+    Keys are (record index, seed of the sample's random choices), as `sampling.seeded_keys` gives them."""
 
     def __init__(self, records: Sequence[dict], size: int, random_flip: bool) -> None:
         self.records, self.size, self.random_flip = list(records), size, random_flip
@@ -78,22 +75,22 @@ class TextureTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: tuple[int, int]) -> TextureSample:
+    def __getitem__(self, key: tuple[int, int]) -> TextureSample | FailedSample:
         index, seed = key
-        record, rng = self.records[index], np.random.default_rng(seed)
-        try:
-            image = short_side_image(read_image(record["fpath_img"]), self.size)
-        except UnreadableImage as err:
-            return TextureSample(path=record["fpath_img"], error=str(err))
+        record = self.records[index]
+        return read_sample(record["fpath_img"], lambda: self._sample(record, np.random.default_rng(seed)))
+
+    def _sample(self, record: dict, rng: np.random.Generator) -> TextureSample:
+        image = short_side_image(read_image(record["fpath_img"]), self.size)
         top = int(rng.integers(image.shape[0] - self.size + 1))
         left = int(rng.integers(image.shape[1] - self.size + 1))
         image = image[top : top + self.size, left : left + self.size]
         if self.random_flip and rng.random() < 0.5:
             image = image[:, ::-1]
-        return TextureSample(np.ascontiguousarray(image), record["texture"], record["fpath_img"])
+        return TextureSample(np.ascontiguousarray(image), record["texture"])
 
 
-def collate_textures(samples: list[TextureSample]) -> dict:
+def collate_textures(samples: list[TextureSample | FailedSample]) -> dict:
     """A batch of squares (`padded_images`) and their `texture` labels (N, int64)."""
     batch, good = padded_images(samples, 1)
     if good:
@@ -101,24 +98,13 @@ def collate_textures(samples: list[TextureSample]) -> dict:
     return batch
 
 
-def build_texture_loader(
-    records: Sequence[dict],
-    cfg,
-    num_batches: int,
-    epoch: int = 0,
-    start: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    pin_memory: bool = False,
-):
-    """A loader of `num_batches` texture batches (TRAIN.texture_batch_size_per_gpu squares each) for `epoch`, from
-    batch `start`; the same batches for any number of workers, and on resuming."""
+def build_texture_loader(records: Sequence[dict], cfg, request: LoaderRequest):
+    """A loader of the requested texture batches (TRAIN.texture_batch_size_per_gpu squares each); the same batches
+    for any number of workers, and on resuming."""
     t = cfg.TRAIN
-    sampler = CropBatchSampler(
-        len(records), t.texture_batch_size_per_gpu, num_batches, t.seed, epoch, start, rank, world_size
-    )
+    sampler = SeededBatchSampler(None, len(records), t.texture_batch_size_per_gpu, seeded_keys, t.seed, request)
     dataset = TextureTrainDataset(records, t.texture_size, cfg.DATASET.random_flip)
-    return train_loader(dataset, sampler, collate_textures, cfg, epoch, pin_memory)
+    return train_loader(dataset, sampler, collate_textures, cfg, request)
 
 
 def texture_val_item(record: dict, cfg) -> dict:

@@ -29,14 +29,13 @@ def _conv_bn(in_ch: int, out_ch: int, norm_layer: NormLayer, stride: int, relu: 
 
 
 class HighResolutionModule(nn.Module):
-    """Parallel branches of basic blocks, then every branch receives the sum of all branches."""
+    """Parallel branches of `blocks` basic blocks, then every branch receives the sum of all branches."""
 
-    def __init__(self, channels: Sequence[int], norm_layer: NormLayer) -> None:
+    def __init__(self, channels: Sequence[int], norm_layer: NormLayer, blocks: int = BLOCKS_PER_BRANCH) -> None:
         super().__init__()
         n = len(channels)
         self.branches = nn.ModuleList(
-            nn.Sequential(*[BasicBlock(c, c, norm_layer=norm_layer) for _ in range(BLOCKS_PER_BRANCH)])
-            for c in channels
+            nn.Sequential(*[BasicBlock(c, c, norm_layer=norm_layer) for _ in range(blocks)]) for c in channels
         )
         self.fuse_layers = nn.ModuleList()
         for i in range(n):
@@ -87,8 +86,17 @@ def _transition(previous: Sequence[int], current: Sequence[int], norm_layer: Nor
 
 
 class HRNetV2Encoder(nn.Module):
-    def __init__(self, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+    """HRNetV2 of `stages` ((modules, channels per branch) of stages 2 to 4, W48's by default), `blocks` basic blocks
+    per branch; its map has the sum of the last stage's channels."""
+
+    def __init__(
+        self,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        stages: Sequence[tuple[int, Sequence[int]]] = HRNET_W48_STAGES,
+        blocks: int = BLOCKS_PER_BRANCH,
+    ) -> None:
         super().__init__()
+        self.num_stages = len(stages)
         self.conv1 = nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)
         self.bn1 = norm_layer(64)
         self.conv2 = nn.Conv2d(64, 64, 3, stride=2, padding=1, bias=False)
@@ -96,10 +104,11 @@ class HRNetV2Encoder(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = make_layer(Bottleneck, 64, 64, 4, 1, norm_layer)
         previous: Sequence[int] = (64 * Bottleneck.expansion,)
-        for k, (modules, channels) in enumerate(HRNET_W48_STAGES, start=1):
+        for k, (modules, channels) in enumerate(stages, start=1):
             self.add_module(f"transition{k}", _transition(previous, channels, norm_layer))
             self.add_module(
-                f"stage{k + 1}", nn.Sequential(*[HighResolutionModule(channels, norm_layer) for _ in range(modules)])
+                f"stage{k + 1}",
+                nn.Sequential(*[HighResolutionModule(channels, norm_layer, blocks) for _ in range(modules)]),
             )
             previous = channels
         init_conv_bn_(self)
@@ -108,7 +117,7 @@ class HRNetV2Encoder(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
-        for k in range(1, len(HRNET_W48_STAGES) + 1):
+        for k in range(1, self.num_stages + 1):
             transition, stage = getattr(self, f"transition{k}"), getattr(self, f"stage{k + 1}")
             xs = [xs[i] if t is None else t(xs[min(i, len(xs) - 1)]) for i, t in enumerate(transition)]
             xs = stage(xs)
@@ -116,5 +125,6 @@ class HRNetV2Encoder(nn.Module):
         return [out]
 
 
-def hrnetv2(norm_layer: NormLayer = nn.BatchNorm2d) -> HRNetV2Encoder:
-    return HRNetV2Encoder(norm_layer=norm_layer)
+def hrnetv2(norm_layer: NormLayer = nn.BatchNorm2d, **structure) -> HRNetV2Encoder:
+    """HRNetV2-W48; `structure` (stages, blocks) makes a smaller one of the same layout, for tests."""
+    return HRNetV2Encoder(norm_layer=norm_layer, **structure)

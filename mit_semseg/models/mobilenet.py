@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -45,19 +47,25 @@ class InvertedResidual(nn.Module):
 class MobileNetV2DilatedEncoder(nn.Module):
     """`features.0` .. `features.17` of MobileNetV2; d = 2 over features 7..13, 4 over 14..17."""
 
-    def __init__(self, norm_layer: NormLayer = nn.BatchNorm2d) -> None:
+    def __init__(
+        self,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        settings: Sequence[tuple[int, int, int, int]] = INVERTED_RESIDUAL_SETTINGS,
+        feature_maps: Sequence[int] = FEATURE_MAP_INDICES,
+    ) -> None:
         super().__init__()
+        self.feature_maps = tuple(feature_maps)
         blocks: list[nn.Module] = [
             nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), norm_layer(32), nn.ReLU6(inplace=True))
         ]
         channels = 32
-        for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
+        for t, c, n, s in settings:
             for i in range(n):
                 blocks.append(InvertedResidual(channels, c, s if i == 0 else 1, t, norm_layer))
                 channels = c
         self.features = nn.Sequential(*blocks)
         init_conv_bn_(self)
-        third, fourth = FEATURE_MAP_INDICES[-2:]
+        third, fourth = self.feature_maps[-2:]
         for i in range(third, fourth):
             dilate_(self.features[i], dilation=2)
         for i in range(fourth, len(self.features)):
@@ -67,11 +75,13 @@ class MobileNetV2DilatedEncoder(nn.Module):
         maps = []
         for i, block in enumerate(self.features):
             x = block(x)
-            if i in FEATURE_MAP_INDICES:
+            if i in self.feature_maps:
                 maps.append(x)
         maps.append(x)
         return maps if return_feature_maps else [x]
 
 
-def mobilenetv2dilated(norm_layer: NormLayer = nn.BatchNorm2d) -> MobileNetV2DilatedEncoder:
-    return MobileNetV2DilatedEncoder(norm_layer=norm_layer)
+def mobilenetv2dilated(norm_layer: NormLayer = nn.BatchNorm2d, **structure) -> MobileNetV2DilatedEncoder:
+    """MobileNetV2 (width 1.0), dilated; `structure` (settings, feature_maps) makes a smaller one of the same layout,
+    for tests."""
+    return MobileNetV2DilatedEncoder(norm_layer=norm_layer, **structure)

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..inference import checkpoint_paths, prepare_for_inference
+from .. import checkpoints
+from ..data.sampling import LoaderRequest
+from ..inference import prepare_for_inference
 from ..models.builder import ENCODERS, build_decoder, build_encoder
 
 
@@ -60,23 +62,24 @@ class Task:
         )
         return self.module(encoder, decoder, inference)
 
-    def checkpoint_files(self, checkpoint: str) -> dict[str, str]:
-        """The weights files of `checkpoint` for `build_model`: DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>
-        (a missing one is an error naming it)."""
-        return checkpoint_paths(self.cfg, checkpoint)
+    def model_files(self, checkpoint: str) -> dict[str, str]:
+        """The weights files of DIR's `checkpoint` for `build_model` (`checkpoints.model_files`; a missing one is an
+        error naming it)."""
+        return checkpoints.model_files(self.cfg.DIR, checkpoint)
 
     def load(self, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> nn.Module:
-        """The model of `checkpoint_files(checkpoint)`, on `device`, in eval mode.
+        """The model of `model_files(checkpoint)`, on `device`, in eval mode.
 
         With `optimize` (the default) it is prepared for fast inference (`prepare_for_inference`); such
         a model is for predicting only, not for training or saving.
         """
-        model = self.build_model(self.checkpoint_files(checkpoint), inference=True).to(device).eval()
+        model = self.build_model(self.model_files(checkpoint), inference=True).to(device).eval()
         return prepare_for_inference(model) if optimize else model
 
-    def epoch_files(self, model: nn.Module, epoch: int) -> dict[str, nn.Module]:
-        """What training writes to DIR after each epoch: file name -> the part whose state dict it holds."""
-        return {f"{part}_epoch_{epoch}.pth": getattr(model, part) for part in ("encoder", "decoder")}
+    def epoch_parts(self, model: nn.Module, epoch: int) -> tuple[str, dict[str, nn.Module]]:
+        """What training writes to DIR after each epoch: the checkpoint's name and its parts (for
+        `checkpoints.save_parts`)."""
+        return checkpoints.epoch_checkpoint(epoch), {part: getattr(model, part) for part in checkpoints.PARTS}
 
     def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> nn.Module:
         """Encoder and decoder with the task's losses: `forward(batch)` gives (loss, raw statistics). For `inference`,
@@ -96,18 +99,8 @@ class Task:
         """A few words on the training records, after their count (e.g. their sources)."""
         return ""
 
-    def train_loader(
-        self,
-        records: Sequence[dict],
-        num_batches: int,
-        per_step: int,
-        epoch: int,
-        start: int,
-        rank: int,
-        world_size: int,
-        pin_memory: bool,
-    ):
-        """The epoch's training batches from batch `start`; `per_step` batches (one per device) make a step."""
+    def train_loader(self, records: Sequence[dict], request: LoaderRequest):
+        """The requested training batches (`sampling.LoaderRequest`)."""
         raise NotImplementedError
 
     # evaluation ---------------------------------------------------------------------------------------------------
@@ -152,7 +145,7 @@ class Task:
         raise NotImplementedError
 
     def onnx_model(self, session) -> nn.Module:
-        """An `export.OnnxModel` over an ONNX Runtime session of an exported file, which `predict` can use."""
+        """An `onnx_runtime.OnnxModel` over an ONNX Runtime session of an exported file, which `predict` can use."""
         raise NotImplementedError
 
     def classes_per_head(self, pred) -> dict[str, np.ndarray]:

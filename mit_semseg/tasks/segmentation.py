@@ -20,6 +20,7 @@ from ..metrics import ConfusionMatrix, confusion_counts
 from ..models.builder import ENCODERS, ModelBuilder, decoder_norm
 from ..models.decoders import Decoder, FCNHead
 from ..models.segmentation import SegmentationModule
+from ..onnx_runtime import OnnxModel
 from ..pictures import labelled, shares, write_picture
 from .base import Task
 
@@ -110,9 +111,8 @@ class SegmentationTask(Task):
     def read_records(self, path: str) -> list[dict]:
         return read_odgt(path, self.cfg.DATASET.root_dataset, check_files=self.cfg.DATASET.check_files)
 
-    def train_loader(self, records, num_batches, per_step, epoch, start, rank, world_size, pin_memory):
-        build = PIPELINES[self.cfg.DATASET.pipeline]
-        return build(records, self.cfg, num_batches, epoch, start, rank, world_size, pin_memory)
+    def train_loader(self, records, request):
+        return PIPELINES[self.cfg.DATASET.pipeline](records, self.cfg, request)
 
     def val_dataset(self, records: Sequence[dict]) -> ValDataset:
         return ValDataset(records, self.cfg)
@@ -163,8 +163,6 @@ class SegmentationTask(Task):
         return (model.decoder(model.encoder(image, return_feature_maps=True), segSize=image.shape[-2:]),)
 
     def onnx_model(self, session) -> nn.Module:
-        from ..export import OnnxModel
-
         return OnnxModel(_OnnxDecoder(session))
 
     def classes_per_head(self, pred: np.ndarray) -> dict[str, np.ndarray]:

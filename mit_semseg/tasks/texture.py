@@ -19,13 +19,13 @@ from functools import cached_property
 
 from torch import nn
 
+from .. import checkpoints
 from ..data.label_tables import read_label_tables
 from ..data.textures import build_texture_loader, read_texture_records
 from ..errors import ConfigError
 from ..models.texture import build_texture_head
 from ..models.unified import TextureStageModule
-from ..training.init_from import checkpoint_files
-from .unified import UnifiedParsingTask, texture_path
+from .unified import UnifiedParsingTask
 
 POSITIVE = ("texture_size", "texture_num_epoch", "texture_epoch_iters", "texture_batch_size_per_gpu", "texture_lr")
 
@@ -68,10 +68,10 @@ class TextureStageTask(UnifiedParsingTask):
     def source(self) -> tuple[dict[str, str], str]:
         """The encoder and decoder files the stage starts from (TRAIN.texture_from, else DIR's last epoch) and their
         checkpoint name (`epoch_N.pth`); DIR must not hold other files of that name."""
-        files = checkpoint_files(self.cfg.TRAIN.texture_from or self.cfg.DIR, "TRAIN.texture_from")
-        name = os.path.basename(files["encoder"]).removeprefix("encoder_")
+        files = checkpoints.source_files(self.cfg.TRAIN.texture_from or self.cfg.DIR, "TRAIN.texture_from")
+        name = checkpoints.checkpoint_of(files["encoder"], "encoder")
         for part, path in files.items():
-            mine = os.path.join(self.cfg.DIR, f"{part}_{name}")
+            mine = checkpoints.part_path(self.cfg.DIR, part, name)
             if os.path.isfile(mine) and not filecmp.cmp(mine, path, shallow=False):
                 raise ConfigError(
                     f"TRAIN.texture_from {self.cfg.TRAIN.texture_from}: {mine} holds another model; "
@@ -89,15 +89,15 @@ class TextureStageTask(UnifiedParsingTask):
         head = build_texture_head(m.arch_encoder, len(self.tables.textures), bn_momentum=m.bn_momentum)
         return TextureStageModule(encoder, decoder, self.tables, head)
 
-    def epoch_files(self, model: nn.Module, epoch: int) -> dict[str, nn.Module]:
-        """DIR/texture_<checkpoint> after every epoch (the last one stays), and the checkpoint's encoder and decoder
-        files when DIR does not have them."""
+    def epoch_parts(self, model: nn.Module, epoch: int) -> tuple[str, dict[str, nn.Module]]:
+        """The texture head of the source's checkpoint after every epoch (the last one stays), and the checkpoint's
+        encoder and decoder when DIR does not have them."""
         _, name = self.source
-        files = {os.path.basename(texture_path(self.cfg.DIR, name)): model.texture}
-        for part in ("encoder", "decoder"):
-            if not os.path.isfile(os.path.join(self.cfg.DIR, f"{part}_{name}")):
-                files[f"{part}_{name}"] = getattr(model, part)
-        return files
+        parts = {checkpoints.TEXTURE: model.texture}
+        for part in checkpoints.PARTS:
+            if not os.path.isfile(checkpoints.part_path(self.cfg.DIR, part, name)):
+                parts[part] = getattr(model, part)
+        return name, parts
 
     def read_records(self, path: str) -> list[dict]:
         d = self.cfg.DATASET
@@ -108,5 +108,5 @@ class TextureStageTask(UnifiedParsingTask):
         present = len({r["texture"] for r in records})
         return f"{present} of the {len(self.tables.textures)} textures; the model of {files['encoder']} ({name}) frozen"
 
-    def train_loader(self, records, num_batches, per_step, epoch, start, rank, world_size, pin_memory):
-        return build_texture_loader(records, self.cfg, num_batches, epoch, start, rank, world_size, pin_memory)
+    def train_loader(self, records, request):
+        return build_texture_loader(records, self.cfg, request)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 
 import cv2
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import checkpoints
 from ..data.classes import palette
 from ..data.label_tables import HEADS, PIXEL_HEADS, LabelTables, read_label_tables
 from ..data.multitask import (
@@ -44,6 +44,7 @@ from ..models.decoders import class_softmax, resize
 from ..models.texture import build_texture_head
 from ..models.unified import UnifiedParsingModule
 from ..models.upp import UPPDecoder
+from ..onnx_runtime import OnnxModel
 from ..pictures import labelled, shares, with_title, write_picture
 from .base import Task
 from .segmentation import describe
@@ -53,11 +54,6 @@ TOP_SCENES = 5
 TOP_TEXTURES = 5
 _WARNED: set[str] = set()  # texture head files found missing, said once
 log = logging.getLogger("mit_semseg")
-
-
-def texture_path(directory: str, checkpoint: str) -> str:
-    """The texture head's weights that go with DIR/{encoder,decoder}_<checkpoint>: DIR/texture_<checkpoint>."""
-    return os.path.join(directory, f"texture_{checkpoint}")
 
 
 @torch.inference_mode()
@@ -269,14 +265,14 @@ class UnifiedParsingTask(Task):
             )
         return model
 
-    def checkpoint_files(self, checkpoint: str) -> dict[str, str]:
-        """DIR/encoder_<checkpoint>, DIR/decoder_<checkpoint> and, when the tables have `texture.csv` and it exists,
-        the texture head's DIR/texture_<checkpoint>; without it, a warning (once) that no texture is predicted."""
-        files = super().checkpoint_files(checkpoint)
-        texture = texture_path(self.cfg.DIR, checkpoint)
-        if self.tables.textures and os.path.isfile(texture):
-            files["texture"] = texture
-        elif self.tables.textures and texture not in _WARNED:
+    def model_files(self, checkpoint: str) -> dict[str, str]:
+        """The encoder and decoder and, when the tables have `texture.csv` and it exists, the texture head of DIR's
+        `checkpoint`; without it, a warning (once) that no texture is predicted."""
+        if not self.tables.textures:
+            return super().model_files(checkpoint)
+        files = checkpoints.model_files(self.cfg.DIR, checkpoint, optional=(checkpoints.TEXTURE,))
+        texture = checkpoints.part_path(self.cfg.DIR, checkpoints.TEXTURE, checkpoint)
+        if checkpoints.TEXTURE not in files and texture not in _WARNED:
             _WARNED.add(texture)
             log.warning(
                 "no texture head (%s not found): predicting scene, objects, parts and materials; "
@@ -302,16 +298,14 @@ class UnifiedParsingTask(Task):
             for name, tasks in source_tasks(records).items()
         )
 
-    def train_loader(self, records, num_batches, per_step, epoch, start, rank, world_size, pin_memory):
-        return build_multitask_train_loader(
-            records, self.tables, self.cfg, num_batches, per_step, epoch, start, rank, world_size, pin_memory
-        )
+    def train_loader(self, records, request):
+        return build_multitask_train_loader(records, self.tables, self.cfg, request)
 
     def val_records(self) -> list[dict]:
         """DATASET.list_val's records, then DATASET.list_texture_val's when it is set and VAL.checkpoint has a texture
         head."""
         records, d = super().val_records(), self.cfg.DATASET
-        if d.list_texture_val and "texture" in self.checkpoint_files(self.cfg.VAL.checkpoint):
+        if d.list_texture_val and "texture" in self.model_files(self.cfg.VAL.checkpoint):
             records += read_texture_records(d.list_texture_val, d.root_dataset, self.tables.textures, d.check_files)
         elif d.list_texture_val:
             log.warning("DATASET.list_texture_val: %s has no texture head, textures are not evaluated", self.cfg.DIR)
@@ -382,8 +376,6 @@ class UnifiedParsingTask(Task):
         return (*outputs, class_softmax(resize(model.texture(features[0]), image.shape[-2:]), 1))
 
     def onnx_model(self, session) -> nn.Module:
-        from ..export import OnnxModel
-
         decoder = _OnnxDecoder(session, self.tables)
         return OnnxModel(decoder, part_objects=[g.object_label for g in self.tables.groups], logits=decoder.logits)
 

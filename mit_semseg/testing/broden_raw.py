@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from scipy.io import savemat
 
-from mit_semseg.data.broden.ade20k_full import read_scene_list
-from mit_semseg.data.broden.tables import read_substance_colors
+from mit_semseg.prepare.broden.ade20k_full import read_scene_list
+from mit_semseg.prepare.broden.tables import read_substance_colors
 
 ADE_OBJECT_NAMES = 3688
 

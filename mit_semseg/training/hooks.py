@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..checkpoints import atomic_save, epoch_checkpoint, latest_state, part_name, save_parts, state_path
 from ..progress import Progress
 from .monitor import TensorBoard, plot_history
-from .state import atomic_save, latest_state, rng_state, state_path, training_parts
+from .state import rng_state, training_parts
 from .trainer import Hook, Trainer
 
 log = logging.getLogger("mit_semseg")
@@ -57,22 +58,20 @@ def save_state(trainer: Trainer, directory: str, prefix: str = "") -> str:
 
 
 class CheckpointHook(Hook):
-    """After each epoch, the task's epoch files (`files(model, epoch)`: name -> part; DIR/encoder_epoch_N.pth and
-    decoder_epoch_N.pth, plain state dicts, the original's files) and a resume state; on Ctrl-C, a resume state
-    where training stopped. `prefix` names the stage's resume states."""
+    """After each epoch, the parts the task saves (`parts(model, epoch)`: the checkpoint's name and its parts, for a
+    model DIR/encoder_epoch_N.pth and decoder_epoch_N.pth, plain state dicts, the original's files) and a resume
+    state; on Ctrl-C, a resume state where training stopped. `prefix` names the stage's resume states."""
 
     def __init__(
-        self, directory: str, files: Callable[[nn.Module, int], dict[str, nn.Module]], prefix: str = ""
+        self, directory: str, parts: Callable[[nn.Module, int], tuple[str, dict[str, nn.Module]]], prefix: str = ""
     ) -> None:
-        self.directory, self.files, self.prefix = directory, files, prefix
+        self.directory, self.parts, self.prefix = directory, parts, prefix
 
     def after_epoch(self, trainer: Trainer) -> None:
         epoch = trainer.position.epoch
-        files = self.files(trainer.model, epoch)
-        for name, part in files.items():
-            atomic_save(part.state_dict(), os.path.join(self.directory, name))
+        names = save_parts(self.directory, *self.parts(trainer.model, epoch))
         save_state(trainer, self.directory, self.prefix)
-        log.info("epoch %d done: checkpoints %s in %s", epoch, " and ".join(files), self.directory)
+        log.info("epoch %d done: checkpoints %s in %s", epoch, " and ".join(names), self.directory)
 
     def after_interrupt(self, trainer: Trainer) -> None:
         log.warning("interrupted: saved %s; continue with --resume", save_state(trainer, self.directory, self.prefix))
@@ -164,7 +163,7 @@ class FiniteLossHook(Hook):
     def after_step(self, trainer: Trainer, loss: float, stats: dict[str, float]) -> None:
         if not math.isfinite(loss):
             position = trainer.position
-            last = f"encoder_epoch_{position.epoch}.pth" if position.epoch else "none yet"
+            last = part_name("encoder", epoch_checkpoint(position.epoch)) if position.epoch else "none yet"
             raise TrainingError(
                 f"the loss is {loss} at epoch {position.epoch + 1}, iteration {position.iteration + 1} "
                 f"(step {trainer.step + 1}): training stopped; the last good checkpoint in "

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..checkpoints import epoch_files, latest_state, load_state, state_path, state_pattern
+from ..data.sampling import LoaderRequest
 from ..nn import to_distributed
 from ..parallel import DictDataParallel
 from ..precision import training_amp
@@ -23,8 +25,8 @@ from .hooks import CheckpointHook, FiniteLossHook, HistoryHook, ProgressHook, Tr
 from .init_from import init_from
 from .monitor import setup_logging
 from .optim import build_optimizer
-from .state import latest_state, load_state, set_rng_state, state_path, training_parts
-from .trainer import Position, Schedule, Trainer
+from .state import set_rng_state, training_parts
+from .trainer import Hook, Position, Schedule, Trainer
 
 log = logging.getLogger("mit_semseg")
 
@@ -84,7 +86,7 @@ def _restore(model, cfg, optimizer, scaler, resume: bool, prefix: str) -> Positi
     if resume:
         path = latest_state(cfg.DIR, prefix)
         if path is None:
-            raise TrainingError(f"--resume: no resume state ({prefix}train_state_epoch_*_iter_*.pth) in {cfg.DIR}")
+            raise TrainingError(f"--resume: no resume state ({state_pattern(prefix)}) in {cfg.DIR}")
     elif cfg.TRAIN.start_epoch > 0:
         candidate = state_path(cfg.DIR, cfg.TRAIN.start_epoch, 0, prefix)
         path = candidate if os.path.isfile(candidate) else None
@@ -117,11 +119,10 @@ def _restore(model, cfg, optimizer, scaler, resume: bool, prefix: str) -> Positi
     return Position(state["epoch"], state["iteration"], list(state["history"]))
 
 
-def _start_weights(cfg) -> None:
-    """TRAIN.start_epoch N, as the original: the model starts from DIR/{encoder,decoder}_epoch_N.pth."""
-    if cfg.TRAIN.start_epoch > 0:
-        cfg.MODEL.weights_encoder = os.path.join(cfg.DIR, f"encoder_epoch_{cfg.TRAIN.start_epoch}.pth")
-        cfg.MODEL.weights_decoder = os.path.join(cfg.DIR, f"decoder_epoch_{cfg.TRAIN.start_epoch}.pth")
+def _start_weights(cfg, resume: bool) -> dict[str, str] | None:
+    """The weights training starts from: with TRAIN.start_epoch N, as the original, DIR's epoch N (unless a resume
+    state brings its own); else the config's (`Task.build_model`)."""
+    return epoch_files(cfg.DIR, cfg.TRAIN.start_epoch) if cfg.TRAIN.start_epoch > 0 and not resume else None
 
 
 def _training_data(task: Task, cfg, runtime: Runtime, per_step: int, pin_memory: bool):
@@ -129,10 +130,14 @@ def _training_data(task: Task, cfg, runtime: Runtime, per_step: int, pin_memory:
     records = task.read_records(cfg.DATASET.list_train)
     about = task.describe_records(records)
     log.info("%d training records from %s%s", len(records), cfg.DATASET.list_train, f"; {about}" if about else "")
-    num_batches = cfg.TRAIN.epoch_iters * per_step
-    return lambda epoch, start: task.train_loader(
-        records, num_batches, per_step, epoch, start, runtime.rank, runtime.world_size, pin_memory
+    request = LoaderRequest(
+        cfg.TRAIN.epoch_iters * per_step,
+        per_step,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        pin_memory=pin_memory,
     )
+    return lambda epoch, start: task.train_loader(records, replace(request, epoch=epoch, start=start))
 
 
 def _step_module(model: nn.Module, task: Task, runtime: Runtime, amp: str, compile_: bool) -> nn.Module:
@@ -158,12 +163,8 @@ def _step_module(model: nn.Module, task: Task, runtime: Runtime, amp: str, compi
     return step_module
 
 
-def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | None = None) -> Position:
-    """Train as `cfg` says; returns where training ended (`interrupted` after Ctrl-C, with a resume state saved).
-    Checkpoints go to cfg.DIR (rank 0 writes them). `stop_after_epoch` ends the run, resumably, once that
-    epoch is done. The task may train with a config of its own (a stage's schedule), written to DIR."""
-    task = task_for(cfg)
-    cfg, prefix = task.cfg, task.files_prefix
+def _setup_run(cfg, runtime: Runtime, prefix: str) -> None:
+    """Logging (to DIR/train.log on the main process) and the config the run trains with, DIR/<prefix>config.yaml."""
     if runtime.main:
         os.makedirs(cfg.DIR, exist_ok=True)
         setup_logging(cfg.DIR)
@@ -172,43 +173,55 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     else:
         setup_logging(None)
         log.setLevel(logging.WARNING)
-    t = cfg.TRAIN
-    device = runtime.devices[0]
-    torch.manual_seed(t.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = t.cudnn_benchmark
-    per_step = 1 if runtime.distributed else len(runtime.devices)
-    batches_for = _training_data(task, cfg, runtime, per_step, pin_memory=device.type == "cuda")
+    torch.manual_seed(cfg.TRAIN.seed)
+    if runtime.devices[0].type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.TRAIN.cudnn_benchmark
 
-    if not resume:
-        _start_weights(cfg)
-    model = task.build_model()
+
+def _model(task: Task, cfg, device: torch.device, resume: bool) -> tuple[nn.Module, torch.memory_format]:
+    """The model training starts from (see `_start_weights`, MODEL.init_from), on `device` in its memory format."""
+    model = task.build_model(_start_weights(cfg, resume))
     if cfg.MODEL.init_from:
         if resume:
             log.info("--resume: the resume state's weights, not MODEL.init_from's")
         else:
             log.info(init_from(model, cfg.MODEL.init_from))
-    if t.fix_bn:
+    if cfg.TRAIN.fix_bn:
         freeze_bn(model)
-    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+    memory_format = torch.channels_last if cfg.TRAIN.channels_last else torch.contiguous_format
+    return model.to(device, memory_format=memory_format), memory_format
+
+
+def _hooks(task: Task, cfg, runtime: Runtime) -> list[Hook]:
+    """History, checkpoints and progress on the main process; the non-finite-loss stop everywhere."""
+    prefix = task.files_prefix
+    hooks = [HistoryHook(cfg.DIR, prefix), CheckpointHook(cfg.DIR, task.epoch_parts, prefix), ProgressHook()]
+    return [*(hooks if runtime.main else []), FiniteLossHook(cfg.DIR)]
+
+
+def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | None = None) -> Position:
+    """Train as `cfg` says; returns where training ended (`interrupted` after Ctrl-C, with a resume state saved).
+    Checkpoints go to cfg.DIR (rank 0 writes them). `stop_after_epoch` ends the run, resumably, once that
+    epoch is done. The task may train with a config of its own (a stage's schedule), written to DIR."""
+    task = task_for(cfg)
+    cfg, t, device = task.cfg, task.cfg.TRAIN, runtime.devices[0]
+    _setup_run(cfg, runtime, task.files_prefix)
+    per_step = 1 if runtime.distributed else len(runtime.devices)
+    batches_for = _training_data(task, cfg, runtime, per_step, pin_memory=device.type == "cuda")
+    model, memory_format = _model(task, cfg, device, resume)
     optimizer = build_optimizer(model, cfg)
     amp = training_amp(t.amp, device)
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("TRAIN.amp fp16 needs a GPU; on the CPU use bf16")
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
-    position = _restore(model, cfg, optimizer, scaler, resume, prefix)
+    position = _restore(model, cfg, optimizer, scaler, resume, task.files_prefix)
     step_module = _step_module(model, task, runtime, amp, t.compile)
-
     schedule = Schedule(t.num_epoch, t.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch, t.lr_min)
-    hooks = [HistoryHook(cfg.DIR, prefix), CheckpointHook(cfg.DIR, task.epoch_files, prefix), ProgressHook()]
-    hooks = hooks if runtime.main else []
-    hooks.append(FiniteLossHook(cfg.DIR))
     log.info(
         "training %s + %s%s on %s for epochs %d..%d, %d iterations each, precision %s",
         cfg.MODEL.arch_encoder,
         cfg.MODEL.arch_decoder,
-        f" (stage {cfg.TRAIN.stage})" if cfg.TRAIN.stage else "",
+        f" (stage {t.stage})" if t.stage else "",
         ", ".join(map(str, runtime.devices)) + (f" x {runtime.world_size} processes" if runtime.distributed else ""),
         position.epoch + 1,
         t.num_epoch,
@@ -223,7 +236,7 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
         batches_for,
         schedule,
         position,
-        hooks,
+        _hooks(task, cfg, runtime),
         device,
         memory_format,
         task.step_statistics,

@@ -1,27 +1,11 @@
-"""Writing checkpoints atomically, and the resume state that makes a continued run exact."""
+"""What a resume state holds besides weights: the random states and the training-only parts (files: `checkpoints`)."""
 
 from __future__ import annotations
 
-import glob
-import os
 import random
-import re
 
 import numpy as np
 import torch
-
-STATE_NAME = "train_state"  # resume states are <prefix>train_state_epoch_E_iter_I.pth
-
-
-def atomic_save(obj: object, path: str) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a truncated file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def rng_state() -> dict:
@@ -55,24 +39,3 @@ def training_parts(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
         for name, part in model.named_children()
         if name not in ("encoder", "decoder") and any(True for _ in part.parameters())
     }
-
-
-def state_path(directory: str, epoch: int, iteration: int, prefix: str = "") -> str:
-    """Resume state after `iteration` steps of epoch `epoch` (1-based); a finished epoch has iteration 0 of the next.
-    `prefix`: a training stage's (`Task.files_prefix`)."""
-    return os.path.join(directory, f"{prefix}{STATE_NAME}_epoch_{epoch}_iter_{iteration}.pth")
-
-
-def latest_state(directory: str, prefix: str = "") -> str | None:
-    """The resume state (of the stage with `prefix`) furthest into training in `directory`, if any."""
-    found = []
-    pattern = re.compile(rf"{re.escape(prefix)}{STATE_NAME}_epoch_(\d+)_iter_(\d+)\.pth")
-    for path in glob.glob(os.path.join(glob.escape(directory), f"{prefix}{STATE_NAME}_*.pth")):
-        match = pattern.fullmatch(os.path.basename(path))
-        if match:
-            found.append((int(match.group(1)), int(match.group(2)), path))
-    return max(found)[2] if found else None
-
-
-def load_state(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..label_tables import BRODEN_TABLES, read_csv_rows
-from ..records import DataError
+from ...data.label_tables import BRODEN_TABLES, read_csv_rows
+from ...data.records import DataError
 
 ASSIGNMENT = BRODEN_TABLES / "label_assignment.csv"
 SUBSTANCES = BRODEN_TABLES / "opensurfaces_substance_colors.csv"

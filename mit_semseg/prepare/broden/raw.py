@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..records import DataError
+from ...data.records import DataError
 from .tables import Vocabulary
 
 

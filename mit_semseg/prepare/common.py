@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ..data.records import DataError, write_odgt
 from ..progress import Progress
-from .records import DataError, write_odgt
 
 MAX_LISTED = 20
 

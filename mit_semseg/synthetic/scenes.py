@@ -1,6 +1,6 @@
 """A synthetic scene-parsing set in ADE20K layout, deterministic by seed.
 
-    python -m mit_semseg.data.synthetic --out data/synthetic --train 300 --val 60 --seed 0
+    python -m mit_semseg.synthetic.scenes --out data/synthetic --train 300 --val 60 --seed 0
 
 Scenes have a sky, a ground of grass or road, sometimes a wall, and objects in front: balls
 (round), boxes (rectangles), roofs (triangles) and fences (striped). Colours overlap between
@@ -17,7 +17,7 @@ import os
 import cv2
 import numpy as np
 
-from .records import write_odgt
+from ..data.records import write_odgt
 
 CLASSES = ("sky", "grass", "road", "wall", "ball", "box", "roof", "fence")
 NUM_CLASS = len(CLASSES)
@@ -41,6 +41,8 @@ def _paint(image: np.ndarray, label: np.ndarray, mask: np.ndarray, layer: np.nda
 
 def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """One RGB uint8 image and its label map (0 unlabelled, 1..NUM_CLASS)."""
+    # One function on purpose, longer than most: its random draws, in this order, are the demo's data set and so its
+    # published figures; read top to bottom, the order is plain to see and hard to change by accident.
     image = np.zeros((height, width, 3), np.float32)
     label = np.zeros((height, width), np.uint8)
     rows, cols = np.mgrid[0:height, 0:width]

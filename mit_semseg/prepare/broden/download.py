@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...data.records import DataError
 from ...hub import DownloadError, download
-from ..records import DataError
 from . import opensurfaces_release
 from .tables import SPLITS
 

@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..imageio import read_image
-from ..label_tables import BRODEN_TABLES
-from ..records import DataError
+from ...data.imageio import read_image
+from ...data.label_tables import BRODEN_TABLES
+from ...data.records import DataError
 from .raw import RawItem, RawSource, check_size, load_mat, require, strings
 from .tables import Assigner
 

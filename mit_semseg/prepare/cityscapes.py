@@ -1,6 +1,6 @@
 """Cityscapes (fine annotations) in our layout: 19 classes, the `trainId`s of cityscapesscripts' label table.
 
-    python -m mit_semseg.data.cityscapes prepare RAW OUT
+    python -m mit_semseg.prepare.cityscapes prepare RAW OUT
 
 RAW holds the unpacked `leftImg8bit_trainvaltest.zip` and `gtFine_trainvaltest.zip` (downloading them needs an
 account: fetch them by hand or with cityscapesscripts' `csDownload`), or the two zips themselves, which are
@@ -19,10 +19,10 @@ import sys
 
 import numpy as np
 
+from ..data.imageio import UnreadableImage, read_image, read_label
+from ..data.records import DataError
 from .broden.download import unpack
-from .imageio import UnreadableImage, read_image, read_label
-from .preparation import Pair, add_prepare_command, finish, lookup_table, require_folder, run_pairs, run_prepare
-from .records import DataError
+from .common import Pair, add_prepare_command, finish, lookup_table, require_folder, run_pairs, run_prepare
 
 SPLITS = ("train", "val")
 ARCHIVES = {"leftImg8bit": "leftImg8bit_trainvaltest.zip", "gtFine": "gtFine_trainvaltest.zip"}
@@ -104,7 +104,9 @@ def prepare(raw: str, out: str, workers: int = 4, progress: bool = True) -> tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mit_semseg.data.cityscapes", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mit_semseg.prepare.cityscapes", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add_prepare_command(
         commands, "folder with leftImg8bit/ and gtFine/ (or their zips)", "prepare the unpacked (or zipped) archives"

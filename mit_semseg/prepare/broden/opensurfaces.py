@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imageio import read_image
-from ..records import DataError
+from ...data.imageio import read_image
+from ...data.records import DataError
 from .opensurfaces_release import PHOTO_LIST, find_dumps
 from .raw import MissingSource, RawItem, RawSource, require
 from .tables import Assigner, substance_vocabulary
@@ -27,7 +27,7 @@ def read(raw: Path) -> RawSource:
     listing = root / PHOTO_LIST
     if not listing.is_file():
         hint = (
-            " (its JSON dumps are there: `python -m mit_semseg.data.broden download` writes the list, fetches "
+            " (its JSON dumps are there: `python -m mit_semseg.prepare.broden download` writes the list, fetches "
             "the photos and renders the labels)"
             if find_dumps(root)
             else ""

@@ -1,6 +1,6 @@
 """Download ADE20K (the SceneParsing challenge release) and write its record lists.
 
-    python -m mit_semseg.data.ade20k [--data DIR]
+    python -m mit_semseg.prepare.ade20k [--data DIR]
 
 Downloads ADEChallengeData2016.zip into DIR (default `data`), resuming a partial download,
 unzips it, and writes DIR/training.odgt and DIR/validation.odgt.
@@ -13,9 +13,9 @@ import os
 import sys
 import zipfile
 
+from ..data.records import DataError, write_odgt
 from ..hub import DownloadError, download
 from .make_odgt import make_odgt, summary
-from .records import DataError, write_odgt
 
 ADE20K_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 FOLDER = "ADEChallengeData2016"

@@ -26,9 +26,9 @@ import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ...data.records import DataError
 from ...hub import DownloadError, download
 from ...progress import Progress
-from ..records import DataError
 from .tables import SUBSTANCES, read_split_lists, read_substance_colors
 
 PHOTO_HOST = "http://labelmaterial.s3.amazonaws.com"
@@ -236,6 +236,30 @@ def fetch_photos(photos: list[dict], folder: Path, progress: bool = True) -> lis
     return failures
 
 
+def _write_labels(chosen: list[dict], labels: Path, drawing, progress: bool) -> list[str]:
+    """Each chosen photo's label image as `labels`/<pk>.png, unless there already (`drawing(photo)`: its shapes and
+    colour codes for `render_labels`); returns the failures."""
+
+    def label(photo: dict) -> str:
+        try:
+            image = render_labels(photo, *drawing(photo))
+        except DataError as err:
+            return str(err)
+        encoded = io.BytesIO()
+        image.save(encoded, format="PNG")
+        _write_atomically(labels / f"{photo['pk']}.png", encoded.getvalue())
+        return ""
+
+    failures = []
+    todo = [p for p in chosen if not (labels / f"{p['pk']}.png").is_file()]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow draws and encodes without the GIL
+        with Progress(len(todo), "OpenSurfaces labels", unit="label", enabled=progress) as bar:
+            for failure in pool.map(label, todo):
+                failures += [failure] if failure else []
+                bar.update()
+    return failures
+
+
 def complete(folder: Path, splits: Path, progress: bool = True) -> str:
     """From the unpacked dumps in `folder` (or a folder in it): the photo list, the label images and the photos
     the split lists use, in `folder`.
@@ -267,23 +291,7 @@ def complete(folder: Path, splits: Path, progress: bool = True) -> str:
     )
     chosen = [photos[i] for i in wanted if i < len(photos)]
     labels = folder / "photos-labels"
-
-    def label(photo: dict) -> str:
-        try:
-            image = render_labels(photo, shapes.get(photo["pk"], []), red, green, blue)
-        except DataError as err:
-            return str(err)
-        encoded = io.BytesIO()
-        image.save(encoded, format="PNG")
-        _write_atomically(labels / f"{photo['pk']}.png", encoded.getvalue())
-        return ""
-
-    todo = [p for p in chosen if not (labels / f"{p['pk']}.png").is_file()]
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow draws and encodes without the GIL
-        with Progress(len(todo), "OpenSurfaces labels", unit="label", enabled=progress) as bar:
-            for failure in pool.map(label, todo):
-                failures += [failure] if failure else []
-                bar.update()
+    failures += _write_labels(chosen, labels, lambda photo: (shapes.get(photo["pk"], []), red, green, blue), progress)
     failures = fetch_photos(chosen, folder / "photos", progress) + failures
     if failures:
         raise DataError(_summarise(failures, len(chosen)))

@@ -1,6 +1,6 @@
 """Write an `.odgt` record list for a dataset laid out as an image folder and an annotation folder.
 
-    python -m mit_semseg.data.make_odgt IMAGES ANNOTATIONS OUT.odgt [--root DIR]
+    python -m mit_semseg.prepare.make_odgt IMAGES ANNOTATIONS OUT.odgt [--root DIR]
 
 Images and annotations are paired by file stem (`a/b.jpg` with `a/b.png`), searched recursively.
 Paths in the list are relative to `--root` (default: the folder of OUT.odgt). Unmatched files and
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .imageio import read_image, read_label
-from .records import DataError, write_odgt
+from ..data.imageio import read_image, read_label
+from ..data.records import DataError, write_odgt
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABEL_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")

@@ -24,11 +24,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ...data.imageio import read_image
+from ...data.label_tables import read_label_tables
+from ...data.records import DataError, write_json_lines
+from ...data.transforms import resize_label
 from ...progress import Progress
-from ..imageio import read_image
-from ..label_tables import read_label_tables
-from ..records import DataError, write_json_lines
-from ..transforms import resize_label
 from . import ade20k_full, dtd, opensurfaces, pascal
 from .raw import MissingSource, RawItem
 from .tables import SPLITS, Assigner, Vocabulary, read_assignment, read_split_lists

@@ -1,6 +1,6 @@
 """A synthetic multi-task set for Unified Perceptual Parsing, in the prepared layout, deterministic by seed.
 
-    python -m mit_semseg.data.synthetic_upp --out data/synthetic_upp --train 240 --val 60 --textures 240 60 --seed 0
+    python -m mit_semseg.synthetic.upp --out data/synthetic_upp --train 240 --val 60 --textures 240 60 --seed 0
 
 Source `scenes` annotates objects, their parts and the scene: streets (road, houses with roofs,
 doors and windows, cars with wheels and windows), gardens (grass, trees with trunks and crowns, a
@@ -21,7 +21,7 @@ import os
 import cv2
 import numpy as np
 
-from .records import write_json_lines
+from ..data.records import write_json_lines
 
 OBJECTS = ("-", "sky", "grass", "road", "wall", "floor", "house", "car", "table", "tree")
 PARTS = ("-", "roof", "door", "window", "wheel", "leg", "top", "trunk", "crown")

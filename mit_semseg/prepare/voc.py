@@ -1,7 +1,7 @@
 """Pascal VOC 2012 with the SBD augmentation in our layout: 21 classes (background is class 1), 0 = ignore.
 
-    python -m mit_semseg.data.voc download RAW      (download_VOC.sh: the public VOC 2012 and SBD archives)
-    python -m mit_semseg.data.voc prepare RAW OUT
+    python -m mit_semseg.prepare.voc download RAW      (download_VOC.sh: the public VOC 2012 and SBD archives)
+    python -m mit_semseg.prepare.voc prepare RAW OUT
 
 RAW holds `VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}` (VOCtrainval_11-May-2012.tar)
 and, optionally, `benchmark_RELEASE/dataset/{cls,img,train.txt,val.txt}` (SBD's benchmark.tgz). VOC's labels are
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.classes import palette
+from ..data.imageio import read_image
+from ..data.records import DataError
 from ..hub import DownloadError, download
 from .broden.download import unpack
-from .classes import palette
-from .imageio import read_image
-from .preparation import Pair, add_prepare_command, finish, lookup_table, require_folder, run_pairs, run_prepare
-from .records import DataError
+from .common import Pair, add_prepare_command, finish, lookup_table, require_folder, run_pairs, run_prepare
 
 CLASSES = (
     "background",
@@ -200,7 +200,7 @@ def fetch(raw: str, progress: bool = True) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mit_semseg.data.voc", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mit_semseg.prepare.voc", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     get = commands.add_parser("download", help="download and unpack VOC 2012 and SBD (resumable)")
     get.add_argument("raw", help="raw folder")

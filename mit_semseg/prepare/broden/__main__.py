@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..records import DataError
+from ...data.records import DataError
 from .download import fetch_all
 from .prepare import Settings, format_summary, prepare
 from .tables import SPLITS
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mit_semseg.data.broden",
+        prog="python -m mit_semseg.prepare.broden",
         description="Download and prepare Broden+ for Unified Perceptual Parsing.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     make.add_argument("--splits", default=str(SPLITS), help="folder of the split lists (default: the original's)")
     make.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "download":
         failures = fetch_all(args.raw, progress=not args.no_progress, splits=args.splits)

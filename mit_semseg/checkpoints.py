@@ -1,0 +1,164 @@
+"""Every checkpoint file of the project: its name, its layout, what a user's name for it resolves to, its writing.
+
+Nothing else spells a checkpoint file name. The layouts:
+- a model: DIR/encoder_<checkpoint> and DIR/decoder_<checkpoint>, plain state dicts (the original's files); the
+  checkpoint of epoch N is `epoch_N.pth`. A Unified Perceptual Parsing model's texture head, when it has one:
+  DIR/texture_<checkpoint>.
+- a resume state: DIR/<prefix>train_state_epoch_E_iter_I.pth (`prefix`: a training stage's, such as `texture_`),
+  after I steps of epoch E (1-based); a finished epoch is iteration 0 of the next.
+- a released model: the cache's folder of its name, in the model layout (`zoo`).
+
+What users name, and where it resolves:
+- DIR with VAL.checkpoint, TEST.checkpoint or `--checkpoint` (`epoch_20.pth`): `model_files`.
+- MODEL.init_from (`--init-from`) and TRAIN.texture_from: a released model's name, a checkpoint folder (its last
+  epoch), FOLDER/epoch_N, or ENCODER.pth,DECODER.pth: `source_files`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import hub, zoo
+
+PARTS = ("encoder", "decoder")  # the parts every model's checkpoint has
+TEXTURE = "texture"  # the optional part: a UPP model's texture head
+STATE_NAME = "train_state"
+SOURCE_FORMS = "a released model's name, a checkpoint folder, FOLDER/epoch_N, or ENCODER.pth,DECODER.pth"
+_EPOCH = re.compile(r"epoch_(\d+)(\.pth)?")
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The checkpoint name of epoch `epoch`: `epoch_N.pth`."""
+    return f"epoch_{epoch}.pth"
+
+
+def part_name(part: str, checkpoint: str) -> str:
+    """The file name of one part of a checkpoint: `<part>_<checkpoint>` (`encoder_epoch_20.pth`)."""
+    return f"{part}_{checkpoint}"
+
+
+def part_path(directory: str | os.PathLike, part: str, checkpoint: str) -> str:
+    return os.path.join(directory, part_name(part, checkpoint))
+
+
+def checkpoint_of(path: str | os.PathLike, part: str) -> str:
+    """The checkpoint name of a part's file (`DIR/encoder_epoch_3.pth`, "encoder" -> `epoch_3.pth`)."""
+    return os.path.basename(path).removeprefix(f"{part}_")
+
+
+def model_files(directory: str | os.PathLike, checkpoint: str, optional: Iterable[str] = ()) -> dict[str, str]:
+    """{part: path} of the model `checkpoint` in `directory`: encoder and decoder (a missing one is an error naming
+    it), and each `optional` part whose file exists."""
+    files = {part: part_path(directory, part, checkpoint) for part in PARTS}
+    for path in files.values():
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+    found = {part: part_path(directory, part, checkpoint) for part in optional}
+    return files | {part: path for part, path in found.items() if os.path.isfile(path)}
+
+
+def epoch_files(directory: str | os.PathLike, epoch: int) -> dict[str, str]:
+    """{part: path} of epoch `epoch`'s encoder and decoder in `directory` (whether or not they exist)."""
+    return {part: part_path(directory, part, epoch_checkpoint(epoch)) for part in PARTS}
+
+
+def epochs_in(directory: str | os.PathLike) -> list[int]:
+    """The epochs with a decoder file in `directory`, the latest first."""
+    found = (_EPOCH.fullmatch(p.name.removeprefix("decoder_")) for p in Path(directory).glob("decoder_epoch_*.pth"))
+    return sorted((int(m.group(1)) for m in found if m and m.group(2)), reverse=True)
+
+
+def source_files(source: str, key: str = "MODEL.init_from") -> dict[str, str]:
+    """{"encoder": path, "decoder": path} of a model that training starts from (MODEL.init_from, TRAIN.texture_from):
+    a released model's name (downloaded once), a checkpoint folder (its latest complete epoch), FOLDER/epoch_N, or
+    ENCODER.pth,DECODER.pth. Errors name `key`."""
+    if source in zoo.MODELS:
+        return epoch_files(fetch_released(source), zoo.lookup(source).epoch)
+    if "," in source:
+        encoder, decoder = (p.strip() for p in source.split(",", 1))
+        return {"encoder": encoder, "decoder": decoder}
+    path = Path(source)
+    match = _EPOCH.fullmatch(path.name)
+    if match and path.parent.is_dir():
+        folder, epochs = path.parent, [int(match.group(1))]
+    elif path.is_dir():
+        folder, epochs = path, epochs_in(path)
+    else:
+        raise FileNotFoundError(f"{key} '{source}': no such released model, folder or files; give {SOURCE_FORMS}")
+    for epoch in epochs:
+        files = epoch_files(folder, epoch)
+        if all(os.path.isfile(f) for f in files.values()):
+            return files
+    raise FileNotFoundError(
+        f"{key} '{source}': no {part_name('encoder', 'epoch_N.pth')} and {part_name('decoder', 'epoch_N.pth')} "
+        f"pair in {folder}"
+    )
+
+
+def released_checkpoint(name: str) -> str:
+    """The checkpoint name of the released model `name` (`epoch_20.pth`)."""
+    return epoch_checkpoint(zoo.lookup(name).epoch)
+
+
+def released_urls(name: str) -> dict[str, str]:
+    """{part: URL} of the released model `name`: its publisher's folder of the name, in the model layout."""
+    model, checkpoint = zoo.lookup(name), released_checkpoint(name)
+    return {part: f"{hub.model_url(model.base_url)}{name}/{part_name(part, checkpoint)}" for part in PARTS}
+
+
+def fetch_released(name: str) -> str:
+    """Download the released model `name` into the cache (once); returns its folder (DIR for `model_files`)."""
+    directory = os.path.join(hub.cache_dir(), "ckpt", name)
+    for part, url in released_urls(name).items():
+        hub.download(url, part_path(directory, part, released_checkpoint(name)))
+    return directory
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, then rename: never a truncated file."""
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_parts(directory: str | os.PathLike, checkpoint: str, parts: Mapping[str, nn.Module]) -> list[str]:
+    """Write each part's state dict as DIR/<part>_<checkpoint>, atomically; returns the file names."""
+    for part, module in parts.items():
+        atomic_save(module.state_dict(), part_path(directory, part, checkpoint))
+    return [part_name(part, checkpoint) for part in parts]
+
+
+def state_path(directory: str | os.PathLike, epoch: int, iteration: int, prefix: str = "") -> str:
+    """The resume state after `iteration` steps of epoch `epoch` (of the stage with `prefix`)."""
+    return os.path.join(directory, f"{prefix}{STATE_NAME}_epoch_{epoch}_iter_{iteration}.pth")
+
+
+def state_pattern(prefix: str = "") -> str:
+    """How a stage's resume states are named, for messages."""
+    return f"{prefix}{STATE_NAME}_epoch_*_iter_*.pth"
+
+
+def latest_state(directory: str | os.PathLike, prefix: str = "") -> str | None:
+    """The resume state (of the stage with `prefix`) furthest into training in `directory`, if any."""
+    found = []
+    pattern = re.compile(rf"{re.escape(prefix)}{STATE_NAME}_epoch_(\d+)_iter_(\d+)\.pth")
+    for path in glob.glob(os.path.join(glob.escape(os.fspath(directory)), f"{prefix}{STATE_NAME}_*.pth")):
+        match = pattern.fullmatch(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), int(match.group(2)), path))
+    return max(found)[2] if found else None
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,5 +1,0 @@
-"""Broden+, the multi-source dataset of Unified Perceptual Parsing: download the raw sources, prepare them.
-
-python -m mit_semseg.data.broden download [--raw data/broden/raw]
-python -m mit_semseg.data.broden prepare data/broden/raw data/broden
-"""
