@@ -71,7 +71,8 @@ def epoch_files(directory: str | os.PathLike, epoch: int) -> dict[str, str]:
 
 def epochs_in(directory: str | os.PathLike) -> list[int]:
     """The epochs with a decoder file in `directory`, the latest first."""
-    found = (_EPOCH.fullmatch(p.name.removeprefix("decoder_")) for p in Path(directory).glob("decoder_epoch_*.pth"))
+    files = Path(directory).glob(part_name("decoder", "epoch_*.pth"))
+    found = (_EPOCH.fullmatch(checkpoint_of(p, "decoder")) for p in files)
     return sorted((int(m.group(1)) for m in found if m and m.group(2)), reverse=True)
 
 
@@ -153,7 +154,7 @@ def latest_state(directory: str | os.PathLike, prefix: str = "") -> str | None:
     """The resume state (of the stage with `prefix`) furthest into training in `directory`, if any."""
     found = []
     pattern = re.compile(rf"{re.escape(prefix)}{STATE_NAME}_epoch_(\d+)_iter_(\d+)\.pth")
-    for path in glob.glob(os.path.join(glob.escape(os.fspath(directory)), f"{prefix}{STATE_NAME}_*.pth")):
+    for path in glob.glob(os.path.join(glob.escape(os.fspath(directory)), state_pattern(prefix))):
         match = pattern.fullmatch(os.path.basename(path))
         if match:
             found.append((int(match.group(1)), int(match.group(2)), path))

@@ -148,7 +148,7 @@ def test_crop_samples_are_padded_and_reproducible(scenes):
 
 def test_crop_sampler_resumes_and_shares_between_ranks():
     crops = lambda batch_size, **request: SeededBatchSampler(
-        None, 10, batch_size, seeded_keys, 5, LoaderRequest(**request)
+        [0] * 10, batch_size, seeded_keys, 5, LoaderRequest(**request)
     )
     whole = list(crops(2, num_batches=7, epoch=1))
     assert len(whole) == 7 and list(crops(2, num_batches=7, epoch=1, start=3)) == whole[3:]

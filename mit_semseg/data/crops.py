@@ -122,6 +122,6 @@ class CropDataset(Dataset):
 def build_crop_loader(records: Sequence[dict], cfg, request: LoaderRequest):
     """A loader of the requested crop-pipeline batch dicts."""
     data = cfg.DATASET
-    sampler = SeededBatchSampler(None, len(records), cfg.TRAIN.batch_size_per_gpu, seeded_keys, cfg.TRAIN.seed, request)
+    sampler = SeededBatchSampler([0] * len(records), cfg.TRAIN.batch_size_per_gpu, seeded_keys, cfg.TRAIN.seed, request)
     collate = TrainCollate(data.padding_constant, data.segm_downsampling_rate)
     return train_loader(CropDataset(records, data), sampler, collate, cfg, request)

@@ -60,23 +60,17 @@ class ResumableSampler(Sampler[list[tuple]]):
 
 
 class SeededBatchSampler(ResumableSampler):
-    """Batches of `batch_size` records of one group each (`groups`: each record's, such as its orientation; None: one
-    group), in the shuffled shares of (seed, epoch); `keys` makes a batch's sample keys from its records with the
-    (seed, epoch, rank) stream."""
+    """Batches of `batch_size` records of one group each (`groups`: each record's, such as its orientation), in the
+    shuffled shares of (seed, epoch); `keys` makes a batch's sample keys from its records with the (seed, epoch,
+    rank) stream."""
 
     def __init__(
-        self,
-        groups: Sequence[int] | None,
-        num_records: int,
-        batch_size: int,
-        keys: BatchKeys,
-        seed: int,
-        request: LoaderRequest,
+        self, groups: Sequence[int], batch_size: int, keys: BatchKeys, seed: int, request: LoaderRequest
     ) -> None:
         super().__init__(request)
-        if num_records < request.world_size:
-            raise DataError(f"{num_records} records cannot be shared among {request.world_size} processes")
-        self.groups = np.zeros(num_records, np.int64) if groups is None else np.asarray(groups, np.int64)
+        if len(groups) < request.world_size:
+            raise DataError(f"{len(groups)} records cannot be shared among {request.world_size} processes")
+        self.groups = np.asarray(groups, np.int64)
         self.batch_size, self.keys, self.seed = batch_size, keys, seed
 
     def batches(self) -> Iterator[list[tuple]]:
@@ -118,7 +112,7 @@ def aspect_sampler(
 ) -> SeededBatchSampler:
     """Batches of images of one orientation (portrait or landscape), each with a drawn short side and flips."""
     keys = aspect_keys(img_sizes, random_flip)
-    return SeededBatchSampler(np.asarray(portrait, bool), len(portrait), batch_size, keys, seed, request)
+    return SeededBatchSampler(np.asarray(portrait, bool), batch_size, keys, seed, request)
 
 
 class MultiSourceBatchSampler(ResumableSampler):
@@ -147,7 +141,7 @@ class MultiSourceBatchSampler(ResumableSampler):
         groups = np.asarray(groups, np.int64)
         seeds = [seed + self.SOURCE_SEED_STRIDE * (k + 1) for k in range(len(self.names))]
         self.streams = [
-            SeededBatchSampler(groups[m], len(m), batch_size, keys, s, request) for m, s in zip(self.members, seeds)
+            SeededBatchSampler(groups[m], batch_size, keys, s, request) for m, s in zip(self.members, seeds)
         ]
         self.seed = seed
 

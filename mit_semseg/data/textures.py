@@ -102,7 +102,7 @@ def build_texture_loader(records: Sequence[dict], cfg, request: LoaderRequest):
     """A loader of the requested texture batches (TRAIN.texture_batch_size_per_gpu squares each); the same batches
     for any number of workers, and on resuming."""
     t = cfg.TRAIN
-    sampler = SeededBatchSampler(None, len(records), t.texture_batch_size_per_gpu, seeded_keys, t.seed, request)
+    sampler = SeededBatchSampler([0] * len(records), t.texture_batch_size_per_gpu, seeded_keys, t.seed, request)
     dataset = TextureTrainDataset(records, t.texture_size, cfg.DATASET.random_flip)
     return train_loader(dataset, sampler, collate_textures, cfg, request)
 
