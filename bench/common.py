@@ -16,7 +16,7 @@ from mit_semseg.tasks import Task, task_for
 
 def model_for(pair: str, num_class: int = 150, inference: bool = False) -> torch.nn.Module:
     """The task's module of `ENCODER+DECODER` with random weights, from the project's model factory."""
-    return task_for_pair(pair, num_class).build_model(inference=inference)
+    return task_for_pair(pair, num_class).model.build(inference=inference)
 
 
 def task_for_pair(pair: str, num_class: int = 150) -> Task:

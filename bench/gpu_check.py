@@ -170,7 +170,7 @@ class Checks:
         model = model_for("resnet18dilated+c1_deepsup", num_class=5).double().to(device).train()
         reference = copy.deepcopy(model)
         results = DictDataParallel(model, [device, device])(batches)
-        sum(loss for loss, _ in results).backward()
+        sum(out["loss"] for out in results).backward()
         whole = torch.cat([b["img_data"] for b in batches]).to(device)
         main, deepsup = reference.decoder(reference.encoder(whole, return_feature_maps=True))
         losses = []
@@ -179,7 +179,7 @@ class Checks:
             losses.append(reference.crit(main[rows], label) + 0.4 * reference.crit(deepsup[rows], label))
         sum(losses).backward()
         worst = max(
-            max(abs(a[0].item() - b.item()) for a, b in zip(results, losses)),
+            max(abs(a["loss"].item() - b.item()) for a, b in zip(results, losses)),
             max((p.grad - q.grad).abs().max().item() for p, q in zip(model.parameters(), reference.parameters())),
         )
         if worst > 1e-8:

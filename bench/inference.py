@@ -55,7 +55,7 @@ RELEASED = [
 
 def build(pair: str, device) -> nn.Module:
     torch.manual_seed(0)
-    model = task_for_pair(pair).build_model(inference=True)
+    model = task_for_pair(pair).model.build(inference=True)
     # Conditioned like a trained network: residual branches start small (the last batch-norm scale of
     # each residual block, as trained ResNets have it), and batch-norm statistics are measured on images.
     with torch.no_grad():
@@ -104,7 +104,8 @@ def onnx_timed(pair: str, model: nn.Module, image: torch.Tensor, repeats: int, f
         return None
     from mit_semseg.onnx_runtime import export_onnx
 
-    path = export_onnx(task_for_pair(pair), copy.deepcopy(model).cpu(), os.path.join(folder, "model.onnx"))
+    task = task_for_pair(pair)
+    path = export_onnx(task.export, copy.deepcopy(model).cpu(), os.path.join(folder, "model.onnx"), task.cfg.dump())
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # the same cores as torch's
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -147,7 +148,7 @@ def agreement(cfg_path: str, images: list, opts: list[str], device) -> dict:
         predictions = {}
         for name, segmenter in segmenters.items():
             started = time.perf_counter()
-            predictions[name] = segmenter.task.classes_per_head(segmenter.predict(image))
+            predictions[name] = segmenter.task.prediction.classes_per_head(segmenter.predict(image))
             seconds[name].append(time.perf_counter() - started)
         for head, a in predictions["fp32"].items():
             b = predictions["bf16"][head]

@@ -70,7 +70,7 @@ def time_variant(
 
     def step():
         with autocast:
-            loss, _ = step_model(batch_dict)
+            loss = step_model(batch_dict)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -25,7 +25,7 @@ from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.inference import fuse, prepare_for_inference
 from mit_semseg.models.texture import build_texture_head
 from mit_semseg.nn import prroi_pool2d
-from mit_semseg.tasks.unified import predict_multitask
+from mit_semseg.tasks.unified.prediction import predict_multitask
 
 SCALES = (1, 2, 3, 6)
 

@@ -112,16 +112,16 @@ def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: thr
             torch.set_num_threads(shard.threads)
         cfg = CfgNode.load_cfg(cfg_text)
         task = task_for(cfg)
-        model = task.load(cfg.VAL.checkpoint, shard.device)
+        model = task.model.load(cfg.VAL.checkpoint, shard.device)
         dtype = inference_dtype(cfg.VAL.precision, shard.device, "VAL.precision")
-        with closing(_prefetched(task.val_dataset(records), range(len(records)))) as items:
+        with closing(_prefetched(task.evaluation.dataset(records), range(len(records)))) as items:
             for k, item in items:
                 current = shard.start + k
                 if stop is not None and stop.is_set():
                     return
                 picture = picture_path(cfg.DIR, item["info"]) if cfg.VAL.visualize else None
                 with autocast(shard.device, dtype):
-                    counts = task.measure(model, item, picture)
+                    counts = task.evaluation.measure(model, item, picture)
                 results.put(("image", shard.worker, current, counts))
         results.put(("done", shard.worker))
     except BaseException as err:  # reported to the main process, which stops the run
@@ -199,14 +199,14 @@ def _collect(workers, results, shards: list[Shard], records: list[dict], metrics
 def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
     task = task_for(cfg)
-    task.model_files(cfg.VAL.checkpoint)
-    records = task.val_records()
+    task.model.files(cfg.VAL.checkpoint)
+    records = task.evaluation.records()
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
     shards = _shards(devices, processes_per_device, len(records))
     stop = threading.Event()
     workers, results = _start_workers(shards, cfg, records, stop)
-    metrics = task.metrics()
+    metrics = task.evaluation.metrics()
     started = time.perf_counter()
     try:
         _collect(workers, results, shards, records, metrics)
@@ -271,7 +271,7 @@ def report(summary: dict, directory: str, task: Task) -> str:
     with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)
     os.replace(path + ".tmp", path)
-    task.print_summary(summary, path)
+    task.evaluation.print_summary(summary, path)
     return path
 
 

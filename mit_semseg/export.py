@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg.DIR = checkpoints.fetch_released(args.model)
         released = args.model and checkpoints.released_checkpoint(args.model)
         checkpoint = released or args.checkpoint or cfg.TEST.checkpoint
-        model = task.build_model(task.model_files(checkpoint), inference=True)
-        path = export_onnx(task, model, args.out)
+        model = task.model.build(task.model.files(checkpoint), inference=True)
+        path = export_onnx(task.export, model, args.out, cfg.dump())
     except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:
         return cli.fail(PROG, err)
-    names = task.output_names(model)
+    names = task.export.output_names(model)
     print(
         f"wrote {path}: input {INPUT} (N x 3 x H x W, {cfg.MODEL.input_normalisation} normalisation), outputs "
         f"{', '.join(names[:4])}{', ...' if len(names) > 4 else ''}"

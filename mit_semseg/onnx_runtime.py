@@ -30,14 +30,12 @@ EXAMPLE_SIZE = (64, 96)  # traced at this size; every other size works
 MIN_SIDE = 32
 
 
-class ExportedTask(Protocol):
-    """What export asks of a task (`tasks.Task` has it): its config, and the file's outputs for a model."""
-
-    cfg: object
+class ExportedOutputs(Protocol):
+    """What export asks of a task (its `export` role): the file's outputs for a model, and their names."""
 
     def output_names(self, model: nn.Module) -> list[str]: ...
 
-    def export_outputs(self, model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+    def outputs(self, model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
 
 
 def _optional_extra() -> None:
@@ -51,16 +49,17 @@ def _optional_extra() -> None:
 class _Exported(nn.Module):
     """The model as the ONNX file computes it: a normalised image batch in, the task's outputs out."""
 
-    def __init__(self, task: ExportedTask, model: nn.Module) -> None:
+    def __init__(self, outputs: ExportedOutputs, model: nn.Module) -> None:
         super().__init__()
-        self.task, self.model = task, model
+        self.outputs, self.model = outputs, model
 
     def forward(self, image: torch.Tensor):
-        return self.task.export_outputs(self.model, image)
+        return self.outputs.outputs(self.model, image)
 
 
-def export_onnx(task: ExportedTask, model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write `model` (built with `inference=True`) as an ONNX file with dynamic batch, height and width."""
+def export_onnx(outputs: ExportedOutputs, model: nn.Module, path: str | os.PathLike, config: str) -> Path:
+    """Write `model` (built with `inference=True`) as an ONNX file with dynamic batch, height and width, computing
+    `outputs` (a task's `export` role); `config`, the config's text, is stored in the file."""
     _optional_extra()
     import onnx
 
@@ -78,18 +77,18 @@ def export_onnx(task: ExportedTask, model: nn.Module, path: str | os.PathLike) -
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations, not the user's to fix
         program = torch.onnx.export(
-            _Exported(task, model.float()).eval(),
+            _Exported(outputs, model.float()).eval(),
             (example,),
             dynamo=True,
             dynamic_shapes=dims,
             input_names=[INPUT],
-            output_names=task.output_names(model),
+            output_names=outputs.output_names(model),
             verbose=False,
         )
     program.save(str(path))
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = CONFIG_KEY, task.cfg.dump()
+    entry.key, entry.value = CONFIG_KEY, config
     onnx.save(proto, str(path))
     return path
 

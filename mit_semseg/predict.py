@@ -86,7 +86,7 @@ def segment(segmenter: Segmenter, paths: list[str], root: str) -> tuple[int, lis
                 result_dir, os.path.splitext(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))[0]
             )
             os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
-            files, lines = segmenter.task.write_outputs(image, pred, stem)
+            files, lines = segmenter.task.prediction.write_outputs(image, pred, stem)
             written += len(files)
             bar.write("\n".join([f"{path}:"] + lines), file=sys.stdout)
             bar.update()

@@ -38,10 +38,11 @@ class Segmenter:
     ) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.task = task_for(cfg)
-        self.model = model if model is not None else self.task.load(checkpoint or cfg.TEST.checkpoint, self.device)
+        checkpoint = checkpoint or cfg.TEST.checkpoint
+        self.model = model if model is not None else self.task.model.load(checkpoint, self.device)
         self.asked = precision or cfg.TEST.precision
         self.dtype = inference_dtype(self.asked, self.device, "Segmenter")
-        self.class_names = self.task.class_names()
+        self.class_names = self.task.prediction.class_names()
 
     @classmethod
     def from_config(
@@ -74,7 +75,7 @@ class Segmenter:
 
         session = OnnxSession(path)
         cfg = config_from_text(session.config, session.path, opts)
-        return cls(cfg, "cpu", precision="fp32", model=task_for(cfg).onnx_model(session))
+        return cls(cfg, "cpu", precision="fp32", model=task_for(cfg).export.onnx_model(session))
 
     @property
     def precision(self) -> str:
@@ -95,7 +96,7 @@ class Segmenter:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 RGB uint8 array, got shape {image.shape} and {image.dtype}")
         with autocast(self.device, self.dtype):
-            return self.task.predict(self.model, image, probabilities)
+            return self.task.prediction.predict(self.model, image, probabilities)
 
     def predict_batch(self, images) -> list:
         """`predict` for each image (each keeps its own size)."""

@@ -165,7 +165,7 @@ def test_the_evaluation_matches_a_direct_computation(evalset):
     from mit_semseg.data.dataset import ValDataset
     from mit_semseg.data.records import read_odgt
 
-    model = task_for(cfg).load("epoch_1.pth")
+    model = task_for(cfg).model.load("epoch_1.pth")
     matrix = ConfusionMatrix(NUM_CLASS)
     for item in ValDataset(read_odgt(cfg.DATASET.list_val, cfg.DATASET.root_dataset), cfg):
         with torch.no_grad():
@@ -179,7 +179,7 @@ def test_the_evaluation_matches_a_direct_computation(evalset):
 
 def test_flip_and_visualize(evalset):
     cfg = load_config(REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml", _opts(evalset))
-    model = task_for(cfg).load("epoch_1.pth")
+    model = task_for(cfg).model.load("epoch_1.pth")
     image = torch.randn(1, 3, 64, 96)
     (plain,) = scale_logits(model, [image])
     both = scale_logits(model, [image], flip=True)

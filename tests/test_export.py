@@ -40,7 +40,7 @@ def _conditioned(task, seed=0):
     """The task's inference model with random weights conditioned like trained ones (small residual branches,
     batch-norm statistics measured on images), so that activations keep their scale through a deep network."""
     torch.manual_seed(seed)
-    model = task.build_model(inference=True)
+    model = task.model.build(inference=True)
     with torch.no_grad():  # residual branches start small, as trained ResNets have them
         for block in model.encoder.modules():
             last = getattr(block, "bn3", None) or getattr(block, "bn2", None)
@@ -96,14 +96,14 @@ def test_onnx_runtime_equals_pytorch_at_two_sizes(pair, tmp_path, monkeypatch):
     model = _conditioned(task)
     if pair.endswith("upp_lite"):
         model.texture = build_texture_head("resnet18", 3).eval()
-    path = export_onnx(task, model, tmp_path / "model.onnx")
+    path = export_onnx(task.export, model, tmp_path / "model.onnx", task.cfg.dump())
     session = OnnxSession(path)
-    assert session.names == task.output_names(model)
+    assert session.names == task.export.output_names(model)
     assert (session.names[-1] == "texture") == pair.endswith("upp_lite")
     for n, h, w in SIZES:
         image = torch.randn(n, 3, h, w)
         with torch.no_grad():
-            expected = [t.numpy() for t in task.export_outputs(model, image)]
+            expected = [t.numpy() for t in task.export.outputs(model, image)]
         got = session.session.run(None, {"image": image.numpy()})
         assert [g.shape for g in got] == [e.shape for e in expected]
         assert got[0].dtype == np.float32
@@ -117,7 +117,7 @@ def test_the_exported_file_carries_its_config_and_dynamic_axes(tmp_path, monkeyp
     use_reduced_encoders(monkeypatch)
     cfg = _config("resnet18dilated+c1", tmp_path)
     task = task_for(cfg)
-    path = export_onnx(task, _conditioned(task), tmp_path / "m.onnx")
+    path = export_onnx(task.export, _conditioned(task), tmp_path / "m.onnx", cfg.dump())
     proto = onnx.load(str(path))
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims[1] == 3 and all(isinstance(d, str) for d in (dims[0], dims[2], dims[3]))

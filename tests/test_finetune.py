@@ -135,7 +135,7 @@ def test_what_does_not_fit_is_named(datasets, tmp_path):
     cfg = load_config(
         CONFIG, _opts(root / "mine", tmp_path, 5, "MODEL.arch_encoder", "resnet18dilated", "MODEL.fc_dim", "512")
     )
-    model = task_for(cfg).build_model()
+    model = task_for(cfg).model.build()
     with pytest.raises(CheckpointError, match=r"encoder_epoch_1.pth does not fit ResNetEncoder:\n  missing keys"):
         init_from(model, str(root / "released"))
     assert source_files(f"{root}/released/epoch_1.pth")["decoder"] == str(root / "released/decoder_epoch_1.pth")
@@ -173,11 +173,11 @@ def test_a_upp_model_fine_tunes_onto_other_label_tables(tmp_path):
         "False",
     ]
     upp = REPO / "config" / "broden-resnet50-upp.yaml"
-    source = task_for(load_config(upp, opts)).build_model()
+    source = task_for(load_config(upp, opts)).model.build()
     for part in ("encoder", "decoder"):
         torch.save(getattr(source, part).state_dict(), tmp_path / f"{part}.pth")
     target_cfg = load_config(upp, [*opts, "DATASET.label_tables", str(write_small_tables(tmp_path / "tables"))])
-    target = task_for(target_cfg).build_model()
+    target = task_for(target_cfg).model.build()
     report = init_from(target, f"{tmp_path / 'encoder.pth'},{tmp_path / 'decoder.pth'}")
     heads = ("scene_head.2.", "object_head.1.", "part_head.1.", "material_head.1.")
     for key, value in target.decoder.state_dict().items():

@@ -48,7 +48,8 @@ def test_pairs_train_and_inference(encoder, monkeypatch):
         assert main.shape[:2] == (2, NUM_CLASS)
         torch.testing.assert_close(main.exp().sum(1), torch.ones(main.shape[0], *main.shape[2:]))
         label = torch.randint(-1, NUM_CLASS, (main.shape[0], *main.shape[2:]))
-        loss, acc = seg({"img_data": x, "seg_label": label})
+        out = seg({"img_data": x, "seg_label": label})
+        loss, acc = out["loss"], out["acc"]
         assert torch.isfinite(loss) and 0 <= acc <= 1
         loss.backward()
         assert all(p.grad is not None for p in dec.parameters())
@@ -80,9 +81,10 @@ def test_deep_supervision_loss_is_main_plus_scaled_aux():
     main, aux = dec(enc(x, return_feature_maps=True))
     label = torch.randint(-1, NUM_CLASS, (2, 8, 12))
     label[0, :2] = -1
-    loss, acc = SegmentationModule(enc, dec, nn.NLLLoss(ignore_index=-1), deep_sup_scale=0.4)(
+    out = SegmentationModule(enc, dec, nn.NLLLoss(ignore_index=-1), deep_sup_scale=0.4)(
         {"img_data": x, "seg_label": label}
     )
+    loss, acc = out["loss"], out["acc"]
     valid = label >= 0
     picked = lambda logp: -logp.permute(0, 2, 3, 1)[valid].gather(1, label[valid][:, None]).mean()
     torch.testing.assert_close(loss, picked(main) + 0.4 * picked(aux))

@@ -106,12 +106,13 @@ def test_engine_equals_one_model_over_the_concatenated_batch():
     model = _segmentation_module().double().train()
     reference = copy.deepcopy(model)
     results = DictDataParallel(model, ["cpu", "cpu"])(batches)
-    sum(loss for loss, _ in results).backward()
+    sum(out["loss"] for out in results).backward()
 
     pred = reference.decoder(reference.encoder(torch.cat([b["img_data"] for b in batches]), return_feature_maps=True))
     losses = [reference.crit(pred[:2], batches[0]["seg_label"]), reference.crit(pred[2:], batches[1]["seg_label"])]
     sum(losses).backward()
-    for (loss, _), expected in zip(results, losses):
+    for out, expected in zip(results, losses):
+        loss = out["loss"]
         assert loss.dtype == torch.float64
         torch.testing.assert_close(loss, expected, atol=1e-10, rtol=1e-10)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
@@ -140,8 +141,8 @@ def test_engine_with_one_device_is_the_plain_module():
     model = _segmentation_module().train()
     batch = {"img_data": torch.randn(2, 3, 32, 32), "seg_label": torch.randint(-1, 5, (2, 4, 4))}
     torch.manual_seed(1)
-    ((loss, _),) = DictDataParallel(model, ["cpu"])([batch])
-    torch.testing.assert_close(loss, model(batch)[0])
+    (out,) = DictDataParallel(model, ["cpu"])([batch])
+    torch.testing.assert_close(out, model(batch))
     with pytest.raises(ValueError, match="got 2 batches for 1 devices"):
         DictDataParallel(model, ["cpu"])([batch, batch])
 

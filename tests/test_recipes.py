@@ -133,7 +133,7 @@ def crop_config(scenes, *opts):
 
 def test_crop_samples_are_padded_and_reproducible(scenes):
     cfg = crop_config(scenes, "DATASET.crop_size", "(120, 72)", "DATASET.crop_scale", "(80, 40)")
-    records = task_for(cfg).read_records(cfg.DATASET.list_train)
+    records = task_for(cfg).data.read(cfg.DATASET.list_train)
     dataset = CropDataset(records, cfg.DATASET)
     a, b, c = dataset[(0, 11)], dataset[(0, 11)], dataset[(0, 12)]
     assert a.image.shape == (120, 72, 3) and a.label.shape == (120, 72)
@@ -185,7 +185,7 @@ def test_auxiliary_head_adds_its_weighted_loss():
     aux = FCNHead(6, 5, channels=8, norm_layer=nn.BatchNorm2d)
     module = SegmentationModule(Encoder(), Decoder(), nn.NLLLoss(ignore_index=-1), None, aux, 0.4).eval()
     image, label = torch.randn(2, 3, 16, 16), torch.randint(-1, 5, (2, 8, 8))
-    loss, _ = module({"img_data": image, "seg_label": label})
+    loss = module({"img_data": image, "seg_label": label})["loss"]
     features = module.encoder(image)
     main = F.nll_loss(module.decoder(features), label, ignore_index=-1)
     aux_logits = F.interpolate(aux(features[0]), size=(8, 8), mode="bilinear", align_corners=False)
@@ -193,8 +193,8 @@ def test_auxiliary_head_adds_its_weighted_loss():
     torch.testing.assert_close(loss, expected)
     # the inference model leaves the auxiliary head out
     cfg = load_config(REPO / "config/synthetic-mobilenetv2dilated-c1-crop.yaml", ["DATASET.class_info", ""])
-    assert task_for(cfg).build_model().aux_head is not None
-    assert task_for(cfg).build_model(inference=True).aux_head is None
+    assert task_for(cfg).model.build().aux_head is not None
+    assert task_for(cfg).model.build(inference=True).aux_head is None
 
 
 def test_test_scales_follow_the_ratios():
@@ -292,7 +292,7 @@ def test_every_preset_builds_and_trains_a_few_iterations(preset, scenes, tmp_pat
     state = torch.load(next(tmp_path.glob("train_state_*.pth")), weights_only=True)
     assert set(state["training_parts"]) == {"aux_head"}
     assert set(torch.load(tmp_path / "decoder_epoch_1.pth", weights_only=True)) == set(
-        task_for(small).build_model(inference=True).decoder.state_dict()
+        task_for(small).model.build(inference=True).decoder.state_dict()
     )
 
 

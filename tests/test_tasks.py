@@ -55,7 +55,7 @@ def test_the_factory_builds_each_tasks_module(tmp_path):
             str(write_small_tables(tmp_path)),
         ],
     )
-    model = task_for(cfg).build_model()
+    model = task_for(cfg).model.build()
     assert isinstance(model, UnifiedParsingModule) and model.loss_weights == {
         "object": 1.0,
         "part": 0.5,
@@ -93,11 +93,30 @@ def test_each_task_checks_its_config(tmp_path):
         task_for(_small("DATASET.class_info", str(tmp_path / "none.csv")))
 
 
-def test_training_statistics_are_named_by_the_task(tmp_path):
-    assert SegmentationTask(_small()).step_statistics(torch.tensor(0.5)) == {"acc": torch.tensor(0.5)}
-    cfg = load_config(UPP, ["DATASET.label_tables", str(write_small_tables(tmp_path))])
-    stats = {"object_acc": torch.tensor(1.0)}
-    assert UnifiedParsingTask(cfg).step_statistics(stats) is stats
+class _Named(nn.Module):
+    """A model whose step gives named values, as the tasks' modules do: the `loss` and what to log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, batch):
+        x = batch["img_data"]
+        return {"loss": self.weight * x.mean(), "object_acc": x.max(), "object_loss": x.min()}
+
+
+def test_the_step_minimises_the_named_loss_and_averages_every_named_value_over_the_replicas():
+    model = _Named()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    group = [{"img_data": torch.tensor([1.0, 3.0])}, {"img_data": torch.tensor([5.0, -1.0])}]
+    loss, stats = train_step(
+        DictDataParallel(model, ["cpu", "cpu"]), group, torch.device("cpu"), torch.contiguous_format, optimizer, scaler
+    )
+    assert loss == pytest.approx((2 * 2 + 2 * 2) / 2)
+    assert stats == {"object_acc": pytest.approx((3 + 5) / 2), "object_loss": pytest.approx((1 - 1) / 2)}
+    # d(mean loss)/d(weight) = mean of the images' means = 2: one SGD step of 0.5 takes the weight from 2 to 1
+    assert model.weight.item() == pytest.approx(1.0)
 
 
 class _Recorder(nn.Module):
@@ -111,7 +130,7 @@ class _Recorder(nn.Module):
     def forward(self, batch):
         x = batch["img_data"]
         self.formats.append(x.is_contiguous(memory_format=torch.channels_last))
-        return self.conv(x).mean(), torch.tensor(1.0)
+        return {"loss": self.conv(x).mean(), "acc": torch.tensor(1.0)}
 
 
 @pytest.mark.parametrize("devices", [1, 2])
@@ -124,7 +143,7 @@ def test_channels_last_reaches_every_replica(devices):
     group = [{"img_data": torch.randn(2, 3, 8, 8)} for _ in range(devices)]
     for memory_format, expected in ((torch.channels_last, True), (torch.contiguous_format, False)):
         model.formats.clear()
-        train_step(step_module, group, torch.device("cpu"), memory_format, optimizer, scaler, lambda raw: {"acc": raw})
+        train_step(step_module, group, torch.device("cpu"), memory_format, optimizer, scaler)
         assert model.formats == [expected] * devices
 
 

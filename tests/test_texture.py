@@ -24,8 +24,10 @@ from mit_semseg.models.builder import build_decoder, build_encoder
 from mit_semseg.models.texture import TextureHead, build_texture_head
 from mit_semseg.models.unified import TextureStageModule, UnifiedParsingModule
 from mit_semseg.synthetic.upp import TEXTURES, render_texture
-from mit_semseg.tasks import STAGES, TextureStageTask, UnifiedParsingTask, task_for
-from mit_semseg.tasks.unified import UnifiedMetrics, predict_multitask
+from mit_semseg.tasks import STAGES, UnifiedParsingTask, stage_for, task_for
+from mit_semseg.tasks.texture import TEXTURE_STAGE, TextureData, TextureStageModel
+from mit_semseg.tasks.unified.evaluation import UnifiedMetrics
+from mit_semseg.tasks.unified.prediction import predict_multitask
 
 
 def write_image(path: str, rgb: np.ndarray) -> None:
@@ -87,7 +89,8 @@ def test_the_stage_module_trains_the_head_only_and_keeps_batch_norm_statistics(t
     assert not encoder.training and not decoder.training and head.training
     before = {k: v.clone() for k, v in {**encoder.state_dict(), **decoder.state_dict()}.items()}
     images, labels = torch.randn(3, 3, 64, 64), torch.tensor([2, 0, 1])
-    loss, stats = module({"img_data": images, "texture": labels})
+    stats = module({"img_data": images, "texture": labels})
+    loss = stats["loss"]
     loss.backward()
     assert all(p.grad is None for p in (*encoder.parameters(), *decoder.parameters()))
     assert all(p.grad is not None for p in head.parameters())
@@ -229,13 +232,21 @@ def _config(tmp_path, *extra):
     )
 
 
-def test_the_stage_is_a_task_of_its_own_with_its_checks(tmp_path):
-    assert STAGES == {"texture": TextureStageTask}
-    cfg = _config(tmp_path, "TRAIN.stage", "texture", "DATASET.list_texture_train", "t.jsonl")
-    task = task_for(cfg)
-    assert isinstance(task, TextureStageTask) and task.files_prefix == "texture_"
-    assert task.cfg.TRAIN.num_epoch == cfg.TRAIN.texture_num_epoch and task.cfg.DATASET.list_train == "t.jsonl"
-    assert cfg.TRAIN.num_epoch == 20  # the config given stays as it was
+def test_the_stage_brings_its_roles_and_schedule_with_its_checks(tmp_path):
+    assert STAGES == {"texture": TEXTURE_STAGE}
+    opts = ("TRAIN.stage", "texture", "DATASET.list_texture_train", "t.jsonl", "TRAIN.texture_lr", "0.005")
+    cfg = _config(tmp_path, *opts, "TRAIN.lr_min", "0.01", "TRAIN.start_epoch", "3", "MODEL.init_from", "x")
+    stage = stage_for(cfg)
+    assert isinstance(stage.model, TextureStageModel) and isinstance(stage.data, TextureData)
+    assert stage.files_prefix == "texture_" and stage.list_train == "t.jsonl"
+    t = cfg.TRAIN
+    assert (stage.num_epoch, stage.epoch_iters) == (t.texture_num_epoch, t.texture_epoch_iters)
+    assert (stage.lr_encoder, stage.lr_decoder, stage.lr_min) == (0.005, 0.005, 0.005)  # the floor below its rate
+    assert (stage.start_epoch, stage.init_from) == (0, "")  # a stage starts from its source checkpoint
+    assert isinstance(task_for(cfg), UnifiedParsingTask)  # the model's task, whatever the stage
+    assert (t.num_epoch, t.lr_encoder, cfg.DATASET.list_train) == (20, 0.02, "./data/training.odgt")  # as it was
+    model = task_for(cfg).stage()
+    assert (model.num_epoch, model.start_epoch, model.init_from, model.files_prefix) == (20, 3, "x", "")
     with pytest.raises(ConfigError, match="TRAIN.stage texture: set DATASET.list_texture_train"):
         _config(tmp_path / "a", "TRAIN.stage", "texture")
     with pytest.raises(ConfigError, match="TRAIN.texture_size must be positive, got 0"):
@@ -255,8 +266,8 @@ def test_a_checkpoint_without_texture_head_says_so_once_and_loads(tmp_path, capl
     torch.save(encoder.state_dict(), run / "encoder_epoch_1.pth")
     torch.save(decoder.state_dict(), run / "decoder_epoch_1.pth")
     with caplog.at_level("WARNING", logger="mit_semseg"):
-        model = task.load("epoch_1.pth")
-        task.load("epoch_1.pth")
+        model = task.model.load("epoch_1.pth")
+        task.model.load("epoch_1.pth")
     assert model.texture is None
     said = [r.getMessage() for r in caplog.records if "no texture head" in r.getMessage()]
     assert said == [
@@ -264,10 +275,10 @@ def test_a_checkpoint_without_texture_head_says_so_once_and_loads(tmp_path, capl
         "materials; train.py --stage texture trains one"
     ]
     torch.save(head.state_dict(), part_path(run, TEXTURE, "epoch_1.pth"))
-    model = task.load("epoch_1.pth", optimize=False)
+    model = task.model.load("epoch_1.pth", optimize=False)
     assert all(torch.equal(a, b) for a, b in zip(model.texture.state_dict().values(), head.state_dict().values()))
-    assert task.output_names(model)[-1] == "texture"
-    outputs = task.export_outputs(model, torch.randn(1, 3, 64, 64))
+    assert task.export.output_names(model)[-1] == "texture"
+    outputs = task.export.outputs(model, torch.randn(1, 3, 64, 64))
     assert outputs[-1].shape == (1, 3, 64, 64)
     torch.testing.assert_close(outputs[-1].sum(1), torch.ones(1, 64, 64))
 
@@ -286,7 +297,7 @@ def test_write_outputs_adds_the_texture_map_panel_and_shares(tmp_path):
     }
     stem = str(tmp_path / "out" / "img")
     (tmp_path / "out").mkdir()
-    files, lines = task.write_outputs(np.zeros((20, 30, 3), np.uint8), pred, stem)
+    files, lines = task.prediction.write_outputs(np.zeros((20, 30, 3), np.uint8), pred, stem)
     saved = np.asarray(cv2.imread(f"{stem}_texture.png", -1))
     assert saved.dtype == np.uint8 and np.array_equal(saved, texture + 1)
     summary = json.loads(open(f"{stem}.json").read())

@@ -161,7 +161,7 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
         pred = segmenter.predict(str(path))
         assert np.array_equal(pred["object"], obj) and np.array_equal(pred["part"], part)
         assert np.array_equal(pred["material"], material)
-        heads = segmenter.task.classes_per_head(pred)
+        heads = segmenter.task.prediction.classes_per_head(pred)
         assert heads["scene"] == np.argmax(pred["scene"]) and heads["part"] is pred["part"]
         again, probs = segmenter.predict(str(path), probabilities=True)
         assert all(np.array_equal(again[k], pred[k]) for k in pred)
@@ -228,19 +228,19 @@ def test_two_replicas_equal_one_model_over_the_concatenated_batch(upp_set):
     model = build_model(cfg).double().train()
     reference = copy.deepcopy(model)
     results = DictDataParallel(model, ["cpu", "cpu"])(batches)
-    sum(loss for loss, _ in results).backward()
+    sum(out["loss"] for out in results).backward()
     whole = {
         k: (torch.cat([b[k] for b in batches]) if torch.is_tensor(batches[0][k]) else batches[0][k]) for k in batches[0]
     }
     pred = reference.decoder(reference.encoder(whole["img_data"], return_feature_maps=True), tasks=whole["tasks"])
     rows = lambda v, r: [g[r] for g in v] if isinstance(v, list) else v[r] if torch.is_tensor(v) else v
     losses = [
-        reference.loss({k: rows(v, r) for k, v in pred.items()}, {k: rows(v, r) for k, v in whole.items()})[0]
+        reference.loss({k: rows(v, r) for k, v in pred.items()}, {k: rows(v, r) for k, v in whole.items()})["loss"]
         for r in (slice(0, 2), slice(2, 3))
     ]
     sum(losses).backward()
-    for (loss, _), expected in zip(results, losses):
-        torch.testing.assert_close(loss, expected, atol=1e-10, rtol=1e-10)
+    for out, expected in zip(results, losses):
+        torch.testing.assert_close(out["loss"], expected, atol=1e-10, rtol=1e-10)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         if q.grad is None:
             assert p.grad is None or not p.grad.any(), name

@@ -12,7 +12,7 @@ from ..data.transforms import NORMALISATIONS
 from ..errors import ConfigError
 from ..models.builder import DECODERS, ENCODERS
 from ..precision import INFERENCE_PRECISIONS
-from ..tasks import task_class
+from ..tasks import check_config
 from .defaults import _C
 
 
@@ -69,7 +69,7 @@ def validate(cfg: CfgNode) -> None:
     """Check the values that must agree with each other, with the model registries and with the config's task."""
     for check in (_check_model, _check_dataset, _check_crop_pipeline, _check_training, _check_testing):
         check(cfg)
-    task_class(cfg.MODEL.arch_decoder, cfg.TRAIN.stage).check_config(cfg)
+    check_config(cfg)
 
 
 def _check_model(cfg: CfgNode) -> None:

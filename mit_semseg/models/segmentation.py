@@ -8,7 +8,8 @@ from torch import nn
 
 
 class SegmentationModule(nn.Module):
-    """`forward(feed_dict)` gives (loss, pixel accuracy); with `segSize` it gives probabilities (N, C, H, W).
+    """`forward(feed_dict)` gives the named `loss` and pixel accuracy `acc`; with `segSize` it gives probabilities
+    (N, C, H, W).
 
     `aux_head` (training only) reads the encoder's second-to-last map; its logits, resized to the label's size,
     add their loss times `aux_weight`.
@@ -47,7 +48,7 @@ class SegmentationModule(nn.Module):
             aux = self.aux_head(features[-2])
             aux = F.interpolate(aux, size=label.shape[-2:], mode="bilinear", align_corners=False)
             loss = loss + self.crit(F.log_softmax(aux, dim=1), label) * self.aux_weight
-        return loss, self.pixel_acc(pred, label)
+        return {"loss": loss, "acc": self.pixel_acc(pred, label)}
 
     @staticmethod
     def pixel_acc(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -45,8 +45,8 @@ def part_loss(
 
 
 class UnifiedParsingModule(nn.Module):
-    """`forward(feed_dict)` gives (weighted loss, per-head losses and accuracies); with `segSize` the decoder's
-    probabilities (a dict, see `UPPDecoder`).
+    """`forward(feed_dict)` gives named values: `loss` (the heads' weighted sum), each head's loss and accuracy
+    (`object_loss`, `object_acc`, ...); with `segSize` the decoder's probabilities (a dict, see `UPPDecoder`).
 
     The feed dict holds `img_data`, `tasks` (the heads to train) and each task's labels: `seg_object`,
     `seg_material` (0 unlabelled), `seg_part` with `valid_part`, `scene` (-1 none). `texture`, when given, is a
@@ -80,8 +80,8 @@ class UnifiedParsingModule(nn.Module):
             return self.decoder(features, segSize=segSize)
         return self.loss(self.decoder(features, tasks=feed_dict["tasks"]), feed_dict)
 
-    def loss(self, pred: dict, feed_dict: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted loss of the decoder's training output `pred`, and every head's loss and accuracy."""
+    def loss(self, pred: dict, feed_dict: dict) -> dict[str, torch.Tensor]:
+        """The weighted `loss` of the decoder's training output `pred`, and every head's loss and accuracy."""
         losses, stats = {}, {}
         for task in ("object", "material"):
             if task in pred:
@@ -95,7 +95,8 @@ class UnifiedParsingModule(nn.Module):
                 pred["part"], feed_dict["seg_part"], feed_dict["seg_object"], feed_dict["valid_part"], self.part_objects
             )
         stats.update({f"{task}_loss": value.detach() for task, value in losses.items()})
-        return sum(self.loss_weights[task] * value for task, value in losses.items()), stats
+        total = sum(self.loss_weights[task] * value for task, value in losses.items())
+        return {"loss": total, **stats}
 
 
 class TextureStageModule(UnifiedParsingModule):
@@ -103,7 +104,8 @@ class TextureStageModule(UnifiedParsingModule):
     norms in eval mode whatever `train()` says); the texture head learns from images of one texture each.
 
     `forward(feed_dict)` reads `img_data` and `texture` (N texture labels, the target at every pixel) and gives
-    (loss, {`texture_loss`, `texture_acc`}), the pixels' mean NLL and accuracy at C2's resolution.
+    `loss`, `texture_loss` (the same value, detached) and `texture_acc`: the pixels' mean NLL and accuracy at C2's
+    resolution.
     """
 
     def __init__(self, net_enc: nn.Module, net_dec: nn.Module, tables: LabelTables, texture: nn.Module) -> None:
@@ -125,4 +127,4 @@ class TextureStageModule(UnifiedParsingModule):
         log_probs = F.log_softmax(self.texture(c2).float(), dim=1)
         target = feed_dict["texture"][:, None, None].expand(-1, *log_probs.shape[-2:])
         loss = masked_nll(log_probs, target, -1)
-        return loss, {"texture_loss": loss.detach(), "texture_acc": accuracy(log_probs, target, -1)}
+        return {"loss": loss, "texture_loss": loss.detach(), "texture_acc": accuracy(log_probs, target, -1)}

@@ -1,9 +1,17 @@
-"""The interface of a task, and the model factory every entry point uses."""
+"""What a task is made of: a few roles with one job each, and the training stages built from them.
+
+A `Task` (one per family of decoders) holds its roles: `model` (the module and its losses, its weight
+files), `data` (the training records and batches), `evaluation` (validation items, counts, figures),
+`prediction` (one image's answer and `test.py`'s files) and `export` (the ONNX file's outputs). Training
+runs a `Stage`: a model role, a data role and a schedule; the model's own stage comes from the config's
+TRAIN keys, another stage (`tasks.STAGES`) brings its own roles and schedule.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -15,31 +23,19 @@ from ..inference import prepare_for_inference
 from ..models.builder import ENCODERS, build_decoder, build_encoder
 
 
-class Task:
-    """What is specific to a task: config checks, the training module and its losses, the training data and its
-    batches, evaluation metrics and summary, prediction and output files.
+class TaskModel:
+    """The task's model and its losses: built from the config, loaded from checkpoints, saved by training.
 
-    Training, evaluation, `test.py`, `Segmenter` and the benches ask `task_for(cfg)` once and then only
-    call these methods. A task serves the decoders that subclass its `decoder_base`.
+    The module's training `forward(batch)` gives its named values: `loss`, what training minimises, and
+    statistics to log (a head's loss ends in `loss`, an accuracy in `acc`), as detectron2's models do.
     """
 
-    name: ClassVar[str]
-    decoder_base: ClassVar[type]
     find_unused_parameters: ClassVar[bool] = False  # whether a training step may leave parameters without gradient
-    files_prefix: ClassVar[str] = ""  # of the training run's resume states, history, plot and config in DIR
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
-    # configuration ------------------------------------------------------------------------------------------------
-
-    @classmethod
-    def check_config(cls, cfg) -> None:
-        """Raise ConfigError for what this task cannot do with `cfg`."""
-
-    # the model ----------------------------------------------------------------------------------------------------
-
-    def build_model(self, weights: Mapping[str, str] | None = None, inference: bool = False) -> nn.Module:
+    def build(self, weights: Mapping[str, str] | None = None, inference: bool = False) -> nn.Module:
         """The model of the config: encoder and decoder (their map widths from the encoder's spec) in the task's module.
 
         `weights` ({"encoder": path, "decoder": path}) loads checkpoints, else MODEL.weights_encoder and
@@ -62,18 +58,22 @@ class Task:
         )
         return self.module(encoder, decoder, inference)
 
-    def model_files(self, checkpoint: str) -> dict[str, str]:
-        """The weights files of DIR's `checkpoint` for `build_model` (`checkpoints.model_files`; a missing one is an
-        error naming it)."""
+    def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> nn.Module:
+        """Encoder and decoder with the task's losses; for `inference`, without what serves training only."""
+        raise NotImplementedError
+
+    def files(self, checkpoint: str) -> dict[str, str]:
+        """The weights files of DIR's `checkpoint` for `build` (`checkpoints.model_files`; a missing one is an error
+        naming it)."""
         return checkpoints.model_files(self.cfg.DIR, checkpoint)
 
     def load(self, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> nn.Module:
-        """The model of `model_files(checkpoint)`, on `device`, in eval mode.
+        """The model of `files(checkpoint)`, on `device`, in eval mode.
 
         With `optimize` (the default) it is prepared for fast inference (`prepare_for_inference`); such
         a model is for predicting only, not for training or saving.
         """
-        model = self.build_model(self.model_files(checkpoint), inference=True).to(device).eval()
+        model = self.build(self.files(checkpoint), inference=True).to(device).eval()
         return prepare_for_inference(model) if optimize else model
 
     def epoch_parts(self, model: nn.Module, epoch: int) -> tuple[str, dict[str, nn.Module]]:
@@ -81,77 +81,124 @@ class Task:
         `checkpoints.save_parts`)."""
         return checkpoints.epoch_checkpoint(epoch), {part: getattr(model, part) for part in checkpoints.PARTS}
 
-    def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> nn.Module:
-        """Encoder and decoder with the task's losses: `forward(batch)` gives (loss, raw statistics). For `inference`,
-        without what serves training only."""
-        raise NotImplementedError
 
-    def step_statistics(self, raw) -> dict[str, torch.Tensor]:
-        """The module's training statistics by name (accuracies end in `acc`, losses in `loss`)."""
-        raise NotImplementedError
+class TrainingData(Protocol):
+    """The training records of a stage and their batches."""
 
-    # training data ------------------------------------------------------------------------------------------------
+    def read(self, path: str) -> list[dict]: ...
 
-    def read_records(self, path: str) -> list[dict]:
-        raise NotImplementedError
+    def describe(self, records: Sequence[dict]) -> str:
+        """A few words on the records, after their count (e.g. their sources); may be empty."""
 
-    def describe_records(self, records: Sequence[dict]) -> str:
-        """A few words on the training records, after their count (e.g. their sources)."""
-        return ""
-
-    def train_loader(self, records: Sequence[dict], request: LoaderRequest):
+    def loader(self, records: Sequence[dict], request: LoaderRequest):
         """The requested training batches (`sampling.LoaderRequest`)."""
-        raise NotImplementedError
 
-    # evaluation ---------------------------------------------------------------------------------------------------
 
-    def val_records(self) -> list[dict]:
-        """The records evaluation reads: DATASET.list_val's."""
-        return self.read_records(self.cfg.DATASET.list_val)
+class Evaluation(Protocol):
+    """Validation: its records and items, each image's counts, their accumulation and the printed summary."""
 
-    def val_dataset(self, records: Sequence[dict]):
-        raise NotImplementedError
+    def records(self) -> list[dict]:
+        """The records evaluation reads (DATASET.list_val's, and what the task adds)."""
+
+    def dataset(self, records: Sequence[dict]): ...
 
     def measure(self, model: nn.Module, item: dict, picture_path: str | None):
-        """One validation image's counts for `metrics().add`; with `picture_path`, also its picture there."""
-        raise NotImplementedError
+        """One validation item's counts for `metrics().add`; with `picture_path`, also its picture there."""
 
     def metrics(self):
         """An accumulator of `measure` results: `add(counts)`, `summary()`."""
-        raise NotImplementedError
 
-    def print_summary(self, summary: dict, path: str) -> None:
-        raise NotImplementedError
+    def print_summary(self, summary: dict, path: str) -> None: ...
 
-    # inference ----------------------------------------------------------------------------------------------------
+
+class Prediction(Protocol):
+    """One image's answer (`Segmenter.predict`), and the files `test.py` writes of it."""
 
     def class_names(self) -> list[str]:
-        """The names of the classes `Segmenter.predict` returns (0-based)."""
-        raise NotImplementedError
+        """The names of the classes `predict` returns (0-based)."""
 
     def predict(self, model: nn.Module, image: np.ndarray, probabilities: bool = False):
-        """A prediction for one RGB image, from a model built with `inference=True` (see `Segmenter.predict`)."""
-        raise NotImplementedError
-
-    # ONNX ---------------------------------------------------------------------------------------------------------
-
-    def output_names(self, model: nn.Module) -> list[str]:
-        """The names of the exported file's outputs for `model`, in `export_outputs`'s order."""
-        raise NotImplementedError
-
-    def export_outputs(self, model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """What the exported file computes: each output's probabilities at the input size (a model built with
-        `inference=True`)."""
-        raise NotImplementedError
-
-    def onnx_model(self, session) -> nn.Module:
-        """An `onnx_runtime.OnnxModel` over an ONNX Runtime session of an exported file, which `predict` can use."""
-        raise NotImplementedError
+        """A prediction for one RGB image, from a model built with `inference=True`."""
 
     def classes_per_head(self, pred) -> dict[str, np.ndarray]:
         """A `predict` answer as the classes of each head (an image-level head's: one value), to compare predictions."""
-        raise NotImplementedError
 
     def write_outputs(self, image: np.ndarray, pred, stem: str) -> tuple[list[str], list[str]]:
         """`test.py`'s files for one image, named from `stem`; returns their paths and the lines to print about it."""
-        raise NotImplementedError
+
+
+class Export(Protocol):
+    """What the exported ONNX file computes, and a model `Prediction.predict` can use over its session."""
+
+    def output_names(self, model: nn.Module) -> list[str]:
+        """The names of the file's outputs for `model`, in `outputs`'s order."""
+
+    def outputs(self, model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each output's probabilities at the input size (a model built with `inference=True`)."""
+
+    def onnx_model(self, session) -> nn.Module:
+        """An `onnx_runtime.OnnxModel` over an ONNX Runtime session of an exported file."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What one training run trains, from which records, on what schedule, and the name prefix of its files in DIR
+    (resume states, history, plot, config)."""
+
+    model: TaskModel
+    data: TrainingData
+    list_train: str
+    num_epoch: int
+    epoch_iters: int
+    lr_encoder: float
+    lr_decoder: float
+    lr_min: float
+    start_epoch: int = 0  # TRAIN.start_epoch: continue from DIR's epoch N
+    init_from: str = ""  # MODEL.init_from: fine-tune from another model's weights
+    files_prefix: str = ""
+
+
+class Task:
+    """A family of decoders and the roles that serve them (see the module). Training, evaluation, `test.py`,
+    `Segmenter` and the benches ask `task_for(cfg)` once and then only call its roles."""
+
+    name: ClassVar[str]
+    decoder_base: ClassVar[type]
+    model: TaskModel
+    data: TrainingData
+    evaluation: Evaluation
+    prediction: Prediction
+    export: Export
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise ConfigError for what this task cannot do with `cfg`."""
+
+    def stage(self) -> Stage:
+        """The model's own training: DATASET.list_train, the TRAIN schedule, TRAIN.start_epoch, MODEL.init_from."""
+        t = self.cfg.TRAIN
+        return Stage(
+            self.model,
+            self.data,
+            self.cfg.DATASET.list_train,
+            t.num_epoch,
+            t.epoch_iters,
+            t.lr_encoder,
+            t.lr_decoder,
+            t.lr_min,
+            t.start_epoch,
+            self.cfg.MODEL.init_from,
+        )
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A training stage other than the model's own (TRAIN.stage): the decoders it serves, its config checks (beyond
+    the task's), and the `Stage` it trains for the config's task."""
+
+    decoder_base: type
+    check_config: Callable[..., None]
+    stage: Callable[[Task], Stage]

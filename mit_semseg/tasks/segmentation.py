@@ -13,6 +13,7 @@ from ..data.classes import class_names, config_colors
 from ..data.crops import build_crop_loader
 from ..data.dataset import ValDataset, build_train_loader
 from ..data.records import read_odgt
+from ..data.sampling import LoaderRequest
 from ..data.transforms import prediction_images
 from ..errors import ConfigError
 from ..inference import fuse, predict_logits
@@ -22,7 +23,7 @@ from ..models.decoders import Decoder, FCNHead
 from ..models.segmentation import SegmentationModule
 from ..onnx_runtime import OnnxModel
 from ..pictures import labelled, shares, write_picture
-from .base import Task
+from .base import Task, TaskModel
 
 
 def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], cfg, probabilities=False):
@@ -67,31 +68,8 @@ class _OnnxDecoder:
         return self.session.run(image)["probabilities"]
 
 
-class SegmentationTask(Task):
-    name = "segmentation"
-    decoder_base = Decoder
-
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
-        try:
-            self.names = class_names(cfg)
-            self.colors = config_colors(cfg)
-        except (ValueError, FileNotFoundError) as err:
-            raise ConfigError(f"DATASET.class_info: {err}") from err
-
-    @classmethod
-    def check_config(cls, cfg) -> None:
-        if cfg.MODEL.aux_head and cfg.MODEL.aux_head not in AUX_HEADS:
-            raise ConfigError(f"MODEL.aux_head: unknown '{cfg.MODEL.aux_head}'; valid: '', {', '.join(AUX_HEADS)}")
-        if cfg.MODEL.aux_head and len(ENCODERS[cfg.MODEL.arch_encoder].feature_channels) < 2:
-            raise ConfigError(
-                f"MODEL.aux_head reads the encoder's second-to-last map; {cfg.MODEL.arch_encoder} gives only one"
-            )
-        if cfg.DATASET.num_class < 2:
-            raise ConfigError(
-                f"DATASET.num_class is {cfg.DATASET.num_class}: with one class the loss is always 0 and nothing is "
-                "learnt; label 0 is unlabelled (ignored), so two classes (background 1, foreground 2) need num_class 2"
-            )
+class SegmentationModel(TaskModel):
+    """The encoder and decoder in a `SegmentationModule`: NLL loss, deep supervision, the auxiliary head."""
 
     def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> SegmentationModule:
         m = self.cfg.MODEL
@@ -105,16 +83,33 @@ class SegmentationTask(Task):
             encoder, decoder, nn.NLLLoss(ignore_index=-1), scale, aux, self.cfg.TRAIN.aux_loss_weight
         )
 
-    def step_statistics(self, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"acc": raw}
 
-    def read_records(self, path: str) -> list[dict]:
+class SegmentationData:
+    """`.odgt` records; batches of DATASET.pipeline (the original's aspect-ratio batches, or fixed crops)."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def read(self, path: str) -> list[dict]:
         return read_odgt(path, self.cfg.DATASET.root_dataset, check_files=self.cfg.DATASET.check_files)
 
-    def train_loader(self, records, request):
+    def describe(self, records: Sequence[dict]) -> str:
+        return ""
+
+    def loader(self, records: Sequence[dict], request: LoaderRequest):
         return PIPELINES[self.cfg.DATASET.pipeline](records, self.cfg, request)
 
-    def val_dataset(self, records: Sequence[dict]) -> ValDataset:
+
+class SegmentationEvaluation:
+    """DATASET.list_val's images predicted as TEST.* says, counted in one confusion matrix."""
+
+    def __init__(self, cfg, data: SegmentationData, names: list[str], colors: np.ndarray) -> None:
+        self.cfg, self.data, self.names, self.colors = cfg, data, names, colors
+
+    def records(self) -> list[dict]:
+        return self.data.read(self.cfg.DATASET.list_val)
+
+    def dataset(self, records: Sequence[dict]) -> ValDataset:
         return ValDataset(records, self.cfg)
 
     def measure(self, model, item: dict, picture_path: str | None):
@@ -144,6 +139,13 @@ class SegmentationTask(Task):
         )
         print(f"Mean IoU: {summary['mean_iou']:.4f}, Accuracy: {100 * summary['pixel_accuracy']:.2f}%")
 
+
+class SegmentationPrediction:
+    """A class map per image; `test.py` writes the picture and the label PNG."""
+
+    def __init__(self, cfg, names: list[str], colors: np.ndarray) -> None:
+        self.cfg, self.names, self.colors = cfg, names, colors
+
     def class_names(self) -> list[str]:
         return list(self.names)
 
@@ -156,15 +158,6 @@ class SegmentationTask(Task):
         out = predict(model, prediction_images(image, self.cfg), image.shape[:2], self.cfg, probabilities)
         return tuple(x.numpy() for x in out) if probabilities else out.numpy()
 
-    def output_names(self, model) -> list[str]:
-        return ["probabilities"]
-
-    def export_outputs(self, model, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (model.decoder(model.encoder(image, return_feature_maps=True), segSize=image.shape[-2:]),)
-
-    def onnx_model(self, session) -> nn.Module:
-        return OnnxModel(_OnnxDecoder(session))
-
     def classes_per_head(self, pred: np.ndarray) -> dict[str, np.ndarray]:
         return {"classes": pred}
 
@@ -175,3 +168,47 @@ class SegmentationTask(Task):
         dtype = np.uint8 if len(self.names) < 256 else np.uint16
         cv2.imwrite(f"{stem}_label.png", (pred + 1).astype(dtype))
         return [f"{stem}.png", f"{stem}_label.png"], describe(pred, self.names)
+
+
+class SegmentationExport:
+    """One output, `probabilities`."""
+
+    def output_names(self, model) -> list[str]:
+        return ["probabilities"]
+
+    def outputs(self, model, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (model.decoder(model.encoder(image, return_feature_maps=True), segSize=image.shape[-2:]),)
+
+    def onnx_model(self, session) -> nn.Module:
+        return OnnxModel(_OnnxDecoder(session))
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+    decoder_base = Decoder
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        try:
+            names, colors = class_names(cfg), config_colors(cfg)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"DATASET.class_info: {err}") from err
+        self.model = SegmentationModel(cfg)
+        self.data = SegmentationData(cfg)
+        self.evaluation = SegmentationEvaluation(cfg, self.data, names, colors)
+        self.prediction = SegmentationPrediction(cfg, names, colors)
+        self.export = SegmentationExport()
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.MODEL.aux_head and cfg.MODEL.aux_head not in AUX_HEADS:
+            raise ConfigError(f"MODEL.aux_head: unknown '{cfg.MODEL.aux_head}'; valid: '', {', '.join(AUX_HEADS)}")
+        if cfg.MODEL.aux_head and len(ENCODERS[cfg.MODEL.arch_encoder].feature_channels) < 2:
+            raise ConfigError(
+                f"MODEL.aux_head reads the encoder's second-to-last map; {cfg.MODEL.arch_encoder} gives only one"
+            )
+        if cfg.DATASET.num_class < 2:
+            raise ConfigError(
+                f"DATASET.num_class is {cfg.DATASET.num_class}: with one class the loss is always 0 and nothing is "
+                "learnt; label 0 is unlabelled (ignored), so two classes (background 1, foreground 2) need num_class 2"
+            )

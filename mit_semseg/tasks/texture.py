@@ -14,55 +14,42 @@ from __future__ import annotations
 
 import filecmp
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 
 from torch import nn
 
 from .. import checkpoints
-from ..data.label_tables import read_label_tables
+from ..data.label_tables import LabelTables, read_label_tables
+from ..data.sampling import LoaderRequest
 from ..data.textures import build_texture_loader, read_texture_records
 from ..errors import ConfigError
 from ..models.texture import build_texture_head
 from ..models.unified import TextureStageModule
+from ..models.upp import UPPDecoder
+from .base import Stage, StageSpec
 from .unified import UnifiedParsingTask
+from .unified.model import UnifiedModel
 
 POSITIVE = ("texture_size", "texture_num_epoch", "texture_epoch_iters", "texture_batch_size_per_gpu", "texture_lr")
 
 
-def stage_config(cfg):
-    """The config the texture stage trains with: its own schedule, learning rate and record list."""
-    staged = cfg.clone()
-    t = staged.TRAIN
-    t.num_epoch, t.epoch_iters, t.start_epoch = t.texture_num_epoch, t.texture_epoch_iters, 0
-    t.lr_encoder = t.lr_decoder = t.texture_lr
-    t.lr_min = min(t.lr_min, t.texture_lr)
-    staged.DATASET.list_train = staged.DATASET.list_texture_train
-    staged.MODEL.init_from = ""
-    return staged
+def check_config(cfg) -> None:
+    """What the stage needs beyond its task's checks: a texture table, texture records, a positive schedule."""
+    tables = read_label_tables(cfg.DATASET.label_tables)
+    if not tables.textures:
+        raise ConfigError(f"TRAIN.stage texture: the label tables in {tables.folder} have no texture.csv")
+    if not cfg.DATASET.list_texture_train:
+        raise ConfigError("TRAIN.stage texture: set DATASET.list_texture_train (records with fpath_img and texture)")
+    for key in POSITIVE:
+        if cfg.TRAIN[key] <= 0:
+            raise ConfigError(f"TRAIN.{key} must be positive, got {cfg.TRAIN[key]}")
 
 
-class TextureStageTask(UnifiedParsingTask):
-    name = "texture_stage"
+class TextureStageModel(UnifiedModel):
+    """A trained checkpoint's encoder and decoder, frozen, and a fresh texture head (`TextureStageModule`)."""
+
     find_unused_parameters = False  # the head is all that trains, and every step trains it
-    files_prefix = "texture_"
-
-    def __init__(self, cfg) -> None:
-        super().__init__(stage_config(cfg))
-
-    @classmethod
-    def check_config(cls, cfg) -> None:
-        super().check_config(cfg)
-        tables = read_label_tables(cfg.DATASET.label_tables)
-        if not tables.textures:
-            raise ConfigError(f"TRAIN.stage texture: the label tables in {tables.folder} have no texture.csv")
-        if not cfg.DATASET.list_texture_train:
-            raise ConfigError(
-                "TRAIN.stage texture: set DATASET.list_texture_train (records with fpath_img and texture)"
-            )
-        for key in POSITIVE:
-            if cfg.TRAIN[key] <= 0:
-                raise ConfigError(f"TRAIN.{key} must be positive, got {cfg.TRAIN[key]}")
 
     @cached_property
     def source(self) -> tuple[dict[str, str], str]:
@@ -79,10 +66,9 @@ class TextureStageTask(UnifiedParsingTask):
                 )
         return files, name
 
-    def build_model(self, weights=None, inference: bool = False) -> nn.Module:
-        """The checkpoint's encoder and decoder, frozen, and a fresh texture head (`TextureStageModule`)."""
+    def build(self, weights: Mapping[str, str] | None = None, inference: bool = False) -> nn.Module:
         files, _ = self.source
-        return super().build_model(weights or files, inference)
+        return super().build(weights or files, inference)
 
     def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> TextureStageModule:
         m = self.cfg.MODEL
@@ -99,14 +85,41 @@ class TextureStageTask(UnifiedParsingTask):
                 parts[part] = getattr(model, part)
         return name, parts
 
-    def read_records(self, path: str) -> list[dict]:
+
+class TextureData:
+    """Texture records (an image and its texture); square batches of TRAIN.texture_batch_size_per_gpu."""
+
+    def __init__(self, cfg, tables: LabelTables, model: TextureStageModel) -> None:
+        self.cfg, self.tables, self.model = cfg, tables, model
+
+    def read(self, path: str) -> list[dict]:
         d = self.cfg.DATASET
         return read_texture_records(path, d.root_dataset, self.tables.textures, d.check_files)
 
-    def describe_records(self, records: Sequence[dict]) -> str:
-        files, name = self.source
+    def describe(self, records: Sequence[dict]) -> str:
+        files, name = self.model.source
         present = len({r["texture"] for r in records})
         return f"{present} of the {len(self.tables.textures)} textures; the model of {files['encoder']} ({name}) frozen"
 
-    def train_loader(self, records, request):
+    def loader(self, records: Sequence[dict], request: LoaderRequest):
         return build_texture_loader(records, self.cfg, request)
+
+
+def texture_stage(task: UnifiedParsingTask) -> Stage:
+    """The stage's roles over the task's tables, and its schedule: TRAIN.texture_* (from epoch 0, no init_from)."""
+    cfg, t = task.cfg, task.cfg.TRAIN
+    model = TextureStageModel(cfg, task.tables)
+    return Stage(
+        model,
+        TextureData(cfg, task.tables, model),
+        cfg.DATASET.list_texture_train,
+        t.texture_num_epoch,
+        t.texture_epoch_iters,
+        t.texture_lr,
+        t.texture_lr,
+        min(t.lr_min, t.texture_lr),
+        files_prefix="texture_",
+    )
+
+
+TEXTURE_STAGE = StageSpec(UPPDecoder, check_config, texture_stage)

@@ -20,7 +20,7 @@ from ..data.sampling import LoaderRequest
 from ..nn import to_distributed
 from ..parallel import DictDataParallel
 from ..precision import training_amp
-from ..tasks import Task, task_for
+from ..tasks import Stage, stage_for
 from .hooks import CheckpointHook, FiniteLossHook, HistoryHook, ProgressHook, TrainingError
 from .init_from import init_from
 from .monitor import setup_logging
@@ -79,23 +79,22 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _restore(model, cfg, optimizer, scaler, resume: bool, prefix: str) -> Position:
-    """Where to start: a resume state (--resume, or TRAIN.start_epoch with its state), else epoch start_epoch.
-    `prefix`: the stage's resume states."""
-    path = None
+def _restore(model, directory: str, stage: Stage, optimizer, scaler, resume: bool) -> Position:
+    """Where to start: a resume state of the stage (--resume, or TRAIN.start_epoch with its state), else epoch
+    start_epoch."""
+    path, prefix = None, stage.files_prefix
     if resume:
-        path = latest_state(cfg.DIR, prefix)
+        path = latest_state(directory, prefix)
         if path is None:
-            raise TrainingError(f"--resume: no resume state ({state_pattern(prefix)}) in {cfg.DIR}")
-    elif cfg.TRAIN.start_epoch > 0:
-        candidate = state_path(cfg.DIR, cfg.TRAIN.start_epoch, 0, prefix)
+            raise TrainingError(f"--resume: no resume state ({state_pattern(prefix)}) in {directory}")
+    elif stage.start_epoch > 0:
+        candidate = state_path(directory, stage.start_epoch, 0, prefix)
         path = candidate if os.path.isfile(candidate) else None
         if path is None:
             log.info(
-                "no resume state for epoch %d: continuing from its weights with a fresh optimizer",
-                cfg.TRAIN.start_epoch,
+                "no resume state for epoch %d: continuing from its weights with a fresh optimizer", stage.start_epoch
             )
-            return Position(epoch=cfg.TRAIN.start_epoch)
+            return Position(epoch=stage.start_epoch)
     if path is None:
         return Position()
     state = load_state(path)
@@ -119,28 +118,28 @@ def _restore(model, cfg, optimizer, scaler, resume: bool, prefix: str) -> Positi
     return Position(state["epoch"], state["iteration"], list(state["history"]))
 
 
-def _start_weights(cfg, resume: bool) -> dict[str, str] | None:
+def _start_weights(directory: str, stage: Stage, resume: bool) -> dict[str, str] | None:
     """The weights training starts from: with TRAIN.start_epoch N, as the original, DIR's epoch N (unless a resume
-    state brings its own); else the config's (`Task.build_model`)."""
-    return epoch_files(cfg.DIR, cfg.TRAIN.start_epoch) if cfg.TRAIN.start_epoch > 0 and not resume else None
+    state brings its own); else the config's (`TaskModel.build`)."""
+    return epoch_files(directory, stage.start_epoch) if stage.start_epoch > 0 and not resume else None
 
 
-def _training_data(task: Task, cfg, runtime: Runtime, per_step: int, pin_memory: bool):
+def _training_data(stage: Stage, runtime: Runtime, per_step: int, pin_memory: bool):
     """Reads the training records; returns `batches_for(epoch, start)`, the epoch's loader from batch `start`."""
-    records = task.read_records(cfg.DATASET.list_train)
-    about = task.describe_records(records)
-    log.info("%d training records from %s%s", len(records), cfg.DATASET.list_train, f"; {about}" if about else "")
+    records = stage.data.read(stage.list_train)
+    about = stage.data.describe(records)
+    log.info("%d training records from %s%s", len(records), stage.list_train, f"; {about}" if about else "")
     request = LoaderRequest(
-        cfg.TRAIN.epoch_iters * per_step,
+        stage.epoch_iters * per_step,
         per_step,
         rank=runtime.rank,
         world_size=runtime.world_size,
         pin_memory=pin_memory,
     )
-    return lambda epoch, start: task.train_loader(records, replace(request, epoch=epoch, start=start))
+    return lambda epoch, start: stage.data.loader(records, replace(request, epoch=epoch, start=start))
 
 
-def _step_module(model: nn.Module, task: Task, runtime: Runtime, amp: str, compile_: bool) -> nn.Module:
+def _step_module(model: nn.Module, stage: Stage, runtime: Runtime, amp: str, compile_: bool) -> nn.Module:
     """What runs a step: the model under autocast, compiled, and spread over the devices or processes."""
     device = runtime.devices[0]
     step_module = model
@@ -156,7 +155,7 @@ def _step_module(model: nn.Module, task: Task, runtime: Runtime, amp: str, compi
         return nn.parallel.DistributedDataParallel(
             step_module,
             device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=task.find_unused_parameters,
+            find_unused_parameters=stage.model.find_unused_parameters,
         )
     if len(runtime.devices) > 1:
         return DictDataParallel(step_module, runtime.devices)
@@ -178,45 +177,47 @@ def _setup_run(cfg, runtime: Runtime, prefix: str) -> None:
         torch.backends.cudnn.benchmark = cfg.TRAIN.cudnn_benchmark
 
 
-def _model(task: Task, cfg, device: torch.device, resume: bool) -> tuple[nn.Module, torch.memory_format]:
+def _model(stage: Stage, cfg, device: torch.device, resume: bool) -> tuple[nn.Module, torch.memory_format]:
     """The model training starts from (see `_start_weights`, MODEL.init_from), on `device` in its memory format."""
-    model = task.build_model(_start_weights(cfg, resume))
-    if cfg.MODEL.init_from:
+    model = stage.model.build(_start_weights(cfg.DIR, stage, resume))
+    if stage.init_from:
         if resume:
             log.info("--resume: the resume state's weights, not MODEL.init_from's")
         else:
-            log.info(init_from(model, cfg.MODEL.init_from))
+            log.info(init_from(model, stage.init_from))
     if cfg.TRAIN.fix_bn:
         freeze_bn(model)
     memory_format = torch.channels_last if cfg.TRAIN.channels_last else torch.contiguous_format
     return model.to(device, memory_format=memory_format), memory_format
 
 
-def _hooks(task: Task, cfg, runtime: Runtime) -> list[Hook]:
+def _hooks(stage: Stage, directory: str, runtime: Runtime) -> list[Hook]:
     """History, checkpoints and progress on the main process; the non-finite-loss stop everywhere."""
-    prefix = task.files_prefix
-    hooks = [HistoryHook(cfg.DIR, prefix), CheckpointHook(cfg.DIR, task.epoch_parts, prefix), ProgressHook()]
-    return [*(hooks if runtime.main else []), FiniteLossHook(cfg.DIR)]
+    prefix = stage.files_prefix
+    hooks = [HistoryHook(directory, prefix), CheckpointHook(directory, stage.model.epoch_parts, prefix), ProgressHook()]
+    return [*(hooks if runtime.main else []), FiniteLossHook(directory)]
 
 
 def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | None = None) -> Position:
     """Train as `cfg` says; returns where training ended (`interrupted` after Ctrl-C, with a resume state saved).
     Checkpoints go to cfg.DIR (rank 0 writes them). `stop_after_epoch` ends the run, resumably, once that
-    epoch is done. The task may train with a config of its own (a stage's schedule), written to DIR."""
-    task = task_for(cfg)
-    cfg, t, device = task.cfg, task.cfg.TRAIN, runtime.devices[0]
-    _setup_run(cfg, runtime, task.files_prefix)
+    epoch is done. TRAIN.stage picks what is trained (`stage_for`: the model, or a stage with its own schedule)."""
+    stage = stage_for(cfg)
+    t, device = cfg.TRAIN, runtime.devices[0]
+    _setup_run(cfg, runtime, stage.files_prefix)
     per_step = 1 if runtime.distributed else len(runtime.devices)
-    batches_for = _training_data(task, cfg, runtime, per_step, pin_memory=device.type == "cuda")
-    model, memory_format = _model(task, cfg, device, resume)
-    optimizer = build_optimizer(model, cfg)
+    batches_for = _training_data(stage, runtime, per_step, pin_memory=device.type == "cuda")
+    model, memory_format = _model(stage, cfg, device, resume)
+    optimizer = build_optimizer(model, stage.lr_encoder, stage.lr_decoder, t.beta1, t.weight_decay)
     amp = training_amp(t.amp, device)
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("TRAIN.amp fp16 needs a GPU; on the CPU use bf16")
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16" and device.type == "cuda")
-    position = _restore(model, cfg, optimizer, scaler, resume, task.files_prefix)
-    step_module = _step_module(model, task, runtime, amp, t.compile)
-    schedule = Schedule(t.num_epoch, t.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch, t.lr_min)
+    position = _restore(model, cfg.DIR, stage, optimizer, scaler, resume)
+    step_module = _step_module(model, stage, runtime, amp, t.compile)
+    schedule = Schedule(
+        stage.num_epoch, stage.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch, stage.lr_min
+    )
     log.info(
         "training %s + %s%s on %s for epochs %d..%d, %d iterations each, precision %s",
         cfg.MODEL.arch_encoder,
@@ -224,8 +225,8 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
         f" (stage {t.stage})" if t.stage else "",
         ", ".join(map(str, runtime.devices)) + (f" x {runtime.world_size} processes" if runtime.distributed else ""),
         position.epoch + 1,
-        t.num_epoch,
-        t.epoch_iters,
+        stage.num_epoch,
+        stage.epoch_iters,
         "fp32" if amp == "none" else amp,
     )
     trainer = Trainer(
@@ -236,10 +237,9 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
         batches_for,
         schedule,
         position,
-        _hooks(task, cfg, runtime),
+        _hooks(stage, cfg.DIR, runtime),
         device,
         memory_format,
-        task.step_statistics,
         freeze_bn if t.fix_bn else lambda m: None,
     )
     position = trainer.run()

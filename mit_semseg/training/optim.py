@@ -21,13 +21,14 @@ def param_groups(module: nn.Module, lr: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.SGD:
-    """SGD over the model's encoder at TRAIN.lr_encoder, and its decoder (and auxiliary head) at TRAIN.lr_decoder."""
-    t = cfg.TRAIN
+def build_optimizer(
+    model: nn.Module, lr_encoder: float, lr_decoder: float, momentum: float, weight_decay: float
+) -> torch.optim.SGD:
+    """SGD over the model's encoder at `lr_encoder`, and its decoder (and auxiliary head) at `lr_decoder`."""
     heads = [m for name, m in model.named_children() if name != "encoder"]
-    groups = param_groups(model.encoder, t.lr_encoder) + [g for m in heads for g in param_groups(m, t.lr_decoder)]
+    groups = param_groups(model.encoder, lr_encoder) + [g for m in heads for g in param_groups(m, lr_decoder)]
     groups = [g for g in groups if g["params"]]
-    return torch.optim.SGD(groups, lr=t.lr_encoder, momentum=t.beta1, weight_decay=t.weight_decay)
+    return torch.optim.SGD(groups, lr=lr_encoder, momentum=momentum, weight_decay=weight_decay)
 
 
 def poly_lr(base_lr: float, iteration: int, max_iter: int, power: float, floor: float = 0.0) -> float:

@@ -100,18 +100,17 @@ def train_step(
     memory_format: torch.memory_format,
     optimizer: torch.optim.Optimizer,
     scaler,
-    statistics: Callable,
 ) -> tuple[float, dict[str, float]]:
-    """One optimisation step over the batches of all devices; returns the mean loss and the mean statistics
-    (`statistics` names the module's second output)."""
+    """One optimisation step over the batches of all devices; returns the mean `loss` and the means of the module's
+    other named values (see `tasks.TaskModel`)."""
     group = [dict(b, img_data=b["img_data"].contiguous(memory_format=memory_format)) for b in group]
     if isinstance(step_module, DictDataParallel):
         results = step_module(group)
     else:
         results = [step_module(to_device(group[0], device, non_blocking=True))]
-    loss = sum(r[0].float() for r in results) / len(results)
-    stats = [statistics(r[1]) for r in results]
-    means = {name: sum(s[name].float() for s in stats) / len(stats) for name in stats[0]}
+    loss = sum(r["loss"].float() for r in results) / len(results)
+    names = [name for name in results[0] if name != "loss"]
+    means = {name: sum(r[name].float() for r in results) / len(results) for name in names}
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -140,12 +139,11 @@ class Trainer:
         hooks: list[Hook],
         device: torch.device,
         memory_format: torch.memory_format,
-        statistics: Callable,
         prepare_model: Callable[[nn.Module], None] = lambda model: None,
     ) -> None:
         self.model, self.step_module, self.optimizer, self.scaler = model, step_module, optimizer, scaler
         self.batches_for, self.schedule, self.position, self.hooks = batches_for, schedule, position, hooks
-        self.device, self.memory_format, self.statistics = device, memory_format, statistics
+        self.device, self.memory_format = device, memory_format
         self.prepare_model = prepare_model  # called after model.train() each epoch (TRAIN.fix_bn)
         self.skipped = SkippedSamples()
         self.timing = (0.0, 0.0)  # the last iteration's data and step seconds
@@ -213,7 +211,6 @@ class Trainer:
                     self.memory_format,
                     self.optimizer,
                     self.scaler,
-                    self.statistics,
                 )
                 self._call("after_step", loss, stats)
                 for name, value in {"loss": loss, **stats}.items():
