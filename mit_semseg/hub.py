@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 
@@ -12,6 +13,7 @@ from .progress import Progress
 PRETRAINED_URL = "http://sceneparsing.csail.mit.edu/model/pretrained_resnet/"
 MODEL_URL = "http://sceneparsing.csail.mit.edu/model/pytorch/"
 UPP_MODEL_URL = "http://sceneparsing.csail.mit.edu/model/unified_perceptual_parsing/"
+OPENMMLAB_URL = "https://download.openmmlab.com"
 CHUNK = 1 << 20
 
 
@@ -25,6 +27,18 @@ def model_url(default: str = MODEL_URL) -> str:
     return os.environ.get("MIT_SEMSEG_MODEL_URL", default)
 
 
+def openmmlab_url(path: str) -> str:
+    """`path` below OpenMMLab's download site; $MIT_SEMSEG_OPENMMLAB_URL stands for https://download.openmmlab.com
+    (a mirror that keeps the paths below it)."""
+    return os.environ.get("MIT_SEMSEG_OPENMMLAB_URL", OPENMMLAB_URL).rstrip("/") + "/" + path.lstrip("/")
+
+
+def name_hash(filename: str) -> str | None:
+    """The start of the SHA-256 digest that OpenMMLab's file names end with (`resnet50_v1c-2cccc1ad.pth`), or None."""
+    match = re.search(r"-([0-9a-f]{8,64})\.pth$", os.path.basename(filename))
+    return match.group(1) if match else None
+
+
 class DownloadError(RuntimeError):
     """A download that failed; the message says where to put the file by hand."""
 
@@ -33,9 +47,12 @@ def cache_dir() -> str:
     return os.environ.get("MIT_SEMSEG_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "mit_semseg")
 
 
-def pretrained_path(filename: str) -> str:
-    """The ImageNet weights file `filename` in the cache, downloaded first if needed."""
+def pretrained_path(filename: str, openmmlab_folder: str = "") -> str:
+    """The ImageNet weights file `filename` in the cache, downloaded first if needed: from the original's server, or
+    from `openmmlab_folder` on OpenMMLab's site (checked against the digest its name ends with)."""
     path = os.path.join(cache_dir(), "pretrained", filename)
+    if openmmlab_folder:
+        return download(openmmlab_url(f"{openmmlab_folder}/{filename}"), path, name_hash(filename))
     return download(pretrained_url() + filename, path)
 
 
@@ -91,9 +108,10 @@ def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10
     """Fetch `url` to `dest` unless it is already there; returns `dest`.
 
     A partial `dest.part` from an earlier attempt is resumed with an HTTP range request. The
-    file appears at `dest` only when complete (and, with `sha256`, verified).
+    file appears at `dest` only when complete (and, with `sha256`, verified: the whole digest, or its first
+    characters, as OpenMMLab's file names carry them).
     """
-    if os.path.isfile(dest) and (sha256 is None or sha256sum(dest) == sha256):
+    if os.path.isfile(dest) and (sha256 is None or sha256sum(dest).startswith(sha256)):
         return dest
     by_hand = f"download the file yourself and put it at {dest}"
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
@@ -104,7 +122,7 @@ def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10
         _receive(response, url, part, start, os.path.basename(dest), progress, by_hand)
     if sha256 is not None:
         actual = sha256sum(part)
-        if actual != sha256:
+        if not actual.startswith(sha256):
             os.remove(part)
             raise DownloadError(
                 f"download of {url} is corrupt: SHA-256 {actual}, expected {sha256}; "

@@ -28,6 +28,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     nowhere = closed_port_url("/")
     monkeypatch.setenv("MIT_SEMSEG_PRETRAINED_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_MODEL_URL", nowhere)
+    monkeypatch.setenv("MIT_SEMSEG_OPENMMLAB_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_BRODEN_MIRROR", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_OPENSURFACES_MIRROR", nowhere)
 

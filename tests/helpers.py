@@ -13,7 +13,7 @@ from mit_semseg.checkpoints import epoch_files
 from mit_semseg.models import ENCODERS
 from mit_semseg.models.hrnet import hrnetv2
 from mit_semseg.models.mobilenet import mobilenetv2dilated
-from mit_semseg.models.resnet import BasicBlock, Bottleneck, GroupBottleneck, ResNetEncoder
+from mit_semseg.models.resnet import BasicBlock, Bottleneck, GroupBottleneck, ResNetEncoder, ResNetV1cEncoder
 from mit_semseg.pictures import LEGEND_LIMIT, LEGEND_ROW, shares
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,12 +74,12 @@ _SMALL_MOBILENET = (
 _SMALL_HRNET = ((1, (8, 16)), (1, (8, 16, 24)), (1, (8, 16, 24, 32)))
 
 
-def _small_resnet(name: str, block, widths: tuple[int, ...]) -> dict:
+def _small_resnet(name: str, block, widths: tuple[int, ...], encoder=ResNetEncoder) -> dict:
     maps = tuple(w * block.expansion for w in widths)
     return {
         name + suffix: replace(
             ENCODERS[name + suffix],
-            build=partial(ResNetEncoder, block, (1, 1, 2, 2), widths=widths, dilated=bool(suffix)),
+            build=partial(encoder, block, (1, 1, 2, 2), widths=widths, dilated=bool(suffix)),
             feature_channels=maps,
         )
         for suffix in ("", "dilated")
@@ -96,6 +96,8 @@ REDUCED_ENCODERS = {
     **_small_resnet("resnet50", Bottleneck, (8, 16, 24, 32)),
     **_small_resnet("resnet101", Bottleneck, (8, 16, 32, 48)),
     **_small_resnet("resnext101", GroupBottleneck, (32, 64, 96, 128)),
+    **_small_resnet("resnet50v1c", Bottleneck, (8, 16, 24, 40), ResNetV1cEncoder),
+    **_small_resnet("resnet101v1c", Bottleneck, (8, 16, 32, 56), ResNetV1cEncoder),
     "hrnetv2": replace(
         ENCODERS["hrnetv2"], build=partial(hrnetv2, stages=_SMALL_HRNET, blocks=1), feature_channels=(80,)
     ),

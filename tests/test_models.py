@@ -9,8 +9,16 @@ from torch import nn
 from mit_semseg.models import DECODERS, ENCODERS, ModelBuilder, SegmentationModule
 from mit_semseg.nn import SynchronizedBatchNorm2d
 
-DILATED = ["mobilenetv2dilated", "resnet18dilated", "resnet50dilated", "resnet101dilated", "resnext101dilated"]
-PLAIN = ["resnet18", "resnet50", "resnet101", "resnext101", "hrnetv2"]
+DILATED = [
+    "mobilenetv2dilated",
+    "resnet18dilated",
+    "resnet50dilated",
+    "resnet101dilated",
+    "resnext101dilated",
+    "resnet50v1cdilated",
+    "resnet101v1cdilated",
+]
+PLAIN = ["resnet18", "resnet50", "resnet101", "resnext101", "resnet50v1c", "resnet101v1c", "hrnetv2"]
 NUM_CLASS = 7
 IMAGE = (2, 3, 64, 96)
 
@@ -199,6 +207,10 @@ def test_registries_list_every_architecture():
         "resnet101dilated",
         "resnext101",
         "resnext101dilated",
+        "resnet50v1c",
+        "resnet50v1cdilated",
+        "resnet101v1c",
+        "resnet101v1cdilated",
         "hrnetv2",
     }
     assert set(DECODERS) == {"c1", "c1_deepsup", "ppm", "ppm_deepsup", "upernet", "upernet_lite", "upp", "upp_lite"}
@@ -218,4 +230,4 @@ def test_every_encoder_has_a_reduced_variant():
         maps = small(torch.randn(1, 3, 64, 64), return_feature_maps=True)
         assert tuple(m.shape[1] for m in maps) == spec.feature_channels, name
         assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in full.parameters()) / 10
-    assert len({spec.fc_dim for spec in REDUCED_ENCODERS.values()}) == len(REDUCED_ENCODERS) - 4  # plain = dilated
+    assert len({spec.fc_dim for spec in REDUCED_ENCODERS.values()}) == len(REDUCED_ENCODERS) - 6  # plain = dilated

@@ -22,6 +22,7 @@ class EncoderSpec:
     imagenet_file: str
     imagenet_drop: tuple[str, ...]  # key prefixes of the ImageNet file that are not part of the encoder
     bn_momentum: float | None = None  # fixed by the architecture (HRNet); None: the builder's value
+    imagenet_folder: str = ""  # where `imagenet_file` is on OpenMMLab's download site; "": the original's server
 
     @property
     def fc_dim(self) -> int:
@@ -32,13 +33,19 @@ RESNET_MAPS = (256, 512, 1024, 2048)
 RESNET18_MAPS = (64, 128, 256, 512)
 
 
-def _plain_and_dilated(factory: Callable[..., nn.Module], maps: tuple[int, ...], imagenet_file: str):
-    """Registry entries `<name>` and `<name>dilated` of a ResNet-style factory."""
-    name = imagenet_file.split("-")[0]
+def _plain_and_dilated(
+    factory: Callable[..., nn.Module], maps: tuple[int, ...], imagenet_file: str, name: str = "", folder: str = ""
+):
+    """Registry entries `<name>` and `<name>dilated` (output stride 8) of a ResNet-style factory; `name` defaults to
+    the ImageNet file's first word."""
+    name = name or imagenet_file.split("-")[0]
     return {
-        name + suffix: EncoderSpec(partial(factory, dilated=dilated), maps, imagenet_file, ("fc.",))
+        name + suffix: EncoderSpec(partial(factory, dilated=dilated), maps, imagenet_file, ("fc.",), None, folder)
         for suffix, dilated in (("", False), ("dilated", True))
     }
+
+
+OPENMMLAB_IMAGENET = "pretrain/third_party"  # mmsegmentation's ImageNet weights, on OpenMMLab's site
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -49,6 +56,13 @@ ENCODERS: dict[str, EncoderSpec] = {
     **_plain_and_dilated(resnet.resnet50, RESNET_MAPS, "resnet50-imagenet.pth"),
     **_plain_and_dilated(resnet.resnet101, RESNET_MAPS, "resnet101-imagenet.pth"),
     **_plain_and_dilated(resnet.resnext101, RESNET_MAPS, "resnext101-imagenet.pth"),
+    # mmsegmentation's ResNetV1c: UPerNet's (plain) and PSPNet's (dilated: D8)
+    **_plain_and_dilated(
+        resnet.resnet50v1c, RESNET_MAPS, "resnet50_v1c-2cccc1ad.pth", "resnet50v1c", OPENMMLAB_IMAGENET
+    ),
+    **_plain_and_dilated(
+        resnet.resnet101v1c, RESNET_MAPS, "resnet101_v1c-e67eebb6.pth", "resnet101v1c", OPENMMLAB_IMAGENET
+    ),
     "hrnetv2": EncoderSpec(
         hrnet.hrnetv2,
         (720,),
@@ -104,7 +118,7 @@ def build_encoder(
         load_weights(net, weights)
     elif pretrained:
         try:
-            path = pretrained_path(spec.imagenet_file)
+            path = pretrained_path(spec.imagenet_file, spec.imagenet_folder)
         except DownloadError as err:
             raise DownloadError(
                 f"{err}; or build the encoder without ImageNet weights (pretrained=False, MODEL.pretrained False)"

@@ -18,7 +18,8 @@ class CheckpointError(ValueError):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a plain state dict with `weights_only=True`; a `module.` prefix is stripped."""
+    """Load a state dict with `weights_only=True`: plain, or under `state_dict` as OpenMMLab's files hold it (beside
+    their `meta`); a `module.` prefix is stripped."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -26,6 +27,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable PyTorch weights file ({err})") from err
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise CheckpointError(f"{path}: expected a state dict mapping names to tensors, found {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}

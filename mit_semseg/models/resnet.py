@@ -95,7 +95,9 @@ def make_layer(
 
 
 class ResNetEncoder(nn.Module):
-    """Deep-stem ResNet without its classifier; returns the outputs of layer1..layer4."""
+    """The original's deep-stem ResNet without its classifier (a stem of three 3x3 convs 64-64-128, `conv1`..`bn3`);
+    returns the outputs of layer1..layer4. Dilated: layer3 and layer4 without stride, their 3x3 convs dilated 2 and
+    4 (the first block of each at half that), output stride 8."""
 
     def __init__(
         self,
@@ -106,17 +108,8 @@ class ResNetEncoder(nn.Module):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        self.conv1 = conv3x3(3, 64, stride=2)
-        self.bn1 = norm_layer(64)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(64, 64)
-        self.bn2 = norm_layer(64)
-        self.relu2 = nn.ReLU(inplace=True)
-        self.conv3 = conv3x3(64, 128)
-        self.bn3 = norm_layer(128)
-        self.relu3 = nn.ReLU(inplace=True)
+        inplanes = self._make_stem(norm_layer)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        inplanes = 128
         for i, (planes, blocks) in enumerate(zip(widths, layers)):
             stride = 1 if i == 0 else 2
             self.add_module(f"layer{i + 1}", make_layer(block, inplanes, planes, blocks, stride, norm_layer))
@@ -126,11 +119,26 @@ class ResNetEncoder(nn.Module):
             dilate_(self.layer3, dilation=2)
             dilate_(self.layer4, dilation=4)
 
-    def forward(self, x: torch.Tensor, return_feature_maps: bool = False) -> list[torch.Tensor]:
+    def _make_stem(self, norm_layer: NormLayer) -> int:
+        """The stem's layers; returns its width."""
+        self.conv1 = conv3x3(3, 64, stride=2)
+        self.bn1 = norm_layer(64)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(64, 64)
+        self.bn2 = norm_layer(64)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = conv3x3(64, 128)
+        self.bn3 = norm_layer(128)
+        self.relu3 = nn.ReLU(inplace=True)
+        return 128
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu1(self.bn1(self.conv1(x)))
         x = self.relu2(self.bn2(self.conv2(x)))
-        x = self.relu3(self.bn3(self.conv3(x)))
-        x = self.maxpool(x)
+        return self.relu3(self.bn3(self.conv3(x)))
+
+    def forward(self, x: torch.Tensor, return_feature_maps: bool = False) -> list[torch.Tensor]:
+        x = self.maxpool(self.forward_stem(x))
         maps = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
@@ -154,3 +162,26 @@ def resnext101(dilated: bool = False, norm_layer: NormLayer = nn.BatchNorm2d) ->
     return ResNetEncoder(
         GroupBottleneck, (3, 4, 23, 3), widths=(128, 256, 512, 1024), dilated=dilated, norm_layer=norm_layer
     )
+
+
+class ResNetV1cEncoder(ResNetEncoder):
+    """mmsegmentation's ResNetV1c: the stem is three 3x3 convs 32-32-64, each with batch norm and ReLU, in one
+    `stem` sequence (its keys `stem.0` .. `stem.7`, as mmsegmentation's checkpoints have them). Dilated, it is
+    mmsegmentation's D8 variant (strides 1, 2, 1, 1; dilations 1, 1, 2, 4 with `contract_dilation`)."""
+
+    def _make_stem(self, norm_layer: NormLayer) -> int:
+        widths = ((3, 32, 2), (32, 32, 1), (32, 64, 1))
+        layers = [[conv3x3(a, b, stride), norm_layer(b), nn.ReLU(inplace=True)] for a, b, stride in widths]
+        self.stem = nn.Sequential(*(layer for group in layers for layer in group))
+        return 64
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+
+def resnet50v1c(dilated: bool = False, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNetV1cEncoder:
+    return ResNetV1cEncoder(Bottleneck, (3, 4, 6, 3), dilated=dilated, norm_layer=norm_layer)
+
+
+def resnet101v1c(dilated: bool = False, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNetV1cEncoder:
+    return ResNetV1cEncoder(Bottleneck, (3, 4, 23, 3), dilated=dilated, norm_layer=norm_layer)
