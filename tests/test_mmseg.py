@@ -11,6 +11,7 @@ from httpserver import serve
 
 from mit_semseg.hub import DownloadError, name_hash
 from mit_semseg.models import ENCODERS, ModelBuilder
+from mit_semseg.models.builder import build_decoder
 from mit_semseg.nn.batchnorm import COMPAT_BUFFERS
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -134,3 +135,50 @@ def test_a_file_whose_digest_does_not_match_its_name_is_refused_and_not_kept(mon
         ):
             ModelBuilder.build_encoder("resnet50v1c")
     assert not list((tmp_path / "cache" / "pretrained").iterdir())
+
+
+def _conv_bn_relu(x, state, prefix, padding=0):
+    """A conv (no bias) and an eval-mode batch norm from `state`'s `prefix.0` and `prefix.1`, then ReLU."""
+    y = F.conv2d(x, state[f"{prefix}.0.weight"], padding=padding)
+    mean, var = state[f"{prefix}.1.running_mean"], state[f"{prefix}.1.running_var"]
+    weight, bias = state[f"{prefix}.1.weight"], state[f"{prefix}.1.bias"]
+    return F.relu(
+        (y - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-5) * weight[:, None, None] + bias[:, None, None]
+    )
+
+
+def test_uperheads_pyramid_pools_convs_then_upsamples_and_is_otherwise_upernet():
+    """mmsegmentation's UPerHead: each pooled map through its 1x1 conv-BN-ReLU, then upsampled (bilinear, corners not
+    aligned); the original's UPerNet upsamples first. One decoder with the order as an option: the same layers."""
+    torch.manual_seed(0)
+    widths = (16, 24, 32, 40)
+    head = build_decoder("uperhead", widths, num_class=5).double().eval()
+    original = build_decoder("upernet", widths, num_class=5).double().eval()
+    with torch.no_grad():
+        for m in head.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)  # so that the ReLUs cut
+    original.load_state_dict(head.state_dict())
+    assert head.state_dict().keys() == original.state_dict().keys()
+    state = head.state_dict()
+    conv5 = torch.randn(1, 40, 9, 11, dtype=torch.float64)
+    branches = [
+        F.interpolate(
+            _conv_bn_relu(F.adaptive_avg_pool2d(conv5, scale), state, f"ppm_conv.{k}"), (9, 11), mode="bilinear"
+        )
+        for k, scale in enumerate((1, 2, 3, 6))
+    ]
+    expected = _conv_bn_relu(torch.cat([conv5, *branches], 1), state, "ppm_last_conv", padding=1)
+    conv_out = [torch.randn(1, w, 72 // 2**k, 88 // 2**k, dtype=torch.float64) for k, w in enumerate(widths[:-1])]
+    conv_out.append(conv5)
+    context = {}
+    head.ppm_last_conv.register_forward_hook(lambda m, i, out: context.setdefault("head", out))
+    original.ppm_last_conv.register_forward_hook(lambda m, i, out: context.setdefault("original", out))
+    with torch.no_grad():
+        logits = head(conv_out, segSize=(72, 88))
+        other = original(conv_out, segSize=(72, 88))
+    torch.testing.assert_close(context["head"], expected, rtol=1e-10, atol=1e-10)
+    assert (context["original"] - expected).abs().max() > 1e-3  # the other order: another context
+    assert (logits - other).abs().max() > 1e-6

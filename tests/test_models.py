@@ -29,7 +29,7 @@ def _decoders_for(encoder):
     if encoder in DILATED:
         names += ["c1_deepsup", "ppm_deepsup"]
     if encoder != "hrnetv2":
-        names += ["upernet", "upernet_lite"]
+        names += ["upernet", "upernet_lite", "uperhead"]
     return names
 
 
@@ -213,7 +213,17 @@ def test_registries_list_every_architecture():
         "resnet101v1cdilated",
         "hrnetv2",
     }
-    assert set(DECODERS) == {"c1", "c1_deepsup", "ppm", "ppm_deepsup", "upernet", "upernet_lite", "upp", "upp_lite"}
+    assert set(DECODERS) == {
+        "c1",
+        "c1_deepsup",
+        "ppm",
+        "ppm_deepsup",
+        "upernet",
+        "upernet_lite",
+        "uperhead",
+        "upp",
+        "upp_lite",
+    }
     with pytest.raises(ValueError, match="unknown encoder architecture 'resnet51'.*resnet50dilated"):
         ModelBuilder.build_encoder("resnet51", pretrained=False)
     with pytest.raises(ValueError, match="unknown decoder architecture 'ppm_deep'.*ppm_deepsup"):

@@ -88,6 +88,8 @@ DECODERS: dict[str, DecoderSpec] = {
     "ppm_deepsup": DecoderSpec(decoders.PPMDeepsup),
     "upernet": DecoderSpec(decoders.UPerNet, {"fpn_dim": 512}),
     "upernet_lite": DecoderSpec(decoders.UPerNet, {"fpn_dim": 256}),
+    # mmsegmentation's UPerHead: channels 512, each pyramid branch's conv before its upsampling
+    "uperhead": DecoderSpec(decoders.UPerNet, {"fpn_dim": 512, "conv_before_resize": True}),
     "upp": DecoderSpec(upp.UPPDecoder, {"fpn_dim": 512}),
     "upp_lite": DecoderSpec(upp.UPPDecoder, {"fpn_dim": 256}),
 }

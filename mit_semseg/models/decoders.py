@@ -190,14 +190,19 @@ def add_pyramid_and_fpn(
     )
 
 
-def pyramid_context(module: nn.Module, conv5: torch.Tensor, pooled: list[torch.Tensor]) -> torch.Tensor:
-    """UPerNet's pyramid pooling after the pooling: each pooled map resized to `conv5`'s size, THEN its 1x1
-    conv-BN-ReLU (`ppm_conv`; the ReLU does not commute with the resize), concatenated with `conv5`, fused by
-    `ppm_last_conv`."""
+def pyramid_context(
+    module: nn.Module, conv5: torch.Tensor, pooled: list[torch.Tensor], conv_before_resize: bool = False
+) -> torch.Tensor:
+    """UPerNet's pyramid pooling after the pooling: each pooled map resized to `conv5`'s size, then its 1x1
+    conv-BN-ReLU (`ppm_conv`), as the original; or, `conv_before_resize`, the conv first and then the resize, as
+    mmsegmentation's UPerHead (the ReLU does not commute with the resize: the outputs differ). Concatenated with
+    `conv5`, fused by `ppm_last_conv`."""
     size = conv5.shape[-2:]
-    return module.ppm_last_conv(
-        torch.cat([conv5] + [conv(resize(p, size)) for p, conv in zip(pooled, module.ppm_conv)], 1)
-    )
+    if conv_before_resize:
+        branches = [resize(conv(p), size) for p, conv in zip(pooled, module.ppm_conv)]
+    else:
+        branches = [conv(resize(p, size)) for p, conv in zip(pooled, module.ppm_conv)]
+    return module.ppm_last_conv(torch.cat([conv5, *branches], 1))
 
 
 def top_down(module: nn.Module, f: torch.Tensor, conv_out: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -213,7 +218,9 @@ def top_down(module: nn.Module, f: torch.Tensor, conv_out: list[torch.Tensor]) -
 class UPerNet(Decoder):
     """Unified perceptual parsing: pyramid pooling on the last map, a top-down FPN, fused at P2.
 
-    `fpn_inplanes` are the channel counts of the encoder's maps, the last one being `fc_dim`.
+    `fpn_inplanes` are the channel counts of the encoder's maps, the last one being `fc_dim`. The pyramid
+    pooling's branches upsample, then conv, as the original; `conv_before_resize` conv, then upsample, as
+    mmsegmentation's UPerHead (`uperhead`, whose layers are otherwise these).
     """
 
     class_layers = ("conv_last.1.",)
@@ -231,8 +238,10 @@ class UPerNet(Decoder):
         fpn_dim: int = 256,
         norm_layer: NormLayer = SynchronizedBatchNorm2d,
         dropout: float = 0.0,
+        conv_before_resize: bool = False,
     ) -> None:
         super().__init__(use_softmax)
+        self.conv_before_resize = conv_before_resize
         if fpn_inplanes[-1] != fc_dim:
             raise ValueError(f"UPerNet: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
         self.ppm_pooling = nn.ModuleList(AdaptiveAvgPool2d(scale) for scale in pool_scales)
@@ -250,7 +259,7 @@ class UPerNet(Decoder):
 
     def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
         conv5 = conv_out[-1]
-        f = pyramid_context(self, conv5, [pool(conv5) for pool in self.ppm_pooling])
+        f = pyramid_context(self, conv5, [pool(conv5) for pool in self.ppm_pooling], self.conv_before_resize)
         pyramid = top_down(self, f, conv_out)
         top = pyramid[0].shape[-2:]
         fused = self.conv_last[0](torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))
