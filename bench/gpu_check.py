@@ -59,8 +59,8 @@ def run(command: list[str], timeout: int = 300, env: dict | None = None) -> str:
 
 
 class Checks:
-    def __init__(self, device: str, folder: Path) -> None:
-        self.device, self.folder = device, folder
+    def __init__(self, device: str, folder: Path, iterations: int = 20) -> None:
+        self.device, self.folder, self.iterations = device, folder, iterations
         self.gpu = "0" if device == "cuda" else "cpu"
 
     @cached_property
@@ -93,7 +93,7 @@ class Checks:
             "TRAIN.num_epoch",
             "1",
             "TRAIN.epoch_iters",
-            "20",
+            str(self.iterations),
             "TRAIN.workers",
             "2",
             "VAL.checkpoint",
@@ -119,7 +119,7 @@ class Checks:
             "TRAIN.num_epoch",
             "1",
             "TRAIN.epoch_iters",
-            "20",
+            str(self.iterations),
             "TRAIN.workers",
             "2",
             "VAL.checkpoint",
@@ -329,6 +329,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--only", help=f"comma-separated checks (by a word of their names); all: {', '.join(CHECKS)}")
+    parser.add_argument("--iterations", type=int, default=20, help="of each training check (default: 20)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (use --device cpu to run the checks on the CPU)", file=sys.stderr)
@@ -339,7 +340,7 @@ def main() -> int:
     names = [n for n in CHECKS if wanted is None or any(w in n.lower() for w in wanted)]
     rows, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        checks = Checks(args.device, Path(folder))
+        checks = Checks(args.device, Path(folder), args.iterations)
         for name in names:
             began = time.perf_counter()
             try:

@@ -1,3 +1,5 @@
+import fcntl
+import json
 import os
 
 import pytest
@@ -31,6 +33,25 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MIT_SEMSEG_OPENMMLAB_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_BRODEN_MIRROR", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_OPENSURFACES_MIRROR", nowhere)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """`helpers.train_small_model`'s model, trained once for the whole run: the first worker to ask trains it (under a
+    lock), the others read it. Returns (root, options of `helpers.TRAINED_CONFIG`); tests must not change its files."""
+    from helpers import train_small_model
+
+    run = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run = run.parent  # the run's folder, above each worker's
+    root = run / "trained"
+    with open(run / "trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = root / "options.json"
+        if not made.exists():
+            root.mkdir(exist_ok=True)
+            made.write_text(json.dumps(train_small_model(root)))
+    return root, json.loads(made.read_text())
 
 
 # The files that take longest, first: `make test` hands whole files to its two xdist workers in collection order, so

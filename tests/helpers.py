@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -108,3 +109,54 @@ def use_reduced_encoders(monkeypatch) -> None:
     """Every registered encoder name builds its reduced variant until the test ends."""
     for name, spec in REDUCED_ENCODERS.items():
         monkeypatch.setitem(ENCODERS, name, spec)
+
+
+TRAINED_CONFIG = Path(__file__).resolve().parents[1] / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
+
+
+def train_small_model(root: Path) -> list[str]:
+    """A segmentation model trained for a few iterations on synthetic scenes in `root` (`TRAINED_CONFIG` with the
+    returned options), and `root/photos` of validation images it never saw (two, and one in `more/`)."""
+    from mit_semseg.config import load_config
+    from mit_semseg.synthetic.scenes import NUM_CLASS, generate
+    from mit_semseg.training.loop import Runtime, train
+
+    generate(str(root / "data"), num_train=6, num_val=3, seed=11, min_side=64, max_side=112)
+    opts = [
+        "DIR",
+        str(root / "ckpt"),
+        "DATASET.root_dataset",
+        str(root / "data"),
+        "DATASET.list_train",
+        str(root / "data" / "training.odgt"),
+        "DATASET.num_class",
+        str(NUM_CLASS),
+        "DATASET.class_info",
+        str(root / "data" / "class_info.csv"),
+        "DATASET.imgSizes",
+        "(64, 96)",
+        "DATASET.imgMaxSize",
+        "160",
+        "MODEL.pretrained",
+        "False",
+        "MODEL.bn_momentum",
+        "0.1",
+        "TRAIN.num_epoch",
+        "1",
+        "TRAIN.epoch_iters",
+        "3",
+        "TRAIN.workers",
+        "0",
+        "TEST.checkpoint",
+        "epoch_1.pth",
+        "TEST.precision",
+        "fp32",
+    ]  # outputs are compared: one precision whatever the CPU
+    train(load_config(TRAINED_CONFIG, opts), Runtime([torch.device("cpu")]))
+    images = root / "photos"
+    (images / "more").mkdir(parents=True)
+    validation = sorted((root / "data" / "images" / "validation").iterdir())
+    shutil.copy(validation[0], images / "a.jpg")
+    shutil.copy(validation[1], images / "b.jpg")
+    shutil.copy(validation[2], images / "more" / "c.jpg")
+    return opts

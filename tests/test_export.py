@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers import REPO, use_reduced_encoders, write_small_tables
+from helpers import REPO, TRAINED_CONFIG, use_reduced_encoders, write_small_tables
 from torch import nn
 
 from mit_semseg import Segmenter
@@ -128,36 +128,12 @@ def test_the_exported_file_carries_its_config_and_dynamic_axes(tmp_path, monkeyp
         OnnxSession(tmp_path / "other.onnx")
 
 
-def test_test_py_through_onnx_runtime_agrees_with_pytorch(tmp_path):
+def test_test_py_through_onnx_runtime_agrees_with_pytorch(trained, tmp_path):
     """A trained checkpoint exported with the real command, segmented by test.py --onnx and --cfg."""
-    from mit_semseg.synthetic.scenes import NUM_CLASS, generate
-    from mit_semseg.training.loop import Runtime, train
+    from mit_semseg.synthetic.scenes import NUM_CLASS
 
-    config = REPO / "config" / "synthetic-mobilenetv2dilated-c1_deepsup.yaml"
-    generate(str(tmp_path / "data"), num_train=6, num_val=3, seed=5, min_side=96, max_side=128)
-    opts = [
-        "DIR",
-        str(tmp_path / "ckpt"),
-        "DATASET.root_dataset",
-        str(tmp_path / "data"),
-        "DATASET.list_train",
-        str(tmp_path / "data" / "training.odgt"),
-        "DATASET.class_info",
-        str(tmp_path / "data" / "class_info.csv"),
-        "DATASET.imgSizes",
-        "(96, 128)",
-        "TRAIN.num_epoch",
-        "1",
-        "TRAIN.epoch_iters",
-        "4",
-        "TRAIN.workers",
-        "0",
-        "TEST.checkpoint",
-        "epoch_1.pth",
-        "TEST.precision",
-        "fp32",
-    ]
-    train(load_config(config, opts), Runtime([torch.device("cpu")]))
+    root, opts = trained
+    config = TRAINED_CONFIG
     out = tmp_path / "model.onnx"
     export = subprocess.run(
         [sys.executable, "-m", "mit_semseg.export", "--cfg", str(config), "--out", str(out), *opts],
@@ -167,7 +143,7 @@ def test_test_py_through_onnx_runtime_agrees_with_pytorch(tmp_path):
         cwd=REPO,
     )
     assert export.returncode == 0, export.stderr[-2000:]
-    images = tmp_path / "data" / "images" / "validation"
+    images = root / "data" / "images" / "validation"
     for name, source in (("onnx", ["--onnx", str(out)]), ("torch", ["--cfg", str(config), "--gpu", "cpu", *opts])):
         result = subprocess.run(
             [sys.executable, "test.py", "--imgs", str(images), *source, "TEST.result", str(tmp_path / name)],

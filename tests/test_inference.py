@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import assert_legend
+from helpers import TRAINED_CONFIG, assert_legend
 from httpserver import closed_port_url, serve
 
 from mit_semseg import Segmenter, zoo
@@ -19,56 +19,10 @@ from mit_semseg.checkpoints import released_checkpoint, released_urls
 from mit_semseg.config import load_config
 from mit_semseg.data.classes import class_colors
 from mit_semseg.inference import slide_logits
-from mit_semseg.synthetic.scenes import CLASSES, NUM_CLASS, generate
-from mit_semseg.training.loop import Runtime, train
+from mit_semseg.synthetic.scenes import CLASSES, NUM_CLASS
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A checkpoint trained here for a few iterations, and images outside the training set."""
-    root = tmp_path_factory.mktemp("trained")
-    generate(str(root / "data"), num_train=6, num_val=3, seed=11, min_side=64, max_side=112)
-    opts = [
-        "DIR",
-        str(root / "ckpt"),
-        "DATASET.root_dataset",
-        str(root / "data"),
-        "DATASET.list_train",
-        str(root / "data" / "training.odgt"),
-        "DATASET.num_class",
-        str(NUM_CLASS),
-        "DATASET.class_info",
-        str(root / "data" / "class_info.csv"),
-        "DATASET.imgSizes",
-        "(64, 96)",
-        "DATASET.imgMaxSize",
-        "160",
-        "MODEL.pretrained",
-        "False",
-        "MODEL.bn_momentum",
-        "0.1",
-        "TRAIN.num_epoch",
-        "1",
-        "TRAIN.epoch_iters",
-        "3",
-        "TRAIN.workers",
-        "0",
-        "TEST.checkpoint",
-        "epoch_1.pth",
-        "TEST.precision",
-        "fp32",
-    ]  # outputs are compared: one precision whatever the CPU
-    train(load_config(CONFIG, opts), Runtime([torch.device("cpu")]))
-    images = root / "photos"
-    (images / "more").mkdir(parents=True)
-    validation = sorted((root / "data" / "images" / "validation").iterdir())
-    shutil.copy(validation[0], images / "a.jpg")
-    shutil.copy(validation[1], images / "b.jpg")
-    shutil.copy(validation[2], images / "more" / "c.jpg")
-    return root, opts
+CONFIG = TRAINED_CONFIG  # the `trained` fixture's (conftest.py)
 
 
 def _test_py(*args, timeout=300):

@@ -11,7 +11,8 @@ from httpserver import serve
 
 from mit_semseg.hub import DownloadError, name_hash
 from mit_semseg.models import ENCODERS, ModelBuilder
-from mit_semseg.models.builder import build_decoder
+from mit_semseg.models.builder import DECODERS
+from mit_semseg.models.decoders import UPerNet
 from mit_semseg.nn.batchnorm import COMPAT_BUFFERS
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
@@ -150,10 +151,12 @@ def _conv_bn_relu(x, state, prefix, padding=0):
 def test_uperheads_pyramid_pools_convs_then_upsamples_and_is_otherwise_upernet():
     """mmsegmentation's UPerHead: each pooled map through its 1x1 conv-BN-ReLU, then upsampled (bilinear, corners not
     aligned); the original's UPerNet upsamples first. One decoder with the order as an option: the same layers."""
+    assert DECODERS["uperhead"].options == {"fpn_dim": 512, "conv_before_resize": True}
+    assert DECODERS["upernet"].cls is DECODERS["uperhead"].cls
     torch.manual_seed(0)
     widths = (16, 24, 32, 40)
-    head = build_decoder("uperhead", widths, num_class=5).double().eval()
-    original = build_decoder("upernet", widths, num_class=5).double().eval()
+    head = UPerNet.from_widths(widths, num_class=5, fpn_dim=16, conv_before_resize=True).double().eval()
+    original = UPerNet.from_widths(widths, num_class=5, fpn_dim=16).double().eval()
     with torch.no_grad():
         for m in head.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

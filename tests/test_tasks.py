@@ -171,7 +171,7 @@ def test_a_bad_config_exits_2_in_every_script(script, tmp_path):
 def test_the_gpu_smoke_run_runs_its_checks_on_the_cpu():
     """bench/gpu_check.py (make gpu-check) with --device cpu: the checks that apply run, the table says so."""
     result = subprocess.run(
-        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--only", "engine,test.py,fp16"],
+        [sys.executable, "bench/gpu_check.py", "--device", "cpu", "--only", "engine,test.py,fp16", "--iterations", "4"],
         capture_output=True,
         text=True,
         timeout=600,
