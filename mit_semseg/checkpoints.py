@@ -7,16 +7,21 @@ Nothing else spells a checkpoint file name. The layouts:
 - a resume state: DIR/<prefix>train_state_epoch_E_iter_I.pth (`prefix`: a training stage's, such as `texture_`),
   after I steps of epoch E (1-based); a finished epoch is iteration 0 of the next.
 - a released model: the cache's folder of its name, in the model layout (`zoo`).
+- another project's single file (mmsegmentation's `{"meta", "state_dict"}`, recognised from its keys): converted
+  once into the model layout, in the cache's `converted/` folder (`foreign_files`).
 
 What users name, and where it resolves:
-- DIR with VAL.checkpoint, TEST.checkpoint or `--checkpoint` (`epoch_20.pth`): `model_files`.
+- DIR with VAL.checkpoint, TEST.checkpoint or `--checkpoint` (`epoch_20.pth`), or one of those another project's
+  file: `model_files`.
 - MODEL.init_from (`--init-from`) and TRAIN.texture_from: a released model's name, a checkpoint folder (its last
-  epoch), FOLDER/epoch_N, or ENCODER.pth,DECODER.pth: `source_files`.
+  epoch), FOLDER/epoch_N, ENCODER.pth,DECODER.pth, or another project's file: `source_files`.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -25,12 +30,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import hub, zoo
+from . import hub, mmseg, zoo
+from .models.checkpoint import CheckpointError
 
 PARTS = ("encoder", "decoder")  # the parts every model's checkpoint has
 TEXTURE = "texture"  # the optional part: a UPP model's texture head
 STATE_NAME = "train_state"
-SOURCE_FORMS = "a released model's name, a checkpoint folder, FOLDER/epoch_N, or ENCODER.pth,DECODER.pth"
+SOURCE_FORMS = (
+    "a released model's name, a checkpoint folder, FOLDER/epoch_N, ENCODER.pth,DECODER.pth or an mmsegmentation file"
+)
+CONVERTED = "converted.json"  # in a converted folder: what it was converted from
 _EPOCH = re.compile(r"epoch_(\d+)(\.pth)?")
 
 
@@ -53,10 +62,15 @@ def checkpoint_of(path: str | os.PathLike, part: str) -> str:
     return os.path.basename(path).removeprefix(f"{part}_")
 
 
-def model_files(directory: str | os.PathLike, checkpoint: str, optional: Iterable[str] = ()) -> dict[str, str]:
+def model_files(
+    directory: str | os.PathLike, checkpoint: str, optional: Iterable[str] = (), decoder: str = ""
+) -> dict[str, str]:
     """{part: path} of the model `checkpoint` in `directory`: encoder and decoder (a missing one is an error naming
-    it), and each `optional` part whose file exists."""
+    it), and each `optional` part whose file exists. `checkpoint` may also be another project's file
+    (`foreign_files`; `decoder`, the config's MODEL.arch_decoder, must be the file's)."""
     files = {part: part_path(directory, part, checkpoint) for part in PARTS}
+    if os.path.isfile(checkpoint) and not os.path.isfile(files["encoder"]):
+        return foreign_files(checkpoint, decoder)
     for path in files.values():
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -85,6 +99,8 @@ def source_files(source: str, key: str = "MODEL.init_from") -> dict[str, str]:
     if "," in source:
         encoder, decoder = (p.strip() for p in source.split(",", 1))
         return {"encoder": encoder, "decoder": decoder}
+    if os.path.isfile(source):
+        return foreign_files(source)
     path = Path(source)
     match = _EPOCH.fullmatch(path.name)
     if match and path.parent.is_dir():
@@ -101,6 +117,35 @@ def source_files(source: str, key: str = "MODEL.init_from") -> dict[str, str]:
         f"{key} '{source}': no {part_name('encoder', 'epoch_N.pth')} and {part_name('decoder', 'epoch_N.pth')} "
         f"pair in {folder}"
     )
+
+
+def foreign_files(path: str | os.PathLike, decoder: str = "") -> dict[str, str]:
+    """{"encoder": path, "decoder": path} of another project's checkpoint file (mmsegmentation's), converted into our
+    layout once (again when the file changes) under the cache's `converted/` folder. `decoder`: the config's
+    MODEL.arch_decoder, which must be the file's (a UPerHead file is `uperhead`, a PSPHead file `ppm`)."""
+    path = os.path.realpath(path)
+    stat = os.stat(path)
+    key = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    name = Path(path).stem
+    folder = os.path.join(hub.cache_dir(), "converted", f"{name}-{key}")
+    files = {part: part_path(folder, part, f"{name}.pth") for part in PARTS}
+    record = os.path.join(folder, CONVERTED)
+    if not os.path.isfile(record):
+        parts = mmseg.read(path)
+        os.makedirs(folder, exist_ok=True)
+        atomic_save(parts.encoder_state, files["encoder"])
+        atomic_save(parts.decoder_state, files["decoder"])
+        with open(record + ".tmp", "w") as f:
+            json.dump({"source": path, "format": "mmsegmentation", "decoder": parts.decoder}, f)
+        os.replace(record + ".tmp", record)
+    with open(record) as f:
+        converted = json.load(f)["decoder"]
+    if decoder and converted != decoder:
+        raise CheckpointError(
+            f"{path}: mmsegmentation's checkpoint of a '{converted}' decoder here; the config's MODEL.arch_decoder is "
+            f"'{decoder}' (use a preset of this model, or MODEL.arch_decoder {converted})"
+        )
+    return files
 
 
 def released_checkpoint(name: str) -> str:

@@ -11,13 +11,17 @@ import itertools
 import json
 import logging
 import os
+import pickle
 import queue as queue_module
 import signal
 import threading
 import time
 import traceback
+from collections import deque
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+from multiprocessing import connection
 
 import torch
 import torch.multiprocessing as mp
@@ -98,8 +102,10 @@ def _prefetched(dataset, indices):
         loader.join()
 
 
-def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: threading.Event | None = None) -> None:
-    """Evaluate `records`, the list's entries shard.start..shard.stop; every message is (kind, worker, ...).
+def _worker(
+    shard: Shard, cfg_text: str, records: list[dict], send: Callable[[tuple], None], stop: threading.Event | None = None
+) -> None:
+    """Evaluate `records`, the list's entries shard.start..shard.stop; `send`s every message: (kind, worker, ...).
 
     A worker thread (not a process) also ends, between images, once `stop` is set.
     """
@@ -122,12 +128,12 @@ def _worker(shard: Shard, cfg_text: str, records: list[dict], results, stop: thr
                 picture = picture_path(cfg.DIR, item["info"]) if cfg.VAL.visualize else None
                 with autocast(shard.device, dtype):
                     counts = task.evaluation.measure(model, item, picture)
-                results.put(("image", shard.worker, current, counts))
-        results.put(("done", shard.worker))
+                send(("image", shard.worker, current, counts))
+        send(("done", shard.worker))
     except BaseException as err:  # reported to the main process, which stops the run
         if isinstance(err, LoadFailed):
             current, err = shard.start + err.index, err.__cause__
-        results.put(("error", shard.worker, current, f"{type(err).__name__}: {err}", traceback.format_exc()))
+        send(("error", shard.worker, current, f"{type(err).__name__}: {err}", traceback.format_exc()))
         raise SystemExit(1) from None
 
 
@@ -146,23 +152,48 @@ def _shards(devices: list[str], processes_per_device: int, num_records: int) -> 
     ]
 
 
+class _Pipes:
+    """The worker processes' messages, a pipe each, read as a queue (`get(timeout)`). A worker killed while
+    writing loses its own pipe only: one queue shared by all would be left half-written or locked, and the
+    run would wait forever instead of naming the dead worker."""
+
+    def __init__(self, receivers: list) -> None:
+        self.open, self.pending = list(receivers), deque()
+
+    def get(self, timeout: float) -> tuple:
+        if not self.pending:
+            for receiver in connection.wait(self.open, timeout):
+                try:
+                    self.pending.append(receiver.recv())
+                except (EOFError, OSError, pickle.UnpicklingError):  # its worker ended: `_check_alive` says how
+                    self.open.remove(receiver)
+                    receiver.close()
+        if not self.pending:
+            raise queue_module.Empty
+        return self.pending.popleft()
+
+
 def _start_workers(shards: list[Shard], cfg, records: list[dict], stop: threading.Event) -> tuple[list, object]:
-    """The started workers and the queue they report to."""
+    """The started workers, and where their messages arrive (`get(timeout)`, `queue.Empty` when none came)."""
     if len(shards) == 1 and shards[0].device == "cpu":
         # One CPU worker: a thread of this process, which costs no start-up and has nothing to isolate.
         results = queue_module.Queue()
-        workers = [threading.Thread(target=_worker, args=(shards[0], cfg.dump(), records, results, stop), daemon=True)]
-    else:
-        # Processes are spawned, never forked: forking after torch has run threads can deadlock the child.
-        context = mp.get_context("spawn")
-        results = context.Queue()
-        workers = [
-            context.Process(target=_worker, args=(s, cfg.dump(), records[s.start : s.stop], results), daemon=True)
-            for s in shards
-        ]
+        args = (shards[0], cfg.dump(), records, results.put, stop)
+        thread = threading.Thread(target=_worker, args=args, daemon=True)
+        thread.start()
+        return [thread], results
+    # Processes are spawned, never forked: forking after torch has run threads can deadlock the child.
+    context = mp.get_context("spawn")
+    pipes = [context.Pipe(duplex=False) for _ in shards]  # (receiver, sender)
+    workers = [
+        context.Process(target=_worker, args=(s, cfg.dump(), records[s.start : s.stop], sender.send), daemon=True)
+        for s, (_, sender) in zip(shards, pipes)
+    ]
     for w in workers:
         w.start()
-    return workers, results
+    for _, sender in pipes:
+        sender.close()  # the worker holds the only writing end: its pipe ends when it does
+    return workers, _Pipes([receiver for receiver, _ in pipes])
 
 
 def _collect(workers, results, shards: list[Shard], records: list[dict], metrics) -> None:
@@ -265,8 +296,10 @@ def _stop(workers, stop: threading.Event) -> None:
 
 
 def report(summary: dict, directory: str, task: Task) -> str:
-    """Write DIR/eval_<checkpoint>.json and print the summary as the task does."""
-    name = os.path.splitext(summary["checkpoint"])[0]
+    """Write DIR/eval_<checkpoint>.json (a checkpoint file given by its path: its name) and print the summary as the
+    task does."""
+    name = os.path.splitext(os.path.basename(summary["checkpoint"]))[0]
+    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"eval_{name}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=1)

@@ -1,8 +1,11 @@
 """Metrics against brute force, the original's helpers, multi-scale fusion, and eval_multipro.py itself."""
 
 import json
+import multiprocessing
 import os
+import queue
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -17,6 +20,7 @@ from helpers import assert_legend
 
 from mit_semseg.config import load_config
 from mit_semseg.data.classes import class_colors, colorize
+from mit_semseg.evaluation import _Pipes
 from mit_semseg.inference import fuse, scale_logits
 from mit_semseg.metrics import ConfusionMatrix
 from mit_semseg.models import ModelBuilder
@@ -269,6 +273,23 @@ def test_a_killed_worker_ends_the_run(evalset, tmp_path):
     assert process.returncode == 1
     assert "died (killed by signal SIGKILL) while evaluating" in err
     assert not _children(process.pid)
+
+
+def test_a_message_cut_off_by_a_dying_worker_neither_hangs_nor_stops_the_others():
+    """What a worker killed in the middle of a message leaves: a length header and part of the bytes, then the
+    pipe closes. The reader drops that pipe (the dead worker is then named by the liveness check) and the other
+    workers' messages still arrive; a queue shared by all would wait for the missing bytes forever."""
+    cut_receiver, cut_sender = multiprocessing.Pipe(duplex=False)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    os.write(cut_sender.fileno(), struct.pack("!i", 1000) + b"only a part")
+    cut_sender.close()
+    sender.send(("image", 1, 7, "counts"))
+    pipes = _Pipes([cut_receiver, receiver])
+    started = time.monotonic()
+    assert pipes.get(timeout=5) == ("image", 1, 7, "counts")
+    with pytest.raises(queue.Empty):
+        pipes.get(timeout=0.2)
+    assert time.monotonic() - started < 3 and pipes.open == [receiver]
 
 
 def test_missing_checkpoint_is_named(evalset):

@@ -15,6 +15,8 @@ from mit_semseg import Segmenter
 from mit_semseg.config import load_config
 from mit_semseg.data.records import DataError
 from mit_semseg.models import ENCODERS
+from mit_semseg.models.builder import DECODERS, DecoderSpec
+from mit_semseg.models.decoders import UPerNet
 from mit_semseg.models.texture import build_texture_head
 from mit_semseg.nn import adaptive_avg_pool2d
 from mit_semseg.onnx_runtime import OnnxSession, export_onnx
@@ -27,7 +29,7 @@ PAIRS = [
     "mobilenetv2dilated+c1_deepsup",
     "resnet18dilated+ppm_deepsup",
     "resnet18+upp_lite",
-    "resnet50+upernet",
+    "resnet50v1c+uperhead",
     "resnet50dilated+ppm",
     "resnext101+upernet_lite",
     "resnext101dilated+c1",
@@ -92,6 +94,7 @@ def test_matrix_pooling_equals_adaptive_average_pooling():
 @pytest.mark.parametrize("pair", PAIRS)
 def test_onnx_runtime_equals_pytorch_at_two_sizes(pair, tmp_path, monkeypatch):
     use_reduced_encoders(monkeypatch)
+    monkeypatch.setitem(DECODERS, "uperhead", DecoderSpec(UPerNet, {"fpn_dim": 64, "conv_before_resize": True}))
     task = task_for(_config(pair, tmp_path))
     model = _conditioned(task)
     if pair.endswith("upp_lite"):

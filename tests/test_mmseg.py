@@ -3,49 +3,89 @@ its ImageNet weights from OpenMMLab's site, checked against the digest in their 
 
 import hashlib
 import io
+import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import use_reduced_encoders
 from httpserver import serve
 
+from mit_semseg import Segmenter, mmseg
+from mit_semseg.checkpoints import source_files
+from mit_semseg.config import load_config
+from mit_semseg.evaluation import evaluate, report
 from mit_semseg.hub import DownloadError, name_hash
 from mit_semseg.models import ENCODERS, ModelBuilder
-from mit_semseg.models.builder import DECODERS
+from mit_semseg.models.builder import DECODERS, DecoderSpec
+from mit_semseg.models.checkpoint import CheckpointError
 from mit_semseg.models.decoders import UPerNet
 from mit_semseg.nn.batchnorm import COMPAT_BUFFERS
+from mit_semseg.synthetic.scenes import NUM_CLASS, generate
+from mit_semseg.tasks import task_for
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+WIDTHS = (64, 128, 256, 512)
 
 
-def mmseg_resnet_v1c_layout(depth: int) -> dict[str, tuple[int, ...]]:
+def _bn(layout: dict, prefix: str, n: int) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        layout[f"{prefix}.{name}"] = (n,)
+    layout[f"{prefix}.num_batches_tracked"] = ()
+
+
+def mmseg_resnet_v1c_layout(depth: int = 50, blocks=None, widths=WIDTHS) -> dict[str, tuple[int, ...]]:
     """mmsegmentation's ResNetV1c state dict, written from its facts (not from our encoder): the stem
-    `stem.{0,3,6}` convs 3->32->32->64 with batch norms `stem.{1,4,7}`, then Bottleneck stages of widths 64, 128,
-    256, 512 (expansion 4), `downsample.0`/`.1` on each stage's first block."""
+    `stem.{0,3,6}` convs 3->32->32->64 with batch norms `stem.{1,4,7}`, then Bottleneck stages (of `widths`,
+    expansion 4), `downsample.0`/`.1` on each stage's first block."""
     layout: dict[str, tuple[int, ...]] = {}
-
-    def bn(prefix, n):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            layout[f"{prefix}.{name}"] = (n,)
-        layout[f"{prefix}.num_batches_tracked"] = ()
-
     for index, (cin, cout) in zip((0, 3, 6), ((3, 32), (32, 32), (32, 64))):
         layout[f"stem.{index}.weight"] = (cout, cin, 3, 3)
-        bn(f"stem.{index + 1}", cout)
+        _bn(layout, f"stem.{index + 1}", cout)
     inplanes = 64
-    for stage, blocks in enumerate(STAGES[depth]):
-        planes = 64 * 2**stage
-        for b in range(blocks):
+    for stage, (count, planes) in enumerate(zip(blocks or STAGES[depth], widths)):
+        for b in range(count):
             p = f"layer{stage + 1}.{b}"
             layout[f"{p}.conv1.weight"] = (planes, inplanes if b == 0 else planes * 4, 1, 1)
             layout[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
             layout[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
             for k, n in ((1, planes), (2, planes), (3, planes * 4)):
-                bn(f"{p}.bn{k}", n)
+                _bn(layout, f"{p}.bn{k}", n)
             if b == 0:
                 layout[f"{p}.downsample.0.weight"] = (planes * 4, inplanes, 1, 1)
-                bn(f"{p}.downsample.1", planes * 4)
+                _bn(layout, f"{p}.downsample.1", planes * 4)
         inplanes = planes * 4
+    return layout
+
+
+def mmseg_uperhead_layout(in_channels, num_classes: int, channels: int = 512, psp: int = 512) -> dict:
+    """mmsegmentation's UPerHead state dict, from its facts: `psp_modules.{0..3}.1` (pool, then a 1x1 ConvModule to
+    `psp` channels: `conv` without bias, `bn`), `bottleneck` (3x3), `lateral_convs.{i}` (1x1) and `fpn_convs.{i}`
+    (3x3) for all but the last map, `fpn_bottleneck` (3x3), `conv_seg` (1x1, with bias). Its configs have
+    psp = channels = 512; the tests use fewer channels elsewhere."""
+    layout: dict = {}
+
+    def conv_module(prefix, cin, cout, k):
+        layout[f"{prefix}.conv.weight"] = (cout, cin, k, k)
+        _bn(layout, f"{prefix}.bn", cout)
+
+    for i in range(4):
+        conv_module(f"psp_modules.{i}.1", in_channels[-1], psp, 1)
+    conv_module("bottleneck", in_channels[-1] + 4 * psp, channels, 3)
+    for i, width in enumerate(in_channels[:-1]):
+        conv_module(f"lateral_convs.{i}", width, channels, 1)
+        conv_module(f"fpn_convs.{i}", channels, channels, 3)
+    conv_module("fpn_bottleneck", len(in_channels) * channels, channels, 3)
+    layout["conv_seg.weight"], layout["conv_seg.bias"] = (num_classes, channels, 1, 1), (num_classes,)
+    return layout
+
+
+def mmseg_fcn_aux_layout(in_channels: int, num_classes: int, channels: int = 256) -> dict:
+    """mmsegmentation's FCNHead (one conv, no concatenated input): `convs.0` (3x3 ConvModule), `conv_seg`."""
+    layout = {"convs.0.conv.weight": (channels, in_channels, 3, 3)}
+    _bn(layout, "convs.0.bn", channels)
+    layout["conv_seg.weight"], layout["conv_seg.bias"] = (num_classes, channels, 1, 1), (num_classes,)
     return layout
 
 
@@ -185,3 +225,154 @@ def test_uperheads_pyramid_pools_convs_then_upsamples_and_is_otherwise_upernet()
     torch.testing.assert_close(context["head"], expected, rtol=1e-10, atol=1e-10)
     assert (context["original"] - expected).abs().max() > 1e-3  # the other order: another context
     assert (logits - other).abs().max() > 1e-6
+
+
+REDUCED_BLOCKS, REDUCED_WIDTHS = (1, 1, 2, 2), (8, 16, 24, 40)  # helpers.REDUCED_ENCODERS' resnet50v1c
+MAPS = tuple(4 * w for w in REDUCED_WIDTHS)
+
+
+@pytest.fixture
+def reduced(monkeypatch, tmp_path):
+    """The config of a reduced resnet50v1c + uperhead (channels 16, the pyramid's 512) and 5 classes."""
+    use_reduced_encoders(monkeypatch)
+    monkeypatch.setitem(DECODERS, "uperhead", DecoderSpec(UPerNet, {"fpn_dim": 16, "conv_before_resize": True}))
+    opts = ["MODEL.arch_encoder", "resnet50v1c", "MODEL.arch_decoder", "uperhead", "MODEL.pretrained", "False"]
+    opts += ["MODEL.fc_dim", str(MAPS[-1])]
+    return load_config(None, [*opts, "DATASET.num_class", "5", "DIR", str(tmp_path / "run")])
+
+
+def mmseg_file(path, drop=(), extra=None, classes: int = 5) -> dict:
+    """An mmsegmentation UPerNet file (ResNetV1c, UPerHead, FCN auxiliary head on the third map) in its real layout:
+    `meta` and `state_dict`, random tensors of the facts' names and shapes; returns its state dict."""
+    layout = {f"backbone.{k}": v for k, v in mmseg_resnet_v1c_layout(50, REDUCED_BLOCKS, REDUCED_WIDTHS).items()}
+    layout |= {f"decode_head.{k}": v for k, v in mmseg_uperhead_layout(MAPS, classes, channels=16).items()}
+    layout |= {f"auxiliary_head.{k}": v for k, v in mmseg_fcn_aux_layout(MAPS[2], classes).items()}
+    torch.manual_seed(1)
+    state = {k: torch.randn(shape) if shape else torch.tensor(9) for k, shape in layout.items() if k not in drop}
+    state = {k: v.abs() + 0.5 if k.endswith("running_var") else v for k, v in state.items()}
+    state |= extra or {}
+    meta = {"mmseg_version": "0.11.0", "CLASSES": list("abcdefgh"[:classes]), "config": "model = dict(...)"}
+    torch.save({"meta": meta, "state_dict": state}, path)
+    return state
+
+
+# mmsegmentation's layer -> ours, from the facts of both (a ConvModule's conv and bn; our sequences' 0 and 1)
+THEIRS_TO_OURS = {
+    "decode_head.psp_modules.3.1.conv.weight": ("decoder", "ppm_conv.3.0.weight"),
+    "decode_head.psp_modules.0.1.bn.running_var": ("decoder", "ppm_conv.0.1.running_var"),
+    "decode_head.bottleneck.conv.weight": ("decoder", "ppm_last_conv.0.weight"),
+    "decode_head.lateral_convs.2.bn.bias": ("decoder", "fpn_in.2.1.bias"),
+    "decode_head.fpn_convs.1.conv.weight": ("decoder", "fpn_out.1.0.0.weight"),
+    "decode_head.fpn_convs.0.bn.running_mean": ("decoder", "fpn_out.0.0.1.running_mean"),
+    "decode_head.fpn_bottleneck.bn.weight": ("decoder", "conv_last.0.1.weight"),
+    "decode_head.conv_seg.weight": ("decoder", "conv_last.1.weight"),
+    "decode_head.conv_seg.bias": ("decoder", "conv_last.1.bias"),
+    "backbone.stem.6.weight": ("encoder", "stem.6.weight"),
+    "backbone.layer4.1.bn3.running_var": ("encoder", "layer4.1.bn3.running_var"),
+}
+
+
+def test_an_mmseg_file_is_a_checkpoint_for_every_command(reduced, tmp_path):
+    file = tmp_path / "upernet_r50_512x1024_40k_cityscapes_20200605_094827-aa54cb54.pth"
+    theirs = mmseg_file(file)
+    task = task_for(reduced)
+    model = task.model.load(str(file), optimize=False)  # test.py --checkpoint, VAL.checkpoint, Segmenter(checkpoint=)
+    ours = {"encoder": model.encoder.state_dict(), "decoder": model.decoder.state_dict()}
+    for key, (part, name) in THEIRS_TO_OURS.items():
+        assert torch.equal(ours[part][name], theirs[key]), key
+    counted = {p: sum(not k.endswith(COMPAT_BUFFERS) for k in s) for p, s in ours.items()}
+    assert counted == {
+        "encoder": sum(k.startswith("backbone.") for k in theirs),
+        "decoder": sum(k.startswith("decode_head.") for k in theirs),
+    }
+    converted = next((tmp_path / "cache" / "converted").iterdir())
+    assert converted.name.startswith(file.stem) and (converted / "converted.json").is_file()
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    pred = Segmenter(reduced, checkpoint=str(file), precision="fp32").predict(image)
+    assert pred.shape == (40, 56) and pred.dtype == np.int64
+    files = source_files(str(file))  # train.py --init-from FILE
+    assert torch.equal(
+        torch.load(files["decoder"], weights_only=True)["conv_last.1.bias"], theirs["decode_head.conv_seg.bias"]
+    )
+
+
+def test_evaluation_reads_it_as_val_checkpoint(reduced, tmp_path):
+    scenes = tmp_path / "scenes"
+    generate(str(scenes), num_train=1, num_val=2, seed=3, min_side=48, max_side=64)
+    file = tmp_path / "pspnet.pth"
+    mmseg_file(file, classes=NUM_CLASS)
+    opts = ["DATASET.root_dataset", str(scenes), "DATASET.list_val", str(scenes / "validation.odgt")]
+    opts += ["DATASET.num_class", str(NUM_CLASS), "DATASET.class_info", str(scenes / "class_info.csv")]
+    reduced.merge_from_list([*opts, "VAL.checkpoint", str(file), "VAL.precision", "fp32"])
+    summary = evaluate(reduced, ["cpu"])
+    assert summary["images"] == 2 and 0 <= summary["mean_iou"] <= 1
+    path = report(summary, reduced.DIR, task_for(reduced))
+    assert path == str(tmp_path / "run" / "eval_pspnet.json")
+
+
+def test_it_is_read_strictly_and_safely(reduced, tmp_path):
+    task = task_for(reduced)
+    mmseg_file(tmp_path / "extra.pth", extra={"decode_head.conv_seg2.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match=r"extra.pth \(UPerHead\): 1 tensors of no known layer: conv_seg2.weight"):
+        task.model.load(str(tmp_path / "extra.pth"))
+    mmseg_file(tmp_path / "other.pth", extra={"neck.fc.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match="tensors of no known part: neck"):
+        task.model.load(str(tmp_path / "other.pth"))
+    mmseg_file(tmp_path / "missing.pth", drop=("backbone.layer2.0.conv2.weight",))
+    with pytest.raises(CheckpointError, match="layer2.0.conv2.weight"):
+        task.model.load(str(tmp_path / "missing.pth"))
+    mmseg_file(tmp_path / "shape.pth", extra={"decode_head.conv_seg.weight": torch.zeros(7, 16, 1, 1)})
+    with pytest.raises(CheckpointError, match="conv_last.1.weight"):
+        task.model.load(str(tmp_path / "shape.pth"))
+    mmseg_file(tmp_path / "good.pth")
+    reduced.MODEL.arch_decoder = "upernet"  # the original's pyramid order: the same layers, other outputs
+    with pytest.raises(
+        CheckpointError, match="a 'uperhead' decoder here; the config's MODEL.arch_decoder is 'upernet'"
+    ):
+        task_for(reduced).model.load(str(tmp_path / "good.pth"))
+    (tmp_path / "pickled.pth").write_bytes(pickle.dumps({"state_dict": Exploit(str(tmp_path / "exploited"))}))
+    with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
+        task.model.load(str(tmp_path / "pickled.pth"))
+    assert not (tmp_path / "exploited").exists()
+
+
+class Exploit:
+    """What a pickle may run when loaded without `weights_only`: here, create a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_written_back_it_is_the_same_file(reduced, tmp_path):
+    theirs = mmseg_file(tmp_path / "model.pth")
+    parts = mmseg.read(tmp_path / "model.pth")
+    assert parts.decoder == "uperhead" and parts.meta["CLASSES"] == ["a", "b", "c", "d", "e"]
+    mmseg.write(tmp_path / "back.pth", parts)
+    back = torch.load(tmp_path / "back.pth", weights_only=True)
+    assert back["meta"] == parts.meta and back["state_dict"].keys() == theirs.keys()
+    assert all(torch.equal(back["state_dict"][k], v) for k, v in theirs.items())
+
+
+def test_a_pspnet_file_is_our_ppm_decoder(reduced, tmp_path):
+    """PSPHead (pool, 1x1 ConvModule to 512, upsample; 3x3 `bottleneck` to 512; dropout; `conv_seg`) is the
+    original's PSP decoder, our `ppm`, layer for layer."""
+    layout = {f"backbone.{k}": v for k, v in mmseg_resnet_v1c_layout(50, REDUCED_BLOCKS, REDUCED_WIDTHS).items()}
+    head = {k: v for k, v in mmseg_uperhead_layout(MAPS, 5).items() if k.startswith(("psp_modules", "conv_seg"))}
+    head["bottleneck.conv.weight"] = (512, MAPS[-1] + 4 * 512, 3, 3)
+    _bn(head, "bottleneck.bn", 512)
+    layout |= {f"decode_head.{k}": v for k, v in head.items()}
+    torch.manual_seed(2)
+    state = {k: torch.rand(shape) + 0.5 if shape else torch.tensor(3) for k, shape in layout.items()}
+    torch.save({"meta": {}, "state_dict": state}, tmp_path / "pspnet_r50-d8.pth")
+    reduced.merge_from_list(["MODEL.arch_encoder", "resnet50v1cdilated", "MODEL.arch_decoder", "ppm"])
+    model = task_for(reduced).model.load(str(tmp_path / "pspnet_r50-d8.pth"), optimize=False)
+    decoder = model.decoder.state_dict()
+    pairs = {"psp_modules.2.1.conv.weight": "ppm.2.1.weight", "psp_modules.0.1.bn.running_var": "ppm.0.2.running_var"}
+    pairs |= {"bottleneck.conv.weight": "conv_last.0.weight", "bottleneck.bn.bias": "conv_last.1.bias"}
+    pairs |= {"conv_seg.weight": "conv_last.4.weight"}
+    for theirs, ours in pairs.items():
+        assert torch.equal(decoder[ours], state[f"decode_head.{theirs}"]), theirs
+    assert mmseg.read(tmp_path / "pspnet_r50-d8.pth").aux_state == {}  # no auxiliary head in this file

@@ -63,9 +63,9 @@ class TaskModel:
         raise NotImplementedError
 
     def files(self, checkpoint: str) -> dict[str, str]:
-        """The weights files of DIR's `checkpoint` for `build` (`checkpoints.model_files`; a missing one is an error
-        naming it)."""
-        return checkpoints.model_files(self.cfg.DIR, checkpoint)
+        """The weights files of DIR's `checkpoint`, or of another project's file, for `build`
+        (`checkpoints.model_files`; a missing one is an error naming it)."""
+        return checkpoints.model_files(self.cfg.DIR, checkpoint, decoder=self.cfg.MODEL.arch_decoder)
 
     def load(self, checkpoint: str, device: torch.device | str = "cpu", optimize: bool = True) -> nn.Module:
         """The model of `files(checkpoint)`, on `device`, in eval mode.
