@@ -57,13 +57,15 @@ def trained(tmp_path_factory):
 # The files that take longest, first: `make test` hands whole files to its two xdist workers in collection order, so
 # that both finish near the same time when the long ones do not come last.
 SLOWEST_FILES = (
-    "test_recipes.py",
     "test_export.py",
+    "test_recipes.py",
     "test_upp_end_to_end.py",
-    "test_training.py",
     "test_finetune.py",
-    "test_broden.py",
+    "test_training.py",
     "test_evaluation.py",
+    "test_models.py",
+    "test_broden.py",
+    "test_inference.py",
     "test_tasks.py",
 )
 

@@ -1,6 +1,5 @@
 """Fine-tuning a released-layout model (150 classes) on 5 classes of one's own through train.py --init-from."""
 
-import json
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ from helpers import REPO, checkpoint_weights
 
 from mit_semseg.checkpoints import source_files
 from mit_semseg.config import load_config
+from mit_semseg.evaluation import evaluate
 from mit_semseg.models.checkpoint import CheckpointError
 from mit_semseg.synthetic.scenes import generate
 from mit_semseg.tasks import task_for
@@ -109,23 +109,7 @@ def test_fine_tuning_learns_more_than_the_same_schedule_from_scratch(datasets):
     for name, flags in (("tuned", ["--init-from", str(root / "released" / "epoch_1")]), ("scratch", [])):
         train = _run("train.py", *flags, *_opts(root / "mine", root / name, 5, "TRAIN.epoch_iters", "40"))
         assert train.returncode == 0, train.stderr[-2000:]
-        evaluate = subprocess.run(
-            [
-                sys.executable,
-                "eval_multipro.py",
-                "--cfg",
-                str(CONFIG),
-                "--gpus",
-                "cpu",
-                *_opts(root / "mine", root / name, 5),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            cwd=REPO,
-        )
-        assert evaluate.returncode == 0, evaluate.stderr[-2000:]
-        figures[name] = json.loads((root / name / "eval_epoch_1.json").read_text())["mean_iou"]
+        figures[name] = evaluate(load_config(CONFIG, _opts(root / "mine", root / name, 5)), ["cpu"])["mean_iou"]
     print(f"mean IoU after 40 iterations: fine-tuned {figures['tuned']:.4f}, from scratch {figures['scratch']:.4f}")
     assert figures["tuned"] > figures["scratch"] + 0.15, figures
 
