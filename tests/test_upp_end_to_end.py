@@ -22,6 +22,7 @@ from mit_semseg.data.transforms import normalise_batch
 from mit_semseg.parallel import DictDataParallel
 from mit_semseg.synthetic.upp import MATERIALS, OBJECTS, PARTS, TEXTURES, generate
 from mit_semseg.tasks import build_model
+from mit_semseg.training.loop import Runtime, train
 
 # Every prediction here is at fp32 (TEST.precision, VAL.precision), whatever the CPU: none is rerun as the other kind
 # of CPU (the end_to_end mark).
@@ -249,30 +250,13 @@ def test_two_replicas_equal_one_model_over_the_concatenated_batch(upp_set):
 
 
 def test_two_epochs_equal_one_plus_a_resumed_one(upp_set, tmp_path):
-    straight = _run("train.py", upp_set, tmp_path / "straight", "TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3")
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    first = _run(
-        "train.py",
-        upp_set,
-        tmp_path / "resumed",
-        "TRAIN.num_epoch",
-        "2",
-        "TRAIN.epoch_iters",
-        "3",
-        flags=("--gpus", "cpu", "--stop-after-epoch", "1"),
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
-    second = _run(
-        "train.py",
-        upp_set,
-        tmp_path / "resumed",
-        "TRAIN.num_epoch",
-        "2",
-        "TRAIN.epoch_iters",
-        "3",
-        flags=("--gpus", "cpu", "--resume"),
-    )
-    assert second.returncode == 0, second.stderr[-3000:]
+    """In this process (the command line's --stop-after-epoch and --resume are test_training's)."""
+    schedule = ("TRAIN.num_epoch", "2", "TRAIN.epoch_iters", "3", "TRAIN.workers", "0")
+    cpu = Runtime([torch.device("cpu")])
+    train(load_config(CONFIG, _opts(upp_set, tmp_path / "straight", *schedule)), cpu)
+    resumed = load_config(CONFIG, _opts(upp_set, tmp_path / "resumed", *schedule))
+    assert train(resumed, cpu, stop_after_epoch=1).epoch == 1
+    assert train(resumed, cpu, resume=True).finished
     assert_same_weights(checkpoint_weights(tmp_path / "straight", 2), checkpoint_weights(tmp_path / "resumed", 2))
 
 
