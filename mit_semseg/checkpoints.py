@@ -135,9 +135,10 @@ def foreign_files(path: str | os.PathLike, decoder: str = "") -> dict[str, str]:
         os.makedirs(folder, exist_ok=True)
         atomic_save(parts.encoder_state, files["encoder"])
         atomic_save(parts.decoder_state, files["decoder"])
-        with open(record + ".tmp", "w") as f:
+        tmp = f"{record}.tmp{os.getpid()}"  # several processes (torchrun's ranks) may convert at once
+        with open(tmp, "w") as f:
             json.dump({"source": path, "format": "mmsegmentation", "decoder": parts.decoder}, f)
-        os.replace(record + ".tmp", record)
+        os.replace(tmp, record)
     with open(record) as f:
         converted = json.load(f)["decoder"]
     if decoder and converted != decoder:
