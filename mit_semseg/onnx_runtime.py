@@ -51,10 +51,10 @@ class _Exported(nn.Module):
 
     def __init__(self, outputs: ExportedOutputs, model: nn.Module) -> None:
         super().__init__()
-        self.outputs, self.model = outputs, model
+        self.role, self.model = outputs, model
 
     def forward(self, image: torch.Tensor):
-        return self.outputs.outputs(self.model, image)
+        return self.role.outputs(self.model, image)
 
 
 def export_onnx(outputs: ExportedOutputs, model: nn.Module, path: str | os.PathLike, config: str) -> Path:
