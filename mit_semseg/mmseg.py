@@ -94,8 +94,8 @@ def _with_compat_buffers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     (the running averages times `_running_iter`, which starts at 1), so that the parts load strictly."""
     out = dict(state)
     for key, value in state.items():
-        if key.endswith(".running_mean"):
-            norm = key.removesuffix(".running_mean")
+        norm = key.removesuffix(".running_mean")
+        if key.endswith(".running_mean") and f"{norm}.running_var" in state:  # else the strict load names what lacks
             out[f"{norm}._tmp_running_mean"] = value.clone()
             out[f"{norm}._tmp_running_var"] = state[f"{norm}.running_var"].clone()
             out[f"{norm}._running_iter"] = torch.ones(1)

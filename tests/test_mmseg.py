@@ -321,6 +321,9 @@ def test_it_is_read_strictly_and_safely(reduced, tmp_path):
     mmseg_file(tmp_path / "missing.pth", drop=("backbone.layer2.0.conv2.weight",))
     with pytest.raises(CheckpointError, match="layer2.0.conv2.weight"):
         task.model.load(str(tmp_path / "missing.pth"))
+    mmseg_file(tmp_path / "no_var.pth", drop=("backbone.layer1.0.bn2.running_var",))
+    with pytest.raises(CheckpointError, match="layer1.0.bn2.running_var"):
+        task.model.load(str(tmp_path / "no_var.pth"))
     mmseg_file(tmp_path / "shape.pth", extra={"decode_head.conv_seg.weight": torch.zeros(7, 16, 1, 1)})
     with pytest.raises(CheckpointError, match="conv_last.1.weight"):
         task.model.load(str(tmp_path / "shape.pth"))
