@@ -355,9 +355,11 @@ def test_texture_stage_adds_a_head_and_changes_nothing_else(trained, tmp_path):
     report = json.loads((out / f"{image.stem}.json").read_text())
     assert set(report["textures"]) <= set(TEXTURES) and len(report["textures"]) <= 5
 
-    resumed = tmp_path / "resumed"
-    _texture_stage(root, resumed, source, ("--stop-after-epoch", "1"))
-    assert _texture_stage(root, resumed, source, ("--resume",)).stderr.count("resuming from") == 1
+    resumed = tmp_path / "resumed"  # in this process: `train.py --stage texture` ran above
+    extra = (*_texture_lists(root), "TRAIN.texture_from", str(source), "TRAIN.stage", "texture", "TRAIN.workers", "0")
+    cfg, cpu = load_config(CONFIG, _opts(root, resumed, *extra)), Runtime([torch.device("cpu")])
+    assert train(cfg, cpu, stop_after_epoch=1).epoch == 1
+    assert (resumed / "texture_train_state_epoch_1_iter_0.pth").is_file() and train(cfg, cpu, resume=True).finished
     for name in ("texture_epoch_1.pth", "encoder_epoch_1.pth", "decoder_epoch_1.pth"):
         a, b = (torch.load(d / name, weights_only=True) for d in (stage, resumed))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
