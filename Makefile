@@ -18,15 +18,15 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 # bfloat16 is native, fp32 elsewhere: MIT_SEMSEG_CPU_FEATURES pretends the features this CPU lacks or has);
 # then the numeric comparisons with the kernels of AVX2-only and of baseline x86 CPUs, which torch picks on
 # many users' machines (ATEN_CPU_CAPABILITY caps what this CPU offers). Each run in two pytest-xdist workers of
-# one thread each: the whole suite a test file to a worker (its module fixtures made once), the reruns' few tests
-# one by one; then the ten slowest tests of all the runs.
+# one thread each, handed tests one by one in the order tests/conftest.py sorts them (the longest files first), a
+# file marked xdist_group whole (its module fixtures are costly); then the ten slowest tests of all the runs.
 OTHER_CPU = $(shell $(PY) -c 'from mit_semseg.precision import cpu_has_native_bf16 as n; print("avx2" if n() else "avx2,avx512f,avx512_bf16")')
 PYTEST := $(PY) -m pytest -q -n 2
 REPORTS := .pytest-reports
 
 test: install
 	rm -rf $(REPORTS)
-	$(PYTEST) --dist loadfile --junitxml=$(REPORTS)/main.xml
+	$(PYTEST) --dist loadgroup --no-loadscope-reorder --junitxml=$(REPORTS)/main.xml
 	MIT_SEMSEG_CPU_FEATURES=$(OTHER_CPU) $(PYTEST) --dist load -m end_to_end --junitxml=$(REPORTS)/other-cpu.xml
 	ATEN_CPU_CAPABILITY=avx2 $(PYTEST) --dist load -m numeric --junitxml=$(REPORTS)/avx2.xml
 	ATEN_CPU_CAPABILITY=default $(PYTEST) --dist load -m numeric --junitxml=$(REPORTS)/baseline.xml

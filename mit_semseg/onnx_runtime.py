@@ -27,7 +27,6 @@ from .data.records import DataError
 CONFIG_KEY = "mit_semseg.config"  # the metadata entry holding the config the file was exported with
 INPUT = "image"
 EXAMPLE_SIZE = (64, 96)  # traced at this size; every other size works
-MIN_SIDE = 32
 
 
 class ExportedOutputs(Protocol):
@@ -65,13 +64,7 @@ def export_onnx(outputs: ExportedOutputs, model: nn.Module, path: str | os.PathL
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dims = {
-        "image": {
-            0: torch.export.Dim("batch", min=1),
-            2: torch.export.Dim("height", min=MIN_SIDE),
-            3: torch.export.Dim("width", min=MIN_SIDE),
-        }
-    }
+    dims = {INPUT: {0: "batch", 2: "height", 3: "width"}}
     example = torch.randn(2, 3, *EXAMPLE_SIZE)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings():

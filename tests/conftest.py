@@ -54,8 +54,8 @@ def trained(tmp_path_factory):
     return root, json.loads(made.read_text())
 
 
-# The files that take longest, first: `make test` hands whole files to its two xdist workers in collection order, so
-# that both finish near the same time when the long ones do not come last.
+# The files that take longest, first: `make test` hands tests (a file marked xdist_group whole) to its two xdist
+# workers in collection order, so that both finish near the same time when the long ones do not come last.
 SLOWEST_FILES = (
     "test_export.py",
     "test_recipes.py",

@@ -47,6 +47,8 @@ from mit_semseg.testing.broden_raw import (
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "broden"
+# One worker runs this file (`make test` distributes tests one by one): its module fixtures prepare a Broden+ tree.
+pytestmark = pytest.mark.xdist_group("test_broden")
 H, W = 700, 1030  # an ADE20K image whose short side is above the limit: 753x512 once prepared
 STREET, MISC, ABBEY = (
     16857,

@@ -19,6 +19,8 @@ from mit_semseg.training.init_from import init_from
 from mit_semseg.training.loop import Runtime, train
 
 CONFIG = REPO / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
+# One worker runs this file (`make test` distributes tests one by one): its module fixtures train a model.
+pytestmark = pytest.mark.xdist_group("test_finetune")
 # the synthetic scenes' 8 classes merged into 5: sky | grass, road | wall | ball, box | roof, fence
 MERGE = np.array([0, 1, 2, 2, 3, 4, 4, 5, 5], np.uint8)
 

@@ -28,6 +28,8 @@ from mit_semseg.training.loop import Runtime, train
 # of CPU (the end_to_end mark).
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "synthetic-resnet18-upp_lite.yaml"
+# One worker runs this file (`make test` distributes tests one by one): its module fixtures train a model.
+pytestmark = pytest.mark.xdist_group("test_upp_end_to_end")
 
 
 @pytest.fixture(scope="module")
