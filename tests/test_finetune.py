@@ -23,6 +23,7 @@ CONFIG = REPO / "config" / "ade20k-mobilenetv2dilated-c1_deepsup.yaml"
 pytestmark = pytest.mark.xdist_group("test_finetune")
 # the synthetic scenes' 8 classes merged into 5: sky | grass, road | wall | ball, box | roof, fence
 MERGE = np.array([0, 1, 2, 2, 3, 4, 4, 5, 5], np.uint8)
+CPU = Runtime([torch.device("cpu")])
 
 
 def _opts(data, directory, num_class, *extra):
@@ -87,7 +88,7 @@ def test_trunk_loaded_by_value_and_classifiers_fresh_through_train_py(datasets):
     tuned = _run("train.py", "--init-from", str(root / "released"), *_opts(root / "mine", root / "start", 5, *still))
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     # the same from scratch, in this process: its classifiers are what fresh ones are (the same seed)
-    train(load_config(CONFIG, _opts(root / "mine", root / "start_scratch", 5, *still)), Runtime([torch.device("cpu")]))
+    train(load_config(CONFIG, _opts(root / "mine", root / "start_scratch", 5, *still)), CPU)
     source, start, fresh = (
         checkpoint_weights(d, e) for d, e in ((root / "released", 1), (root / "start", 1), (root / "start_scratch", 1))
     )
@@ -108,13 +109,13 @@ def test_trunk_loaded_by_value_and_classifiers_fresh_through_train_py(datasets):
 
 
 def test_fine_tuning_learns_more_than_the_same_schedule_from_scratch(datasets):
+    """In this process (train.py --init-from is the test above): MODEL.init_from is what the flag sets."""
     root, figures = datasets, {}
-    for name, flags in (("tuned", ["--init-from", str(root / "released" / "epoch_1")]), ("scratch", [])):
-        train = _run("train.py", *flags, *_opts(root / "mine", root / name, 5, "TRAIN.epoch_iters", "40"))
-        assert train.returncode == 0, train.stderr[-2000:]
+    for name, init in (("tuned", ["MODEL.init_from", str(root / "released" / "epoch_1")]), ("scratch", [])):
+        train(load_config(CONFIG, _opts(root / "mine", root / name, 5, "TRAIN.epoch_iters", "40", *init)), CPU)
         figures[name] = evaluate(load_config(CONFIG, _opts(root / "mine", root / name, 5)), ["cpu"])["mean_iou"]
     print(f"mean IoU after 40 iterations: fine-tuned {figures['tuned']:.4f}, from scratch {figures['scratch']:.4f}")
-    assert figures["tuned"] > figures["scratch"] + 0.15, figures
+    assert figures["tuned"] > figures["scratch"] + 0.1, figures  # 0.17 to 0.31 apart, by the number of threads
 
 
 def test_what_does_not_fit_is_named(datasets, tmp_path):
