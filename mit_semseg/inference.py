@@ -9,11 +9,11 @@ the same arithmetic runs over a few rows at a time, so the working set stays in 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .data.transforms import round_up
+from .models.decoders import resize
 
 CHUNK_BYTES = 1 << 21
 
@@ -45,12 +45,16 @@ def prepare_for_inference(model: nn.Module) -> nn.Module:
 
 
 def _source_rows(
-    out_size: int, in_size: int, device, extent: float | None = None
+    out_size: int, in_size: int, device, extent: float | None = None, align_corners: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear (align_corners=False) sampling along one axis: indices i0, i1 and the weight of i1, for `in_size`
-    cells spanning `extent` output pixels (default `out_size`)."""
-    scale = in_size / (extent or out_size)
-    src = ((torch.arange(out_size, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).clamp_min(0)
+    """Bilinear sampling along one axis, as `F.interpolate`'s: indices i0, i1 and the weight of i1, for `in_size`
+    cells spanning `extent` output pixels (default `out_size`; `align_corners`: the end cells' centres on the end
+    pixels' centres, spanning exactly `out_size`)."""
+    index = torch.arange(out_size, dtype=torch.float64, device=device)
+    if align_corners:
+        src = index * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+    else:
+        src = ((index + 0.5) * (in_size / (extent or out_size)) - 0.5).clamp_min(0)
     i0 = src.floor().long().clamp_max(in_size - 1)
     i1 = (i0 + 1).clamp_max(in_size - 1)
     return i0, i1, (src - i0).clamp(0, 1).float()
@@ -86,12 +90,13 @@ def fuse(
     size: tuple[int, int],
     probabilities: bool = False,
     extents: list[tuple[float, float]] | None = None,
+    align_corners: bool = False,
 ):
-    """Arg-max (H x W, int64) of the mean softmax of the logits resized bilinearly to `size`.
+    """Arg-max (H x W, int64) of the mean softmax of the logits resized bilinearly to `size` (with `align_corners`).
 
     With `probabilities`, also returns that mean (C x H x W). `extents`: for each logits map, the
     (height, width) in output pixels it spans from the top left corner when that is more than `size`
-    (the sliding windows' cells overhang the image). Works a few rows at a time.
+    (the sliding windows' cells overhang the image; not with `align_corners`). Works a few rows at a time.
     """
     height, width = size
     num_class = logits[0].shape[0]
@@ -99,12 +104,10 @@ def fuse(
     extents = extents or [(height, width)] * len(logits)
     # Along x first, at the logits' own height (bilinear resizing is separable), as H x W x C.
     rows = [
-        F.interpolate(x[None], size=(x.shape[1], round(ew)), mode="bilinear", align_corners=False)[0, :, :, :width]
-        .permute(1, 2, 0)
-        .contiguous()
+        resize(x[None], (x.shape[1], round(ew)), align_corners)[0, :, :, :width].permute(1, 2, 0).contiguous()
         for x, (_, ew) in zip(logits, extents)
     ]
-    taps = [_source_rows(height, x.shape[1], device, eh) for x, (eh, _) in zip(logits, extents)]
+    taps = [_source_rows(height, x.shape[1], device, eh, align_corners) for x, (eh, _) in zip(logits, extents)]
     pred = torch.empty((height, width), dtype=torch.int64, device=device)
     mean = torch.empty((num_class, height, width), device=device) if probabilities else None
     step = max(1, CHUNK_BYTES // (width * num_class * 4))
@@ -156,12 +159,63 @@ def slide_logits(
     return list(maps), s
 
 
+def _logits_at_input_size(model: nn.Module, batch: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """The decoder's logits of a normalised N x 3 x h x w batch, resized bilinearly to h x w (mmsegmentation's
+    `encode_decode`)."""
+    features = model.encoder(batch.contiguous(memory_format=torch.channels_last), return_feature_maps=True)
+    return resize(model.decoder.main_logits(features).float(), batch.shape[-2:], align_corners)
+
+
+def _mmseg_slide(model: nn.Module, batch: torch.Tensor, crop: int, stride: int, align_corners: bool) -> torch.Tensor:
+    """mmsegmentation's `slide_inference`: crop x crop windows every `stride` pixels, the last of a row or column
+    against the far edge (a side shorter than `crop`: one window of that side), each window's logits resized to
+    it, summed and divided by how many windows cover each pixel. N x C x h x w."""
+    _, _, height, width = batch.shape
+    grid = lambda size: range(max(size - crop + stride - 1, 0) // stride + 1)
+    total = count = None
+    for row in grid(height):
+        for column in grid(width):
+            y2, x2 = min(row * stride + crop, height), min(column * stride + crop, width)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            logits = _logits_at_input_size(model, batch[:, :, y1:y2, x1:x2], align_corners)
+            if total is None:
+                total = logits.new_zeros(*logits.shape[:2], height, width)
+                count = logits.new_zeros(1, 1, height, width)
+            total[:, :, y1:y2, x1:x2] += logits
+            count[:, :, y1:y2, x1:x2] += 1
+    return total / count
+
+
+@torch.inference_mode()
+def mmseg_logits(model: nn.Module, img_data: list[torch.Tensor], test, align_corners: bool) -> list[torch.Tensor]:
+    """TEST.pipeline mmseg: each scale's logits (C x h x w) at that scale's own size, from the whole image or from
+    sliding windows (TEST.mode), and with TEST.flip the mirrored image's, mirrored back. `fuse` with `align_corners`
+    then resizes them to the image and averages their softmax, as mmsegmentation's test-time augmentation."""
+    device = next(model.parameters()).device
+    out = []
+    for image in img_data:
+        image = image.to(device)
+        batch = torch.cat([image, image.flip(-1)]) if test.flip else image
+        if test.mode == "slide":
+            logits = _mmseg_slide(model, batch, test.crop_size, test.stride, align_corners)
+        else:
+            logits = _logits_at_input_size(model, batch, align_corners)
+        out.append(logits[0])
+        if test.flip:
+            out.append(logits[1].flip(-1))
+    return out
+
+
 def predict_logits(
-    model: nn.Module, img_data: list[torch.Tensor], size: tuple[int, int], test, padding: int
+    model: nn.Module, img_data: list[torch.Tensor], size: tuple[int, int], cfg
 ) -> tuple[list[torch.Tensor], list[tuple[float, float]]]:
     """The logits maps of an image given at every test scale (`prediction_images`), and the extent of each in pixels of
-    the full-size (`size`) prediction, for `fuse`: as TEST.mode (whole, or slide windows on the image padded to a
-    multiple of `padding`) and TEST.flip say."""
+    the full-size (`size`) prediction, for `fuse`: as TEST.pipeline, TEST.mode (whole, or slide windows; in the
+    original's pipeline on the image padded to a multiple of DATASET.padding_constant) and TEST.flip say."""
+    test, padding = cfg.TEST, cfg.DATASET.padding_constant
+    if test.pipeline == "mmseg":
+        logits = mmseg_logits(model, img_data, test, cfg.MODEL.align_corners)
+        return logits, [size] * len(logits)
     if test.mode != "slide":
         logits = scale_logits(model, img_data, test.flip)
         return logits, [size] * len(logits)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# VAL.mean_iou_over: the classes mean IoU averages. all: every class, one absent from both the labels and the
+# predictions counting 0 (the original's); present: only the classes in the labels or the predictions
+# (mmsegmentation's: the IoU of the others is NaN, left out of its nanmean)
+MEAN_IOU_OVER = ("all", "present")
+
 
 def confusion(pred: np.ndarray, label: np.ndarray, num_class: int) -> np.ndarray:
     """One image's C x C confusion matrix (rows: labels, columns: predictions).
@@ -42,8 +47,9 @@ class ConfusionMatrix:
     def update(self, pred: np.ndarray, label: np.ndarray) -> None:
         self.matrix += confusion(pred, label, self.num_class)
 
-    def summary(self, class_names: list[str] | None = None) -> dict:
-        """Pixel accuracy, per-class IoU and accuracy, mean IoU over all classes, frequency-weighted IoU."""
+    def summary(self, class_names: list[str] | None = None, mean_iou_over: str = "all") -> dict:
+        """Pixel accuracy, per-class IoU and accuracy, mean IoU (over `mean_iou_over`'s classes, `MEAN_IOU_OVER`),
+        frequency-weighted IoU."""
         m = self.matrix.astype(np.float64)
         intersection = np.diag(m)
         labelled, predicted = m.sum(1), m.sum(0)
@@ -51,10 +57,12 @@ class ConfusionMatrix:
         iou = intersection / (union + 1e-10)
         class_acc = intersection / (labelled + 1e-10)
         total = labelled.sum()
+        averaged = iou if mean_iou_over == "all" else iou[union > 0]
         names = class_names or [f"class {i + 1}" for i in range(self.num_class)]
         return {
             "pixel_accuracy": float(intersection.sum() / (total + 1e-10)),
-            "mean_iou": float(iou.mean()),
+            "mean_iou": float(averaged.mean()) if averaged.size else 0.0,
+            "mean_iou_over": mean_iou_over,
             "mean_accuracy": float(class_acc[labelled > 0].mean()) if (labelled > 0).any() else 0.0,
             "frequency_weighted_iou": float((labelled / (total + 1e-10) * iou).sum()),
             "labelled_pixels": int(total),

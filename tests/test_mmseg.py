@@ -3,8 +3,10 @@ its ImageNet weights from OpenMMLab's site, checked against the digest in their 
 
 import hashlib
 import io
+import os
 import pickle
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from helpers import use_reduced_encoders
 from httpserver import serve
 
 from mit_semseg import Segmenter, mmseg
-from mit_semseg.checkpoints import source_files
+from mit_semseg.checkpoints import save_parts, source_files
 from mit_semseg.config import load_config
 from mit_semseg.evaluation import evaluate, report
 from mit_semseg.hub import DownloadError, name_hash
@@ -188,43 +190,58 @@ def _conv_bn_relu(x, state, prefix, padding=0):
     )
 
 
-def test_uperheads_pyramid_pools_convs_then_upsamples_and_is_otherwise_upernet():
-    """mmsegmentation's UPerHead: each pooled map through its 1x1 conv-BN-ReLU, then upsampled (bilinear, corners not
-    aligned); the original's UPerNet upsamples first. One decoder with the order as an option: the same layers."""
-    assert DECODERS["uperhead"].options == {"fpn_dim": 512, "conv_before_resize": True}
-    assert DECODERS["upernet"].cls is DECODERS["uperhead"].cls
-    torch.manual_seed(0)
-    widths = (16, 24, 32, 40)
-    head = UPerNet.from_widths(widths, num_class=5, fpn_dim=16, conv_before_resize=True).double().eval()
-    original = UPerNet.from_widths(widths, num_class=5, fpn_dim=16).double().eval()
+def _conditioned_batch_norms(module, seed=0):
+    """Batch-norm statistics and shifts away from their defaults, so that the ReLUs cut and the layers show."""
+    torch.manual_seed(seed)
     with torch.no_grad():
-        for m in head.modules():
+        for m in module.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
-                m.bias.uniform_(-0.5, 0.5)  # so that the ReLUs cut
+                m.bias.uniform_(-0.5, 0.5)
+    return module
+
+
+def uperhead_as_mmseg_computes_it(state, conv_out, align_corners, scales=(1, 2, 3, 6)):
+    """mmsegmentation's UPerHead.forward written from its description, over our layer names: the pyramid pooling
+    (pool, ConvModule, resize) on the last map into `bottleneck`, laterals added top-down (each the resized sum
+    above it), the FPN convs, every level resized to the first, `fpn_bottleneck`, `conv_seg`."""
+    up = lambda x, size: F.interpolate(x, size, mode="bilinear", align_corners=align_corners)
+    conv5 = conv_out[-1]
+    size = conv5.shape[-2:]
+    psp = [
+        up(_conv_bn_relu(F.adaptive_avg_pool2d(conv5, s), state, f"ppm_conv.{k}"), size) for k, s in enumerate(scales)
+    ]
+    laterals = [_conv_bn_relu(x, state, f"fpn_in.{i}") for i, x in enumerate(conv_out[:-1])]
+    laterals.append(_conv_bn_relu(torch.cat([conv5, *psp], 1), state, "ppm_last_conv", padding=1))
+    for i in range(len(laterals) - 1, 0, -1):
+        laterals[i - 1] = laterals[i - 1] + up(laterals[i], laterals[i - 1].shape[-2:])
+    outs = [_conv_bn_relu(x, state, f"fpn_out.{i}.0", padding=1) for i, x in enumerate(laterals[:-1])]
+    outs.append(laterals[-1])
+    outs = [outs[0]] + [up(x, outs[0].shape[-2:]) for x in outs[1:]]
+    fused = _conv_bn_relu(torch.cat(outs, 1), state, "conv_last.0", padding=1)
+    return F.conv2d(fused, state["conv_last.1.weight"], state["conv_last.1.bias"])
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_uperhead_is_mmsegmentations_head_and_upernet_the_originals_order(align_corners):
+    """mmsegmentation's UPerHead: each pooled map through its 1x1 conv-BN-ReLU, then upsampled; the original's
+    UPerNet upsamples first. One decoder with the order as an option: the same layers, other outputs. Every
+    bilinear resize with MODEL.align_corners (the 769x769 Cityscapes models') or without."""
+    assert DECODERS["uperhead"].options == {"fpn_dim": 512, "conv_before_resize": True}
+    assert DECODERS["upernet"].cls is DECODERS["uperhead"].cls
+    widths = (16, 24, 32, 40)
+    head = UPerNet.from_widths(widths, num_class=5, fpn_dim=16, conv_before_resize=True, align_corners=align_corners)
+    head = _conditioned_batch_norms(head.double().eval())
+    original = UPerNet.from_widths(widths, num_class=5, fpn_dim=16, align_corners=align_corners).double().eval()
     original.load_state_dict(head.state_dict())
     assert head.state_dict().keys() == original.state_dict().keys()
-    state = head.state_dict()
-    conv5 = torch.randn(1, 40, 9, 11, dtype=torch.float64)
-    branches = [
-        F.interpolate(
-            _conv_bn_relu(F.adaptive_avg_pool2d(conv5, scale), state, f"ppm_conv.{k}"), (9, 11), mode="bilinear"
-        )
-        for k, scale in enumerate((1, 2, 3, 6))
-    ]
-    expected = _conv_bn_relu(torch.cat([conv5, *branches], 1), state, "ppm_last_conv", padding=1)
-    conv_out = [torch.randn(1, w, 72 // 2**k, 88 // 2**k, dtype=torch.float64) for k, w in enumerate(widths[:-1])]
-    conv_out.append(conv5)
-    context = {}
-    head.ppm_last_conv.register_forward_hook(lambda m, i, out: context.setdefault("head", out))
-    original.ppm_last_conv.register_forward_hook(lambda m, i, out: context.setdefault("original", out))
+    conv_out = [torch.randn(1, w, 73 // 2**k + 1, 89 // 2**k + 1, dtype=torch.float64) for k, w in enumerate(widths)]
     with torch.no_grad():
-        logits = head(conv_out, segSize=(72, 88))
-        other = original(conv_out, segSize=(72, 88))
-    torch.testing.assert_close(context["head"], expected, rtol=1e-10, atol=1e-10)
-    assert (context["original"] - expected).abs().max() > 1e-3  # the other order: another context
-    assert (logits - other).abs().max() > 1e-6
+        logits, other = head.main_logits(conv_out), original.main_logits(conv_out)
+    expected = uperhead_as_mmseg_computes_it(head.state_dict(), conv_out, align_corners)
+    torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-10)
+    assert (other - expected).abs().max() > 1e-3  # the original's order: another context, other logits
 
 
 REDUCED_BLOCKS, REDUCED_WIDTHS = (1, 1, 2, 2), (8, 16, 24, 40)  # helpers.REDUCED_ENCODERS' resnet50v1c
@@ -379,3 +396,62 @@ def test_a_pspnet_file_is_our_ppm_decoder(reduced, tmp_path):
     for theirs, ours in pairs.items():
         assert torch.equal(decoder[ours], state[f"decode_head.{theirs}"]), theirs
     assert mmseg.read(tmp_path / "pspnet_r50-d8.pth").aux_state == {}  # no auxiliary head in this file
+
+
+MMSEG_MEAN, MMSEG_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # its configs' data_preprocessor, RGB
+
+
+def _windows_and_counts(height, width, crop, stride):
+    """mmsegmentation's slide grid, listed by hand for the sizes used below (see slide_inference)."""
+    assert (height, width, crop, stride) == (64, 111, 48, 32)
+    return [(y, x) for y in ((0, 48), (16, 64)) for x in ((0, 48), (32, 80), (63, 111))]
+
+
+@pytest.mark.parametrize(
+    "mode, align_corners, flip", [("whole", False, False), ("slide", True, False), ("whole", True, True)]
+)
+def test_mmseg_test_pipeline_equals_an_independent_computation(reduced, tmp_path, mode, align_corners, flip):
+    """TEST.pipeline mmseg: resize in ratio to fit (long 160, short 64) rounding half up (mmcv's rescale_size), OpenCV's
+    bilinear, RGB normalised; logits resized to the resized image (whole, or each window, summed over the windows
+    and divided by their count), then to the image; softmax (averaged with the mirrored image's)."""
+    opts = ["TEST.pipeline", "mmseg", "TEST.mode", mode, "TEST.crop_size", "48", "TEST.stride", "32"]
+    opts += ["DATASET.imgSizes", "(64,)", "DATASET.imgMaxSize", "160", "TEST.flip", str(flip)]
+    reduced.merge_from_list([*opts, "MODEL.align_corners", str(align_corners), "TEST.checkpoint", "epoch_1.pth"])
+    model = task_for(reduced).model.build(inference=True)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # batch statistics measured on images, as trained ones
+    with torch.no_grad():
+        model.train()
+        model.decoder(model.encoder(torch.randn(2, 3, 64, 96), return_feature_maps=True), segSize=(64, 96))
+    model.eval()
+    os.makedirs(reduced.DIR)
+    save_parts(reduced.DIR, "epoch_1.pth", {"encoder": model.encoder, "decoder": model.decoder})
+    image = np.random.default_rng(5).integers(0, 256, (75, 130, 3), dtype=np.uint8)
+    labels, probabilities = Segmenter(reduced, precision="fp32").predict(image, probabilities=True)
+
+    resized = cv2.resize(image, (111, 64), interpolation=cv2.INTER_LINEAR)  # 75 x 130 times min(160/130, 64/75)
+    x = torch.from_numpy((resized - np.array(MMSEG_MEAN)) / np.array(MMSEG_STD)).float().permute(2, 0, 1)[None]
+    up = lambda t, size: F.interpolate(t, size, mode="bilinear", align_corners=align_corners)
+
+    def logits_of(image):
+        with torch.no_grad():
+            return up(model.decoder.main_logits(model.encoder(image, return_feature_maps=True)), image.shape[-2:])
+
+    def probabilities_of(image):
+        if mode == "whole":
+            at_input = logits_of(image)
+        else:
+            total, count = torch.zeros(1, 5, 64, 111), torch.zeros(1, 1, 64, 111)
+            for (y1, y2), (x1, x2) in _windows_and_counts(64, 111, 48, 32):
+                total[:, :, y1:y2, x1:x2] += logits_of(image[:, :, y1:y2, x1:x2])
+                count[:, :, y1:y2, x1:x2] += 1
+            at_input = total / count
+        return torch.softmax(up(at_input, (75, 130)), 1)[0]
+
+    expected = probabilities_of(x)
+    if flip:
+        expected = (expected + probabilities_of(x.flip(-1)).flip(-1)) / 2
+    assert probabilities.shape == (5, 75, 130)
+    assert np.abs(probabilities - expected.numpy()).max() < 1e-4
+    assert (labels == expected.argmax(0).numpy()).mean() > 0.999

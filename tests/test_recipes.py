@@ -242,6 +242,8 @@ def test_presets_cover_the_table():
             f"voc-{encoder}-upernet-512x512-40k",
             f"ade20k-{encoder}-upernet-512x512-80k",
             f"ade20k-{encoder}-upernet-512x512-160k",
+            f"ade20k-{encoder}-pspnet-512x512-80k",
+            f"cityscapes-{encoder}-pspnet-512x1024-40k",
         } <= names
 
 
@@ -252,7 +254,22 @@ def test_every_preset_builds_and_trains_a_few_iterations(preset, scenes, tmp_pat
     crop = tuple(int(s) for s in preset.stem.split("-")[-2].split("x"))
     assert cfg.TRAIN.num_epoch * cfg.TRAIN.epoch_iters == iterations and tuple(cfg.DATASET.crop_size) == crop
     assert cfg.DATASET.pipeline == "crop" and cfg.MODEL.aux_head == "fcn" and cfg.TRAIN.lr_min == 1e-4
-    assert cfg.MODEL.arch_encoder == preset.stem.split("-")[1] and cfg.MODEL.decoder_dropout == 0.1
+    # mmsegmentation's models: ResNetV1c (D8 for PSPNet), its heads (PSPHead's dropout is the ppm decoder's own)
+    _, depth, head, _, _ = preset.stem.split("-")
+    pspnet = head == "pspnet"
+    assert cfg.MODEL.arch_encoder == f"{depth}v1c" + ("dilated" if pspnet else "")
+    assert (cfg.MODEL.arch_decoder, cfg.MODEL.decoder_dropout) == (("ppm", 0.0) if pspnet else ("uperhead", 0.1))
+    # and its test pipeline: whole images at its test scale, or 769 windows every 513 at (2049, 1025), corners aligned
+    assert cfg.TEST.pipeline == "mmseg" and cfg.VAL.mean_iou_over == "present"
+    aligned = crop == (769, 769)
+    assert cfg.MODEL.align_corners == aligned and cfg.TEST.mode == ("slide" if aligned else "whole")
+    if aligned:
+        assert (cfg.TEST.crop_size, cfg.TEST.stride, cfg.DATASET.imgSizes, cfg.DATASET.imgMaxSize) == (
+            769,
+            513,
+            (1025,),
+            2049,
+        )
     monkeypatch.setattr(crops, "CROP_TRIES", 2)
     use_reduced_encoders(monkeypatch)  # the preset's recipe and heads on a reduced encoder of its architecture
     small = load_config(
@@ -275,7 +292,7 @@ def test_every_preset_builds_and_trains_a_few_iterations(preset, scenes, tmp_pat
             "MODEL.pretrained",
             "False",
             "TRAIN.batch_size_per_gpu",
-            "1",
+            "2",  # mmsegmentation's heads: batch norm after the 1x1 pooling needs two values per channel
             "TRAIN.num_epoch",
             "1",
             "TRAIN.epoch_iters",

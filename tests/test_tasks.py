@@ -85,7 +85,7 @@ def test_decoders_take_their_input_widths_from_the_encoders_spec(monkeypatch):
 
 
 def test_each_task_checks_its_config(tmp_path):
-    with pytest.raises(ConfigError, match="a UPP decoder .* predicts whole images only"):
+    with pytest.raises(ConfigError, match="a UPP decoder .* predicts whole images as the original"):
         load_config(UPP, ["TEST.mode", "slide"])
     with pytest.raises(ConfigError, match="DATASET.label_tables: label table not found"):
         load_config(UPP, ["DATASET.label_tables", str(tmp_path)])

@@ -62,6 +62,9 @@ _C.MODEL.weights_decoder = ""
 _C.MODEL.init_from = ""
 # dropout before the decoder's classifier (UPerNet; the original's 0; mmsegmentation's recipes 0.1)
 _C.MODEL.decoder_dropout = 0.0
+# the decoder's bilinear resizes, and with TEST.pipeline mmseg the resizes of its logits, with align_corners
+# (mmsegmentation's 769x769 Cityscapes models; False elsewhere, as the original)
+_C.MODEL.align_corners = False
 # an auxiliary head for training, "" or "fcn": a 3x3 conv-BN-ReLU to 256 channels, dropout 0.1 and a classifier on
 # the encoder's second-to-last map (mmsegmentation's FCNHead), its loss weighted by TRAIN.aux_loss_weight; it is
 # left out of the epoch checkpoints (inference does not use it) and kept in the resume states
@@ -141,6 +144,9 @@ _C.VAL.visualize = False
 _C.VAL.checkpoint = "epoch_20.pth"
 # fp32 (the original's numbers), bf16, or auto (bf16 where the device runs it natively)
 _C.VAL.precision = "fp32"
+# the classes mean IoU averages: all (the original's: a class absent from the labels and the predictions counts 0)
+# or present (mmsegmentation's: only the classes in the labels or the predictions)
+_C.VAL.mean_iou_over = "all"
 
 # -----------------------------------------------------------------------------
 # Testing
@@ -154,6 +160,9 @@ _C.TEST.precision = "auto"
 # how evaluation and test.py predict an image: whole (the image at every test scale, see TEST.ratios) or slide
 # (overlapping TEST.crop_size windows of the image at its own size, or at every scale of TEST.ratios)
 _C.TEST.mode = "whole"
+# original (the original's resizing and fusion) or mmseg (mmsegmentation's test pipeline: its released models'
+# figures); see mit_semseg/data/transforms.py TEST_PIPELINES
+_C.TEST.pipeline = "original"
 # crop side and stride of the slide mode (multiples of DATASET.padding_constant)
 _C.TEST.crop_size = 512
 _C.TEST.stride = 384

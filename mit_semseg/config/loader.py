@@ -8,8 +8,9 @@ from collections.abc import Iterable, Sequence
 
 from yacs.config import CfgNode
 
-from ..data.transforms import NORMALISATIONS
+from ..data.transforms import NORMALISATIONS, TEST_PIPELINES
 from ..errors import ConfigError
+from ..metrics import MEAN_IOU_OVER
 from ..models.builder import DECODERS, ENCODERS
 from ..precision import INFERENCE_PRECISIONS
 from ..tasks import check_config
@@ -96,6 +97,10 @@ def _check_model(cfg: CfgNode) -> None:
     if m.decoder_dropout and not DECODERS[m.arch_decoder].cls.takes_dropout:
         takes = ", ".join(name for name, spec in DECODERS.items() if spec.cls.takes_dropout)
         raise ConfigError(f"MODEL.decoder_dropout: decoder {m.arch_decoder} takes none (those that do: {takes})")
+    if m.align_corners and not DECODERS[m.arch_decoder].cls.takes_align_corners:
+        raise ConfigError(f"MODEL.align_corners: decoder {m.arch_decoder} resizes without it")
+    if m.align_corners and cfg.TEST.pipeline != "mmseg":
+        raise ConfigError("MODEL.align_corners needs TEST.pipeline mmseg (the original's resizes logits without it)")
     if m.init_from and (m.weights_encoder or m.weights_decoder):
         raise ConfigError(
             "MODEL.init_from and MODEL.weights_encoder/weights_decoder are both set: init_from loads what "
@@ -144,11 +149,16 @@ def _check_testing(cfg: CfgNode) -> None:
         raise ConfigError(f"TEST.ratios must be positive numbers, got {test.ratios}")
     if test.mode not in ("whole", "slide"):
         raise ConfigError(f"TEST.mode must be whole or slide, got '{test.mode}'")
+    if test.pipeline not in TEST_PIPELINES:
+        raise ConfigError(f"TEST.pipeline must be one of {', '.join(TEST_PIPELINES)}, got '{test.pipeline}'")
+    multiple = padding if test.pipeline == "original" else 1  # mmsegmentation's windows are any size
     for key in ("crop_size", "stride"):
-        if test[key] <= 0 or test[key] % padding:
+        if test[key] <= 0 or test[key] % multiple:
             raise ConfigError(
                 f"TEST.{key} ({test[key]}) must be a positive multiple of DATASET.padding_constant ({padding})"
             )
+    if cfg.VAL.mean_iou_over not in MEAN_IOU_OVER:
+        raise ConfigError(f"VAL.mean_iou_over must be one of {', '.join(MEAN_IOU_OVER)}, got '{cfg.VAL.mean_iou_over}'")
     if test.stride > test.crop_size:
         raise ConfigError(f"TEST.stride ({test.stride}) must not exceed TEST.crop_size ({test.crop_size})")
     for key in ("VAL.precision", "TEST.precision"):

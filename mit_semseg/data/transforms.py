@@ -12,6 +12,11 @@ import torch.nn.functional as F
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (102.9801, 115.9465, 122.7717)
+# TEST.pipeline: how an image is predicted. original: the original's (each scale's size rounded up to
+# DATASET.padding_constant, resized antialiased; logits resized once, to the image; sliding windows averaged at the
+# decoder's resolution). mmseg: mmsegmentation's test pipeline (the size kept in ratio and rounded, OpenCV's bilinear,
+# no padding; logits resized to the resized image, windows averaged there, then resized to the image; see inference)
+TEST_PIPELINES = ("original", "mmseg")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,13 @@ def scaled_size(height: int, width: int, short_side: int, max_size: int) -> tupl
     """(height, width) with the short side at `short_side`, scaled down if the long side exceeds `max_size`."""
     scale = min(short_side / min(height, width), max_size / max(height, width))
     return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def rescaled_size(height: int, width: int, short_side: int, long_side: int) -> tuple[int, int]:
+    """mmcv's `rescale_size`: (height, width) scaled, keeping the ratio, to fit `long_side` x `short_side`, rounded
+    half up (mmsegmentation's Resize with keep_ratio)."""
+    scale = min(long_side / max(height, width), short_side / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def normalisation(kind: str) -> Normalisation:
@@ -106,8 +118,13 @@ def prediction_scales(data, test) -> list[tuple[int, int]]:
 
 def prediction_images(image: np.ndarray, cfg) -> list[torch.Tensor]:
     """The image as prediction takes it (1 x 3 x h x w each, normalised): at every test scale (`prediction_scales`),
-    rounded up to DATASET.padding_constant; with TEST.mode slide, at its own size unless TEST.ratios are set."""
+    rounded up to DATASET.padding_constant; with TEST.mode slide, at its own size unless TEST.ratios are set. With
+    TEST.pipeline mmseg, at every test scale as mmsegmentation resizes (`rescaled_size`, OpenCV's bilinear), whatever
+    the mode."""
     d, t, kind = cfg.DATASET, cfg.TEST, cfg.MODEL.input_normalisation
+    if t.pipeline == "mmseg":
+        resized = [resize_image(image, *rescaled_size(*image.shape[:2], *s)) for s in prediction_scales(d, t)]
+        return [normalise(torch.from_numpy(r).permute(2, 0, 1)[None], kind) for r in resized]
     if t.mode == "slide":
         if not t.ratios:
             return [normalise(torch.from_numpy(image).permute(2, 0, 1)[None], kind)]

@@ -143,17 +143,25 @@ def build_decoder(
     use_softmax: bool = False,
     bn_momentum: float = ORIGINAL_BN_MOMENTUM,
     dropout: float = 0.0,
+    align_corners: bool = False,
 ) -> nn.Module:
     """A decoder for an encoder whose maps have `in_channels` channels (the encoder spec's `feature_channels`).
 
     Its classes are `num_class`, or for the decoders that read label tables (UPP) the tables in the
     folder `label_tables` (default: the Broden+ tables shipped). `weights` loads a checkpoint; else the
-    original's initialisation. `dropout` before the classifier is for the decoders that take it (`takes_dropout`).
+    original's initialisation. `dropout` before the classifier is for the decoders that take it (`takes_dropout`);
+    `align_corners` for their bilinear resizes, for those that take it (`takes_align_corners`).
     """
     spec: DecoderSpec = lookup(DECODERS, arch, "decoder")
-    options = dict(spec.options, dropout=dropout) if dropout else spec.options
-    if dropout and not spec.cls.takes_dropout:
-        raise ValueError(f"decoder {arch} takes no dropout before its classifier")
+    options = dict(spec.options)
+    for name, value, takes in (
+        ("dropout", dropout, spec.cls.takes_dropout),
+        ("align_corners", align_corners, spec.cls.takes_align_corners),
+    ):
+        if value and not takes:
+            raise ValueError(f"decoder {arch} takes no {name}")
+        if value:
+            options[name] = value
     net = spec.cls.from_widths(
         tuple(in_channels),
         num_class=num_class,

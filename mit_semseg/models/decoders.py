@@ -23,8 +23,8 @@ PPM_SCALES = (1, 2, 3, 6)
 PPM_CHANNELS = 512
 
 
-def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+def resize(x: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
 def class_softmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -43,10 +43,12 @@ class Decoder(nn.Module):
     needs_all_widths = False  # whether it reads every map of the encoder (an FPN), not only the last two
     class_layers: tuple[str, ...] = ()  # state-dict prefixes of the layers whose shapes depend on the classes
     takes_dropout = False  # whether it takes `dropout`, before its classifier (MODEL.decoder_dropout)
+    takes_align_corners = True  # whether its bilinear resizes follow `align_corners` (MODEL.align_corners)
 
-    def __init__(self, use_softmax: bool = False) -> None:
+    def __init__(self, use_softmax: bool = False, align_corners: bool = False) -> None:
         super().__init__()
         self.use_softmax = use_softmax
+        self.align_corners = align_corners
 
     @classmethod
     def from_widths(cls, in_channels: Sequence[int], num_class: int = 150, label_tables=None, **options) -> Decoder:
@@ -68,7 +70,7 @@ class Decoder(nn.Module):
         x = self.main_logits(conv_out)
         if self.use_softmax or segSize is not None:
             if segSize is not None:
-                x = resize(x, segSize)
+                x = resize(x, segSize, self.align_corners)
             return class_softmax(x)
         if self.deep_sup:
             return F.log_softmax(x, dim=1), F.log_softmax(self.deepsup_logits(conv_out[-2]), dim=1)
@@ -90,8 +92,9 @@ class C1(Decoder):
         use_softmax: bool = False,
         norm_layer: NormLayer = SynchronizedBatchNorm2d,
         deepsup_dim: int | None = None,
+        align_corners: bool = False,
     ) -> None:
-        super().__init__(use_softmax)
+        super().__init__(use_softmax, align_corners)
         self.cbr = conv3x3_bn_relu(fc_dim, fc_dim // 4, norm_layer=norm_layer)
         if self.deep_sup:
             self.cbr_deepsup = conv3x3_bn_relu(deepsup_dim or fc_dim // 2, fc_dim // 4, norm_layer=norm_layer)
@@ -130,8 +133,9 @@ class PPM(Decoder):
         pool_scales: Sequence[int] = PPM_SCALES,
         norm_layer: NormLayer = SynchronizedBatchNorm2d,
         deepsup_dim: int | None = None,
+        align_corners: bool = False,
     ) -> None:
-        super().__init__(use_softmax)
+        super().__init__(use_softmax, align_corners)
         self.ppm = nn.ModuleList(
             nn.Sequential(
                 AdaptiveAvgPool2d(scale),
@@ -157,7 +161,8 @@ class PPM(Decoder):
     def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
         conv5 = conv_out[-1]
         size = conv5.shape[-2:]
-        return self.conv_last(torch.cat([conv5] + [resize(pool(conv5), size) for pool in self.ppm], 1))
+        pooled = [resize(pool(conv5), size, self.align_corners) for pool in self.ppm]
+        return self.conv_last(torch.cat([conv5, *pooled], 1))
 
     def deepsup_logits(self, conv4: torch.Tensor) -> torch.Tensor:
         return self.conv_last_deepsup(self.dropout_deepsup(self.cbr_deepsup(conv4)))
@@ -191,7 +196,11 @@ def add_pyramid_and_fpn(
 
 
 def pyramid_context(
-    module: nn.Module, conv5: torch.Tensor, pooled: list[torch.Tensor], conv_before_resize: bool = False
+    module: nn.Module,
+    conv5: torch.Tensor,
+    pooled: list[torch.Tensor],
+    conv_before_resize: bool = False,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """UPerNet's pyramid pooling after the pooling: each pooled map resized to `conv5`'s size, then its 1x1
     conv-BN-ReLU (`ppm_conv`), as the original; or, `conv_before_resize`, the conv first and then the resize, as
@@ -199,18 +208,20 @@ def pyramid_context(
     `conv5`, fused by `ppm_last_conv`."""
     size = conv5.shape[-2:]
     if conv_before_resize:
-        branches = [resize(conv(p), size) for p, conv in zip(pooled, module.ppm_conv)]
+        branches = [resize(conv(p), size, align_corners) for p, conv in zip(pooled, module.ppm_conv)]
     else:
-        branches = [conv(resize(p, size)) for p, conv in zip(pooled, module.ppm_conv)]
+        branches = [conv(resize(p, size, align_corners)) for p, conv in zip(pooled, module.ppm_conv)]
     return module.ppm_last_conv(torch.cat([conv5, *branches], 1))
 
 
-def top_down(module: nn.Module, f: torch.Tensor, conv_out: list[torch.Tensor]) -> list[torch.Tensor]:
+def top_down(
+    module: nn.Module, f: torch.Tensor, conv_out: list[torch.Tensor], align_corners: bool = False
+) -> list[torch.Tensor]:
     """The FPN's pyramid [P2, P3, ..., f] from the pooled context `f` and the encoder's maps."""
     pyramid = [f]
     for i in reversed(range(len(conv_out) - 1)):
         lateral = module.fpn_in[i](conv_out[i])
-        f = lateral + resize(f, lateral.shape[-2:])
+        f = lateral + resize(f, lateral.shape[-2:], align_corners)
         pyramid.append(module.fpn_out[i](f))
     return pyramid[::-1]
 
@@ -239,8 +250,9 @@ class UPerNet(Decoder):
         norm_layer: NormLayer = SynchronizedBatchNorm2d,
         dropout: float = 0.0,
         conv_before_resize: bool = False,
+        align_corners: bool = False,
     ) -> None:
-        super().__init__(use_softmax)
+        super().__init__(use_softmax, align_corners)
         self.conv_before_resize = conv_before_resize
         if fpn_inplanes[-1] != fc_dim:
             raise ValueError(f"UPerNet: fc_dim {fc_dim} differs from the last FPN input width {fpn_inplanes[-1]}")
@@ -259,10 +271,13 @@ class UPerNet(Decoder):
 
     def main_logits(self, conv_out: list[torch.Tensor]) -> torch.Tensor:
         conv5 = conv_out[-1]
-        f = pyramid_context(self, conv5, [pool(conv5) for pool in self.ppm_pooling], self.conv_before_resize)
-        pyramid = top_down(self, f, conv_out)
+        pooled = [pool(conv5) for pool in self.ppm_pooling]
+        f = pyramid_context(self, conv5, pooled, self.conv_before_resize, self.align_corners)
+        pyramid = top_down(self, f, conv_out, self.align_corners)
         top = pyramid[0].shape[-2:]
-        fused = self.conv_last[0](torch.cat([pyramid[0]] + [resize(p, top) for p in pyramid[1:]], 1))
+        fused = self.conv_last[0](
+            torch.cat([pyramid[0]] + [resize(p, top, self.align_corners) for p in pyramid[1:]], 1)
+        )
         return self.conv_last[1](self.dropout(fused))
 
 

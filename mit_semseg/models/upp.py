@@ -34,6 +34,7 @@ class UPPDecoder(nn.Module):
     deep_sup = False
     needs_all_widths = True
     takes_dropout = False
+    takes_align_corners = False
     class_layers = ("scene_head.2.", "object_head.1.", "part_head.1.", "material_head.1.")
 
     def __init__(

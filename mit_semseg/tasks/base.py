@@ -55,6 +55,7 @@ class TaskModel:
             inference,
             m.bn_momentum,
             m.decoder_dropout,
+            m.align_corners,
         )
         return self.module(encoder, decoder, inference)
 

@@ -29,8 +29,8 @@ from .base import Task, TaskModel
 def predict(model: SegmentationModule, img_data: list[torch.Tensor], size: tuple[int, int], cfg, probabilities=False):
     """The class map (H x W, int64 on the CPU) for one image given at every test scale (`prediction_images`), as
     TEST.mode, TEST.ratios and TEST.flip say; with `probabilities`, also the mean probabilities (C x H x W)."""
-    logits, extents = predict_logits(model, img_data, size, cfg.TEST, cfg.DATASET.padding_constant)
-    out = fuse(logits, size, probabilities, extents)
+    logits, extents = predict_logits(model, img_data, size, cfg)
+    out = fuse(logits, size, probabilities, extents, cfg.MODEL.align_corners)
     return tuple(x.cpu() for x in out) if probabilities else out.cpu()
 
 
@@ -43,14 +43,14 @@ PIPELINES = {"aspect": build_train_loader, "crop": build_crop_loader}
 class SegmentationMetrics:
     """The confusion matrix of all images, summarised with the class names."""
 
-    def __init__(self, num_class: int, names: list[str]) -> None:
-        self.matrix, self.names = ConfusionMatrix(num_class), names
+    def __init__(self, num_class: int, names: list[str], mean_iou_over: str = "all") -> None:
+        self.matrix, self.names, self.mean_iou_over = ConfusionMatrix(num_class), names, mean_iou_over
 
     def add(self, counts: tuple[np.ndarray, np.ndarray]) -> None:
         self.matrix.add(*counts)
 
     def summary(self) -> dict:
-        return self.matrix.summary(self.names)
+        return self.matrix.summary(self.names, self.mean_iou_over)
 
 
 def describe(labels: np.ndarray, names: Sequence[str]) -> list[str]:
@@ -124,7 +124,7 @@ class SegmentationEvaluation:
         return confusion_counts(pred, label, self.cfg.DATASET.num_class)
 
     def metrics(self) -> SegmentationMetrics:
-        return SegmentationMetrics(self.cfg.DATASET.num_class, self.names)
+        return SegmentationMetrics(self.cfg.DATASET.num_class, self.names, self.cfg.VAL.mean_iou_over)
 
     def print_summary(self, summary: dict, path: str) -> None:
         """The ten worst classes and the summary lines, ending with the original's."""

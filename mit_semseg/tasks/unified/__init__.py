@@ -38,8 +38,9 @@ class UnifiedParsingTask(Task):
                 f"a UPP decoder ({cfg.MODEL.arch_decoder}) trains on the original's aspect-ratio batches without an "
                 "auxiliary head: use DATASET.pipeline aspect and MODEL.aux_head ''"
             )
-        if cfg.TEST.mode != "whole":
+        if cfg.TEST.mode != "whole" or cfg.TEST.pipeline != "original":
             raise ConfigError(
-                f"TEST.mode {cfg.TEST.mode}: a UPP decoder ({cfg.MODEL.arch_decoder}) predicts whole "
-                "images only; use TEST.mode whole"
+                f"TEST.mode {cfg.TEST.mode}, TEST.pipeline {cfg.TEST.pipeline}: a UPP decoder "
+                f"({cfg.MODEL.arch_decoder}) predicts whole images as the original; use TEST.mode whole and "
+                "TEST.pipeline original"
             )
