@@ -95,7 +95,7 @@ def source_files(source: str, key: str = "MODEL.init_from") -> dict[str, str]:
     a released model's name (downloaded once), a checkpoint folder (its latest complete epoch), FOLDER/epoch_N, or
     ENCODER.pth,DECODER.pth. Errors name `key`."""
     if source in zoo.MODELS:
-        return epoch_files(fetch_released(source), zoo.lookup(source).epoch)
+        return model_files(fetch_released(source), released_checkpoint(source))
     if "," in source:
         encoder, decoder = (p.strip() for p in source.split(",", 1))
         return {"encoder": encoder, "decoder": decoder}
@@ -149,22 +149,36 @@ def foreign_files(path: str | os.PathLike, decoder: str = "") -> dict[str, str]:
     return files
 
 
+def _released_folder(name: str) -> str:
+    return os.path.join(hub.cache_dir(), "ckpt", name)
+
+
 def released_checkpoint(name: str) -> str:
-    """The checkpoint name of the released model `name` (`epoch_20.pth`)."""
-    return epoch_checkpoint(zoo.lookup(name).epoch)
+    """The checkpoint of the released model `name` in its folder (`fetch_released`): the original's `epoch_20.pth`,
+    or the path of mmsegmentation's single file."""
+    model = zoo.lookup(name)
+    if model.file:
+        return os.path.join(_released_folder(name), os.path.basename(model.file))
+    return epoch_checkpoint(model.epoch)
 
 
 def released_urls(name: str) -> dict[str, str]:
-    """{part: URL} of the released model `name`: its publisher's folder of the name, in the model layout."""
-    model, checkpoint = zoo.lookup(name), released_checkpoint(name)
+    """{part: URL} of the released model `name`: its publisher's folder of the name, in the model layout; or
+    {"file": URL} of mmsegmentation's single file on OpenMMLab's site ($MIT_SEMSEG_OPENMMLAB_URL)."""
+    model = zoo.lookup(name)
+    if model.file:
+        return {"file": hub.openmmlab_url(model.file)}
+    checkpoint = released_checkpoint(name)
     return {part: f"{hub.model_url(model.base_url)}{name}/{part_name(part, checkpoint)}" for part in PARTS}
 
 
 def fetch_released(name: str) -> str:
-    """Download the released model `name` into the cache (once); returns its folder (DIR for `model_files`)."""
-    directory = os.path.join(hub.cache_dir(), "ckpt", name)
+    """Download the released model `name` into the cache (once; a file whose SHA-256 does not start as its name says
+    is refused and not kept); returns its folder (DIR for `model_files` with `released_checkpoint`)."""
+    directory, checkpoint = _released_folder(name), released_checkpoint(name)
     for part, url in released_urls(name).items():
-        hub.download(url, part_path(directory, part, released_checkpoint(name)))
+        path = checkpoint if part == "file" else part_path(directory, part, checkpoint)
+        hub.download(url, path, sha256=hub.name_hash(path))
     return directory
 
 

@@ -1,22 +1,25 @@
 """mmsegmentation's models here: the ResNetV1c encoders (UPerNet's, and PSPNet's D8) in its checkpoints' layout, and
 its ImageNet weights from OpenMMLab's site, checked against the digest in their names."""
 
+import dataclasses
 import hashlib
 import io
 import os
 import pickle
+import time
 
 import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import use_reduced_encoders
+from helpers import REPO, use_reduced_encoders
 from httpserver import serve
 
-from mit_semseg import Segmenter, mmseg
-from mit_semseg.checkpoints import save_parts, source_files
+from mit_semseg import Segmenter, mmseg, predict, zoo
+from mit_semseg.checkpoints import released_urls, save_parts, source_files
 from mit_semseg.config import load_config
+from mit_semseg.data.classes import BUILTIN_CLASS_TABLES, class_names, config_colors, palette
 from mit_semseg.evaluation import evaluate, report
 from mit_semseg.hub import DownloadError, name_hash
 from mit_semseg.models import ENCODERS, ModelBuilder
@@ -455,3 +458,84 @@ def test_mmseg_test_pipeline_equals_an_independent_computation(reduced, tmp_path
     assert probabilities.shape == (5, 75, 130)
     assert np.abs(probabilities - expected.numpy()).max() < 1e-4
     assert (labels == expected.argmax(0).numpy()).mean() > 0.999
+
+
+OPENMMLAB_MODELS = {name: m for name, m in zoo.MODELS.items() if m.file}
+
+
+def test_the_zoo_has_mmsegmentations_upernets_and_pspnets_under_their_presets_names(monkeypatch):
+    """The 16 UPerNets of its table and 4 PSPNets, each its preset's model, at its published URL, whose file name ends
+    with the start of its SHA-256."""
+    assert len(OPENMMLAB_MODELS) == 20
+    assert sum("-upernet-" in n for n in OPENMMLAB_MODELS) == 16 and sum("-pspnet-" in n for n in OPENMMLAB_MODELS) == 4
+    for name, model in OPENMMLAB_MODELS.items():
+        cfg = load_config(zoo.config_path(name))
+        assert cfg.TEST.pipeline == "mmseg" and model.config == f"{name}.yaml"
+        assert len(name_hash(model.file)) == 8 and 0 < model.miou < model.miou_ms_flip < 100
+    monkeypatch.delenv("MIT_SEMSEG_OPENMMLAB_URL")
+    assert released_urls("cityscapes-resnet50-upernet-512x1024-40k")["file"] == (
+        "https://download.openmmlab.com/mmsegmentation/v0.5/upernet/upernet_r50_512x1024_40k_cityscapes/"
+        "upernet_r50_512x1024_40k_cityscapes_20200605_094827-aa54cb54.pth"
+    )
+    assert released_urls("ade20k-resnet101-pspnet-512x512-80k")["file"] == (
+        "https://download.openmmlab.com/mmsegmentation/v0.5/pspnet/pspnet_r101-d8_512x512_80k_ade20k/"
+        "pspnet_r101-d8_512x512_80k_ade20k_20200614_031423-b6e782f0.pth"
+    )
+
+
+def test_a_zoo_model_is_downloaded_checked_and_run_by_name(reduced, monkeypatch, tmp_path):
+    """Segmenter.from_pretrained, test.py --model and --init-from take the name; the file comes from
+    $MIT_SEMSEG_OPENMMLAB_URL once, and one whose SHA-256 does not start as its name says is refused, not kept."""
+    name = "cityscapes-resnet50-upernet-512x1024-40k"
+    mmseg_file(tmp_path / "model.pth", classes=19)
+    body = (tmp_path / "model.pth").read_bytes()
+    fc_dim = ["MODEL.fc_dim", str(MAPS[-1])]
+    real = OPENMMLAB_MODELS[name].file
+    cache = tmp_path / "cache" / "ckpt" / name
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"upernet_r50_512x1024_40k_cityscapes_20200605_094827-aa54cb54.pth failed"):
+        Segmenter.from_pretrained(name, opts=fc_dim)
+    assert time.monotonic() - started < 10
+    with serve({f"/mirror/{real}": body}) as (url, _):
+        monkeypatch.setenv("MIT_SEMSEG_OPENMMLAB_URL", url + "/mirror")
+        actual = hashlib.sha256(body).hexdigest()
+        with pytest.raises(DownloadError, match=f"{os.path.basename(real)} is corrupt: SHA-256 {actual}, expected"):
+            Segmenter.from_pretrained(name, opts=fc_dim)
+    assert not cache.exists() or not list(cache.iterdir())
+    ours = real.replace("aa54cb54", actual[:8])
+    monkeypatch.setitem(zoo.MODELS, name, dataclasses.replace(OPENMMLAB_MODELS[name], file=ours))
+    image = np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image[:, :, ::-1])
+    with serve({f"/mirror/{ours}": body}) as (url, server):
+        monkeypatch.setenv("MIT_SEMSEG_OPENMMLAB_URL", url + "/mirror")
+        segmenter = Segmenter.from_pretrained(name, opts=fc_dim)
+        out = tmp_path / "out"
+        assert (
+            predict.main(
+                ["--model", name, "--imgs", str(tmp_path / "a.png"), "--gpu", "cpu", *fc_dim, "TEST.result", str(out)]
+            )
+            == 0
+        )
+        files = source_files(name)  # train.py --init-from NAME
+        assert len(server.requests) == 1  # then from the cache
+    assert segmenter.cfg.TEST.pipeline == "mmseg" and len(segmenter.class_names) == 19
+    label = cv2.imread(str(out / "a_label.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(segmenter.predict(image), label.astype(np.int64) - 1)
+    assert set(files) == {"encoder", "decoder"} and all(os.path.isfile(f) for f in files.values())
+
+
+def test_the_shipped_class_tables_are_what_the_preparations_write(tmp_path):
+    """DATASET.class_info cityscapes and voc: the tables the Cityscapes preparation (from cityscapesscripts) and the
+    VOC one write, so that a released model names its classes without the dataset."""
+    from mit_semseg.prepare.cityscapes import label_table
+    from mit_semseg.prepare.common import write_class_table
+    from mit_semseg.prepare.voc import CLASSES
+
+    _, _, names, colors = label_table()
+    write_class_table(str(tmp_path / "cityscapes.csv"), names, colors)
+    write_class_table(str(tmp_path / "voc.csv"), CLASSES, palette(len(CLASSES)))
+    for name in ("cityscapes", "voc"):
+        assert (tmp_path / f"{name}.csv").read_text() == BUILTIN_CLASS_TABLES[name].read_text()
+    cfg = load_config(REPO / "config" / "cityscapes-resnet50-upernet-512x1024-40k.yaml")
+    assert class_names(cfg)[:3] == ["road", "sidewalk", "building"] and config_colors(cfg)[0].tolist() == [128, 64, 128]
+    assert class_names(load_config(REPO / "config" / "voc-resnet50-upernet-512x512-20k.yaml"))[15] == "person"

@@ -23,7 +23,8 @@ _C.DATASET.padding_constant = 8
 _C.DATASET.segm_downsampling_rate = 8
 # randomly flip training images horizontally
 _C.DATASET.random_flip = True
-# class names: a CSV with columns Idx and Name ("": the ADE20K names when num_class is 150)
+# class names: a CSV with columns Idx and Name (and optionally R, G, B colours), or a table shipped by name
+# (cityscapes, voc: what their preparations write); "": the ADE20K names when num_class is 150
 _C.DATASET.class_info = ""
 # check that every file of the record lists exists before starting (turn off for huge lists)
 _C.DATASET.check_files = True

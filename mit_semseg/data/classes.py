@@ -12,6 +12,9 @@ import numpy as np
 TABLES = Path(__file__).resolve().parent / "tables"
 OBJECT150_CSV = TABLES / "object150_info.csv"  # the original's class table (data/object150_info.csv)
 COLOR150_CSV = TABLES / "color150.csv"  # the original's colours (data/color150.mat), as Idx,R,G,B
+# DATASET.class_info by name: the tables the Cityscapes and VOC preparations write (cityscapesscripts' 19 training
+# classes and colours; VOC's 21 classes and colour map), shipped so that a released model needs no dataset
+BUILTIN_CLASS_TABLES = {"cityscapes": TABLES / "cityscapes.csv", "voc": TABLES / "voc.csv"}
 
 
 def read_class_names(path: str | os.PathLike = OBJECT150_CSV) -> list[str]:
@@ -96,9 +99,14 @@ def read_class_colors(path: str | os.PathLike) -> np.ndarray | None:
         raise ValueError(f"{path}: the R, G, B columns must be integers 0..255 ({err})") from None
 
 
+def class_table(class_info: str) -> str:
+    """The file DATASET.class_info names: a path, or the name of a table shipped (`BUILTIN_CLASS_TABLES`)."""
+    return str(BUILTIN_CLASS_TABLES.get(class_info, class_info))
+
+
 def config_colors(cfg) -> np.ndarray:
     """The colours of the config's classes: DATASET.class_info's R, G, B columns if it has them, else `class_colors`."""
-    colors = read_class_colors(cfg.DATASET.class_info) if cfg.DATASET.class_info else None
+    colors = read_class_colors(class_table(cfg.DATASET.class_info)) if cfg.DATASET.class_info else None
     return colors if colors is not None else class_colors(cfg.DATASET.num_class)
 
 
@@ -106,7 +114,7 @@ def class_names(cfg) -> list[str]:
     """Names of the config's classes: DATASET.class_info, the ADE20K names for 150 classes, else numbers."""
     num_class = cfg.DATASET.num_class
     if cfg.DATASET.class_info:
-        names = read_class_names(cfg.DATASET.class_info)
+        names = read_class_names(class_table(cfg.DATASET.class_info))
         if len(names) != num_class:
             raise ValueError(f"{cfg.DATASET.class_info} names {len(names)} classes, DATASET.num_class is {num_class}")
         return names
