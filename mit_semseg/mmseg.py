@@ -20,6 +20,8 @@ from .models.checkpoint import CheckpointError
 from .nn.batchnorm import COMPAT_BUFFERS
 
 ENCODER, DECODER, AUX = "backbone", "decode_head", "auxiliary_head"  # the file's prefixes of our parts
+# our encoders named as its backbones (ResNetV1c, and the D8 one PSPNet uses)
+ENCODERS = ("resnet50v1c", "resnet101v1c", "resnet50v1cdilated", "resnet101v1cdilated")
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,17 @@ import io
 import os
 import pickle
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import REPO, use_reduced_encoders
+from helpers import REPO, checkpoint_weights, use_reduced_encoders
 from httpserver import serve
 
-from mit_semseg import Segmenter, mmseg, predict, zoo
+from mit_semseg import Segmenter, convert, mmseg, predict, zoo
 from mit_semseg.checkpoints import released_urls, save_parts, source_files
 from mit_semseg.config import load_config
 from mit_semseg.data.classes import BUILTIN_CLASS_TABLES, class_names, config_colors, palette
@@ -29,6 +30,7 @@ from mit_semseg.models.decoders import UPerNet
 from mit_semseg.nn.batchnorm import COMPAT_BUFFERS
 from mit_semseg.synthetic.scenes import NUM_CLASS, generate
 from mit_semseg.tasks import task_for
+from mit_semseg.training.loop import Runtime, train
 
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 WIDTHS = (64, 128, 256, 512)
@@ -539,3 +541,40 @@ def test_the_shipped_class_tables_are_what_the_preparations_write(tmp_path):
     cfg = load_config(REPO / "config" / "cityscapes-resnet50-upernet-512x1024-40k.yaml")
     assert class_names(cfg)[:3] == ["road", "sidewalk", "building"] and config_colors(cfg)[0].tolist() == [128, 64, 128]
     assert class_names(load_config(REPO / "config" / "voc-resnet50-upernet-512x512-20k.yaml"))[15] == "person"
+
+
+def test_convert_to_mmseg_writes_its_layout_with_the_auxiliary_head(reduced, tmp_path, capsys):
+    """python -m mit_semseg.convert --to mmseg: a model trained here, its auxiliary head from the resume state, as
+    mmsegmentation's file: exactly the names and shapes of its layout (so that it loads strictly there, auxiliary
+    head included); read back, the same weights."""
+    scenes = tmp_path / "scenes"
+    generate(str(scenes), num_train=2, num_val=1, seed=4, min_side=64, max_side=80)
+    opts = ["DATASET.root_dataset", str(scenes), "DATASET.list_train", str(scenes / "training.odgt")]
+    opts += ["DATASET.num_class", str(NUM_CLASS), "DATASET.class_info", str(scenes / "class_info.csv")]
+    opts += ["MODEL.aux_head", "fcn", "TRAIN.num_epoch", "1", "TRAIN.epoch_iters", "1", "TRAIN.workers", "0"]
+    opts += ["DATASET.imgSizes", "(64,)", "DATASET.imgMaxSize", "96", "DATASET.segm_downsampling_rate", "4"]
+    opts += ["TEST.checkpoint", "epoch_1.pth"]
+    reduced.merge_from_list([*opts, "DATASET.padding_constant", "32", "TRAIN.batch_size_per_gpu", "2"])
+    train(reduced, Runtime([torch.device("cpu")]))
+    (tmp_path / "cfg.yaml").write_text(reduced.dump())
+    assert convert.main(["--cfg", str(tmp_path / "cfg.yaml"), "--to", "mmseg", str(tmp_path / "theirs.pth")]) == 0, (
+        capsys.readouterr().err
+    )
+    assert "with auxiliary head" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "theirs.pth", weights_only=True)
+    layout = {f"backbone.{k}": v for k, v in mmseg_resnet_v1c_layout(50, REDUCED_BLOCKS, REDUCED_WIDTHS).items()}
+    layout |= {f"decode_head.{k}": v for k, v in mmseg_uperhead_layout(MAPS, NUM_CLASS, channels=16).items()}
+    layout |= {f"auxiliary_head.{k}": v for k, v in mmseg_fcn_aux_layout(MAPS[2], NUM_CLASS).items()}
+    assert {k: tuple(v.shape) for k, v in saved["state_dict"].items()} == layout
+    assert saved["meta"]["CLASSES"] == saved["meta"]["dataset_meta"]["classes"] == class_names(reduced)
+    ours = checkpoint_weights(reduced.DIR, 1)
+    back = task_for(reduced).model.load(str(tmp_path / "theirs.pth"), optimize=False)
+    for part in ("encoder", "decoder"):
+        loaded = getattr(back, part).state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in ours[part].items() if not k.endswith(COMPAT_BUFFERS)), part
+    aux = torch.load(next(Path(reduced.DIR).glob("train_state_*.pth")), weights_only=True)["training_parts"]["aux_head"]
+    assert torch.equal(saved["state_dict"]["auxiliary_head.conv_seg.weight"], aux["conv_last.weight"])
+    # a model of none of its architectures is refused, named
+    (tmp_path / "other.yaml").write_text(reduced.dump().replace("arch_decoder: uperhead", "arch_decoder: upernet"))
+    assert convert.main(["--cfg", str(tmp_path / "other.yaml"), "--to", "mmseg", str(tmp_path / "x.pth")]) != 0
+    assert "resnet50v1c + upernet is none of mmsegmentation's models here" in capsys.readouterr().err
