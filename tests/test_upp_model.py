@@ -103,7 +103,7 @@ def test_upp_configs_are_validated(tmp_path):
     assert (cfg.TRAIN.loss_weight_part, cfg.TRAIN.loss_weight_scene) == (0.5, 0.25)
     with pytest.raises(ConfigError, match="DATASET.label_tables: label table not found: .*object.csv"):
         load_config(preset, ["DATASET.label_tables", str(tmp_path)])
-    with pytest.raises(ConfigError, match="TEST.mode slide: a UPP decoder"):
+    with pytest.raises(ConfigError, match="TEST.mode slide, TEST.pipeline original: a UPP decoder"):
         load_config(preset, ["TEST.mode", "slide"])
     with pytest.raises(ConfigError, match="MODEL.input_normalisation: unknown 'bgr'; valid: imagenet, caffe"):
         load_config(preset, ["MODEL.input_normalisation", "bgr"])
