@@ -45,7 +45,10 @@ from mit_semseg.synthetic.scenes import generate  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(mmseg.__file__).parent / ".mim" / "configs"
 MODELS = {  # ours: (our preset, mmsegmentation's config)
-    "upernet-512x1024": ("cityscapes-resnet50-upernet-512x1024-40k", "upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py"),
+    "upernet-512x1024": (
+        "cityscapes-resnet50-upernet-512x1024-40k",
+        "upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py",
+    ),
     "upernet-769": ("cityscapes-resnet50-upernet-769x769-40k", "upernet/upernet_r50_4xb2-40k_cityscapes-769x769.py"),
     "pspnet-ade20k": ("ade20k-resnet50-pspnet-512x512-80k", "pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py"),
 }
