@@ -1,7 +1,9 @@
 """Training through the real command line: epochs, checkpoints, exact resume, Ctrl-C, NaN, torchrun."""
 
+import json
 import math
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -135,6 +137,7 @@ def test_one_epoch_through_the_command_line(scenes, tmp_path):
         "train.log",
         "training.png",
         "train_state_epoch_1_iter_0.pth",
+        "run.json",
     } <= names
     weights = checkpoint_weights(run, 1)
     assert not any(k.startswith("module.") for k in weights["encoder"])
@@ -150,6 +153,23 @@ def test_one_epoch_through_the_command_line(scenes, tmp_path):
     assert "\r" not in result.stderr and len(lines) == len(
         [line for line in log.splitlines() if " epoch 1/1: " in line]
     )
+    # the run's record: what ran, with what, on what, how long each epoch took
+    record = json.loads((run / "run.json").read_text())
+    assert record["command"][0] == sys.executable and record["command"][1].endswith("train.py")
+    assert "--gpus" in record["command"] and record["config"] == (run / "config.yaml").read_text()
+    assert (
+        record["versions"]["torch"] == torch.__version__ and record["versions"]["python"] == platform.python_version()
+    )
+    assert record["devices"] == ["cpu"] and record["precision"] == "fp32" and record["seed"] == 304
+    assert (
+        record["end"] == "finished"
+        and [e["epoch"] for e in record["epochs"]] == [1]
+        and record["epochs"][0]["seconds"] > 0
+    )
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert (record["git_commit"] or "").startswith(commit) if (REPO / ".git").exists() else record["git_commit"] is None
 
 
 def test_a_terminal_gets_a_progress_bar(scenes, tmp_path):
@@ -197,8 +217,13 @@ def test_two_epochs_equal_one_plus_a_resumed_one(scenes, tmp_path):
     assert train(cfg("straight"), cpu).finished
     first = train(cfg("split"), cpu, stop_after_epoch=1)
     assert first.epoch == 1 and not first.finished and not (tmp_path / "split" / "encoder_epoch_2.pth").exists()
+    assert json.loads((tmp_path / "split" / "run.json").read_text())["end"] == "stopped"
     assert train(cfg("split"), cpu, resume=True).finished
     assert_same_weights(checkpoint_weights(tmp_path / "straight", 2), checkpoint_weights(tmp_path / "split", 2))
+    record = json.loads((tmp_path / "split" / "run.json").read_text())  # the resumed run's, the first run's inside
+    assert record["start"] == {"epoch": 1, "iteration": 0} and [e["epoch"] for e in record["epochs"]] == [2]
+    assert record["end"] == "finished" and record["previous"]["end"] == "stopped"
+    assert [e["epoch"] for e in record["previous"]["epochs"]] == [1]
 
 
 def test_start_epoch_continues_like_resume(scenes, tmp_path):

@@ -25,6 +25,7 @@ from .hooks import CheckpointHook, FiniteLossHook, HistoryHook, ProgressHook, Tr
 from .init_from import init_from
 from .monitor import setup_logging
 from .optim import build_optimizer
+from .record import RunRecordHook
 from .state import set_rng_state, training_parts
 from .trainer import Hook, Position, Schedule, Trainer
 
@@ -191,10 +192,17 @@ def _model(stage: Stage, cfg, device: torch.device, resume: bool) -> tuple[nn.Mo
     return model.to(device, memory_format=memory_format), memory_format
 
 
-def _hooks(stage: Stage, directory: str, runtime: Runtime) -> list[Hook]:
-    """History, checkpoints and progress on the main process; the non-finite-loss stop everywhere."""
-    prefix = stage.files_prefix
-    hooks = [HistoryHook(directory, prefix), CheckpointHook(directory, stage.model.epoch_parts, prefix), ProgressHook()]
+def _hooks(stage: Stage, cfg, runtime: Runtime, precision: str) -> list[Hook]:
+    """History, checkpoints, progress and the run's record on the main process; the non-finite-loss stop
+    everywhere."""
+    prefix, directory = stage.files_prefix, cfg.DIR
+    devices = [str(d) for d in runtime.devices]
+    hooks = [
+        HistoryHook(directory, prefix),
+        CheckpointHook(directory, stage.model.epoch_parts, prefix),
+        ProgressHook(),
+        RunRecordHook(cfg, devices, runtime.world_size, precision, prefix),
+    ]
     return [*(hooks if runtime.main else []), FiniteLossHook(directory)]
 
 
@@ -237,7 +245,7 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
         batches_for,
         schedule,
         position,
-        _hooks(stage, cfg.DIR, runtime),
+        _hooks(stage, cfg, runtime, "fp32" if amp == "none" else amp),
         device,
         memory_format,
         freeze_bn if t.fix_bn else lambda m: None,
