@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -191,6 +192,36 @@ def atomic_save(obj: object, path: str | os.PathLike) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+BEST_CHECKPOINT = "best.pth"  # TRAIN.best_metric's epoch: DIR/encoder_best.pth, decoder_best.pth (VAL.checkpoint)
+
+
+def best_record_path(directory: str | os.PathLike, prefix: str = "") -> str:
+    """Which epoch DIR's best checkpoint is, and its figure (JSON)."""
+    return os.path.join(directory, f"{prefix}best.json")
+
+
+def copy_checkpoint(directory: str | os.PathLike, source: str, target: str, parts: Iterable[str]) -> None:
+    """Each part's file of checkpoint `source` copied to checkpoint `target` in `directory`, atomically."""
+    for part in parts:
+        destination = part_path(directory, part, target)
+        tmp = f"{destination}.tmp{os.getpid()}"
+        shutil.copyfile(part_path(directory, part, source), tmp)
+        os.replace(tmp, destination)
+
+
+def remove_epochs_before(directory: str | os.PathLike, epoch: int, parts: Iterable[str]) -> list[str]:
+    """TRAIN.keep_last: remove the parts' files of the epochs before `epoch` (the best checkpoint is other files);
+    returns the names removed."""
+    removed = []
+    for part in parts:
+        for path in Path(directory).glob(part_name(part, "epoch_*.pth")):
+            match = _EPOCH.fullmatch(checkpoint_of(path, part))
+            if match and match.group(2) and int(match.group(1)) < epoch:
+                path.unlink()
+                removed.append(path.name)
+    return sorted(removed)
 
 
 def save_parts(directory: str | os.PathLike, checkpoint: str, parts: Mapping[str, nn.Module]) -> list[str]:

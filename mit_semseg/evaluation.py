@@ -232,6 +232,8 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
     task = task_for(cfg)
     task.model.files(cfg.VAL.checkpoint)
     records = task.evaluation.records()
+    if cfg.VAL.max_images:
+        records = records[: cfg.VAL.max_images]
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
     shards = _shards(devices, processes_per_device, len(records))

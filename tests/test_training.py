@@ -20,10 +20,12 @@ from torch import nn
 
 from mit_semseg.checkpoints import atomic_save
 from mit_semseg.config import load_config
+from mit_semseg.evaluation import evaluate
 from mit_semseg.models import ModelBuilder
 from mit_semseg.synthetic.scenes import NUM_CLASS, generate
 from mit_semseg.training.loop import Runtime, train
 from mit_semseg.training.optim import param_groups, poly_lr, set_lr
+from mit_semseg.training.validation import ValidationError, figures, metric_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,3 +296,55 @@ def test_torchrun_two_processes_with_gloo(scenes, tmp_path):
     assert "weights identical on all 2 ranks" in result.stderr
     assert "batch-norm statistics are per process" in result.stderr
     assert (tmp_path / "ddp" / "encoder_epoch_1.pth").exists()
+
+
+def test_validation_while_training_keeps_the_best_epoch_also_across_a_resume(scenes, tmp_path):
+    """TRAIN.eval_period 1: each epoch's figures in the history are evaluate()'s (what eval_multipro.py runs) for
+    that epoch's checkpoint; the best epoch's files become DIR/*_best.pth with best.json; a run stopped after epoch
+    1 and resumed keeps the same record; TRAIN.keep_last 1 leaves the last epoch's files and the best."""
+    validation = ["DATASET.list_val", str(scenes / "validation.odgt"), "TRAIN.num_epoch", "3", "TRAIN.workers", "0"]
+    validation += ["TRAIN.eval_period", "1", "VAL.max_images", "1", "VAL.checkpoint", "epoch_3.pth"]
+    config = REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"
+    cfg = lambda name, *extra: load_config(config, _opts(scenes, tmp_path / name, *validation, *extra))
+    cpu = Runtime([torch.device("cpu")])
+    train(cfg("straight"), cpu)
+    history = json.loads((tmp_path / "straight" / "history.json").read_text())
+    measured = {int(h["epoch"]): h["validation"] for h in history if "validation" in h}
+    assert sorted(measured) == [1, 2, 3]
+    for epoch, found in measured.items():
+        summary = evaluate(cfg("straight", "VAL.checkpoint", f"epoch_{epoch}.pth"), ["cpu"])
+        assert summary["images"] == 1 and found["mean_iou"] == summary["mean_iou"], (epoch, found, summary)
+        assert found["pixel_accuracy"] == summary["pixel_accuracy"]
+    ious = [measured[e]["mean_iou"] for e in (1, 2, 3)]
+    best = json.loads((tmp_path / "straight" / "best.json").read_text())
+    assert best == {
+        "epoch": 1 + ious.index(max(ious)),
+        "metric": "mean_iou",
+        "value": max(ious),
+        "checkpoint": "best.pth",
+    }
+    straight_best = checkpoint_weights(tmp_path / "straight", best["epoch"])
+    files = {p: tmp_path / "straight" / f"{p}_best.pth" for p in straight_best}
+    assert_same_weights(straight_best, {p: torch.load(f, weights_only=True) for p, f in files.items()})
+    # stopped after epoch 1 and resumed, keeping the last epoch only: the same figures and the same best
+    assert train(cfg("split", "TRAIN.keep_last", "1"), cpu, stop_after_epoch=1).epoch == 1
+    assert train(cfg("split", "TRAIN.keep_last", "1"), cpu, resume=True).finished
+    resumed = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [h["validation"] for h in resumed if "validation" in h] == [measured[e] for e in (1, 2, 3)]
+    assert json.loads((tmp_path / "split" / "best.json").read_text()) == best
+    kept = sorted(p.name for p in (tmp_path / "split").glob("*.pth") if not p.name.startswith("train_state"))
+    assert kept == ["decoder_best.pth", "decoder_epoch_3.pth", "encoder_best.pth", "encoder_epoch_3.pth"]
+    assert evaluate(cfg("split", "VAL.checkpoint", "best.pth"), ["cpu"])["mean_iou"] == best["value"]
+
+
+def test_the_best_metric_is_a_figure_of_the_tasks_summary():
+    segmentation = {"pixel_accuracy": 0.9, "mean_iou": 0.5, "images": 3, "seconds": 1.5, "classes": [{"iou": 0.1}]}
+    assert figures(segmentation) == {"pixel_accuracy": 0.9, "mean_iou": 0.5}
+    unified = {"object": {"mean_iou": 0.3, "pixel_accuracy": 0.7}, "scene": {"accuracy": 0.8, "images": 4}}
+    unified["part"] = {"mean_iou": 0.2, "groups": []}
+    found = figures(unified)
+    assert found == {"object/mean_iou": 0.3, "object/pixel_accuracy": 0.7, "scene/accuracy": 0.8, "part/mean_iou": 0.2}
+    assert metric_name("mean_iou", found) == "object/mean_iou"  # a name alone: the first head's
+    assert metric_name("part/mean_iou", found) == "part/mean_iou"
+    with pytest.raises(ValidationError, match="TRAIN.best_metric 'miou' is none of the evaluation's figures: object/"):
+        metric_name("miou", found)

@@ -125,6 +125,15 @@ _C.TRAIN.fix_bn = False
 _C.TRAIN.workers = 16
 _C.TRAIN.disp_iter = 20
 _C.TRAIN.seed = 304
+# validate while training: every N epochs, the epoch's checkpoint evaluated as eval_multipro.py does (VAL.*,
+# TEST.*), on the devices training uses; its figures go to history.json, the plot, TensorBoard and the log. 0: off
+_C.TRAIN.eval_period = 0
+# with eval_period: the figure whose best epoch is kept as DIR/encoder_best.pth, decoder_best.pth (best.json says
+# which epoch and what figure); a name of the evaluation's summary (mean_iou, pixel_accuracy; a UPP model's
+# object/mean_iou, scene/accuracy ...; a name alone matches the first head's). Higher is better, but for a loss or error
+_C.TRAIN.best_metric = "mean_iou"
+# keep the checkpoints of the last N epochs only (0: all); the best checkpoint is kept whatever its epoch
+_C.TRAIN.keep_last = 0
 # mixed precision: none, bf16 (CPU and GPU), fp16 (GPU, with gradient scaling) or auto (bf16 where the
 # device runs it natively: GPUs of compute capability >= 8.0, CPUs with avx512_bf16 or AMX; else none)
 _C.TRAIN.amp = "none"
@@ -148,6 +157,8 @@ _C.VAL.precision = "fp32"
 # the classes mean IoU averages: all (the original's: a class absent from the labels and the predictions counts 0)
 # or present (mmsegmentation's: only the classes in the labels or the predictions)
 _C.VAL.mean_iou_over = "all"
+# evaluate the first N validation records only (0: all): a quicker validation while training
+_C.VAL.max_images = 0
 
 # -----------------------------------------------------------------------------
 # Testing

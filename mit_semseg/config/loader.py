@@ -141,6 +141,12 @@ def _check_training(cfg: CfgNode) -> None:
     if t.optim.lower() != "sgd":
         raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{t.optim}'")
     _check_positive(cfg, ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters"))
+    for key in ("TRAIN.eval_period", "TRAIN.keep_last", "VAL.max_images"):
+        section, name = key.split(".")
+        if not isinstance(cfg[section][name], int) or cfg[section][name] < 0:
+            raise ConfigError(f"{key} must be a whole number, 0 or more, got {cfg[section][name]}")
+    if t.eval_period and t.stage:
+        raise ConfigError(f"TRAIN.eval_period: validating while training the {t.stage} stage is not supported")
 
 
 def _check_testing(cfg: CfgNode) -> None:

@@ -11,7 +11,15 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..checkpoints import atomic_save, epoch_checkpoint, latest_state, part_name, save_parts, state_path
+from ..checkpoints import (
+    atomic_save,
+    epoch_checkpoint,
+    latest_state,
+    part_name,
+    remove_epochs_before,
+    save_parts,
+    state_path,
+)
 from ..progress import Progress
 from .monitor import TensorBoard, plot_history
 from .state import rng_state, training_parts
@@ -59,19 +67,34 @@ def save_state(trainer: Trainer, directory: str, prefix: str = "") -> str:
 
 class CheckpointHook(Hook):
     """After each epoch, the parts the task saves (`parts(model, epoch)`: the checkpoint's name and its parts, for a
-    model DIR/encoder_epoch_N.pth and decoder_epoch_N.pth, plain state dicts, the original's files) and a resume
-    state; on Ctrl-C, a resume state where training stopped. `prefix` names the stage's resume states."""
+    model DIR/encoder_epoch_N.pth and decoder_epoch_N.pth, plain state dicts, the original's files), then
+    `validation(trainer)` if given (it reads those files, and what it adds to the history belongs in the state), then
+    a resume state; with `keep_last` N, the parts of older epochs removed. On Ctrl-C, a resume state where training
+    stopped. `prefix` names the stage's resume states."""
 
     def __init__(
-        self, directory: str, parts: Callable[[nn.Module, int], tuple[str, dict[str, nn.Module]]], prefix: str = ""
+        self,
+        directory: str,
+        parts: Callable[[nn.Module, int], tuple[str, dict[str, nn.Module]]],
+        prefix: str = "",
+        validation: Callable[[Trainer], None] | None = None,
+        keep_last: int = 0,
     ) -> None:
         self.directory, self.parts, self.prefix = directory, parts, prefix
+        self.validation, self.keep_last = validation, keep_last
 
     def after_epoch(self, trainer: Trainer) -> None:
         epoch = trainer.position.epoch
-        names = save_parts(self.directory, *self.parts(trainer.model, epoch))
-        save_state(trainer, self.directory, self.prefix)
+        checkpoint, parts = self.parts(trainer.model, epoch)
+        names = save_parts(self.directory, checkpoint, parts)
         log.info("epoch %d done: checkpoints %s in %s", epoch, " and ".join(names), self.directory)
+        if self.validation is not None:
+            self.validation(trainer)
+        save_state(trainer, self.directory, self.prefix)
+        if self.keep_last:
+            removed = remove_epochs_before(self.directory, epoch - self.keep_last + 1, parts)
+            if removed:
+                log.info("TRAIN.keep_last %d: removed %s", self.keep_last, ", ".join(removed))
 
     def after_interrupt(self, trainer: Trainer) -> None:
         log.warning("interrupted: saved %s; continue with --resume", save_state(trainer, self.directory, self.prefix))
@@ -95,9 +118,12 @@ class HistoryHook(Hook):
 
     def after_epoch(self, trainer: Trainer) -> None:
         history = trainer.position.history
-        if history:
-            last = {k: v for k, v in history[-1].items() if k not in ("epoch", "lr")}
+        windows = [h for h in history if "validation" not in h]
+        if windows:
+            last = {k: v for k, v in windows[-1].items() if k not in ("epoch", "lr")}
             log.info("epoch %d: %s", trainer.position.epoch, describe_stats(last))
+        if history and "validation" in history[-1]:
+            self.board.scalars(trainer.step, **{f"validation/{k}": v for k, v in history[-1]["validation"].items()})
         path = os.path.join(self.directory, f"{self.prefix}history.json")
         with open(f"{path}.tmp", "w") as f:
             json.dump(history, f)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoints import epoch_files, latest_state, load_state, state_path, state_pattern
+from ..checkpoints import PARTS, epoch_files, latest_state, load_state, state_path, state_pattern
 from ..data.sampling import LoaderRequest
 from ..nn import to_distributed
 from ..parallel import DictDataParallel
@@ -28,6 +28,7 @@ from .optim import build_optimizer
 from .record import RunRecordHook
 from .state import set_rng_state, training_parts
 from .trainer import Hook, Position, Schedule, Trainer
+from .validation import EpochValidation
 
 log = logging.getLogger("mit_semseg")
 
@@ -197,9 +198,10 @@ def _hooks(stage: Stage, cfg, runtime: Runtime, precision: str) -> list[Hook]:
     everywhere."""
     prefix, directory = stage.files_prefix, cfg.DIR
     devices = [str(d) for d in runtime.devices]
-    hooks = [
+    validation = EpochValidation(cfg, devices, list(PARTS), prefix) if cfg.TRAIN.eval_period else None
+    hooks = [  # the checkpoint hook first: the validation it runs belongs in the history written next
+        CheckpointHook(directory, stage.model.epoch_parts, prefix, validation, cfg.TRAIN.keep_last),
         HistoryHook(directory, prefix),
-        CheckpointHook(directory, stage.model.epoch_parts, prefix),
         ProgressHook(),
         RunRecordHook(cfg, devices, runtime.world_size, precision, prefix),
     ]

@@ -66,16 +66,22 @@ def _panel(xs: list[float], ys: list[float], title: str, width: int = 560, heigh
 
 
 def plot_history(history: list[dict], path: str, columns: int = 3) -> None:
-    """Loss and each accuracy (`acc`, or a head's `<head>_acc`) against (fractional) epochs, written atomically.
+    """Loss and each accuracy (`acc`, or a head's `<head>_acc`) against (fractional) epochs, and each validation
+    figure against the epochs it was measured at, written atomically.
 
     One panel each, side by side, `columns` to a row; an accuracy is drawn where it was measured.
     """
-    accuracies = list(dict.fromkeys(k for h in history for k in h if k.endswith("acc")))
-    panels = [_panel([h["epoch"] for h in history], [h["loss"] for h in history], "training loss")]
+    windows = [h for h in history if "validation" not in h]
+    accuracies = list(dict.fromkeys(k for h in windows for k in h if k.endswith("acc")))
+    panels = [_panel([h["epoch"] for h in windows], [h["loss"] for h in windows], "training loss")]
     for key in accuracies:
-        points = [(h["epoch"], 100 * h[key]) for h in history if key in h]
+        points = [(h["epoch"], 100 * h[key]) for h in windows if key in h]
         title = "pixel accuracy (%)" if key == "acc" else f"{key[: -len('_acc')]} accuracy (%)"
         panels.append(_panel([x for x, _ in points], [y for _, y in points], title))
+    validations = [h for h in history if "validation" in h]  # TRAIN.eval_period's figures, where measured
+    for key in dict.fromkeys(k for h in validations for k in h["validation"]):
+        points = [(h["epoch"], h["validation"][key]) for h in validations if key in h["validation"]]
+        panels.append(_panel([x for x, _ in points], [y for _, y in points], f"validation {key}"))
     columns = min(columns, len(panels))
     panels += [np.full_like(panels[0], 255)] * (-len(panels) % columns)
     rows = [np.concatenate(panels[i : i + columns], axis=1) for i in range(0, len(panels), columns)]
