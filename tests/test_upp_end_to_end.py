@@ -23,6 +23,7 @@ from mit_semseg.parallel import DictDataParallel
 from mit_semseg.synthetic.upp import MATERIALS, OBJECTS, PARTS, TEXTURES, generate
 from mit_semseg.tasks import build_model
 from mit_semseg.training.loop import Runtime, train
+from mit_semseg.training.validation import figures
 
 # Every prediction here is at fp32 (TEST.precision, VAL.precision), whatever the CPU: none is rerun as the other kind
 # of CPU (the end_to_end mark).
@@ -90,7 +91,7 @@ def _run(script, root, directory, *extra, launcher=(), flags=("--gpus", "cpu")):
 @pytest.fixture(scope="module")
 def trained(upp_set, tmp_path_factory):
     directory = tmp_path_factory.mktemp("run")
-    result = _run("train.py", upp_set, directory)
+    result = _run("train.py", upp_set, directory, "TRAIN.eval_period", "1")  # validating every head as it trains
     assert result.returncode == 0, result.stderr[-3000:]
     return upp_set, directory, result.stderr
 
@@ -122,6 +123,12 @@ def test_evaluation_writes_every_task_with_names(trained):
     single = _run("eval_multipro.py", root, directory)  # one worker gives exactly what two did
     assert single.returncode == 0
     assert json.loads((directory / "eval_epoch_1.json").read_text())["object"] == summary["object"]
+    # what training's validation (TRAIN.eval_period 1) recorded for epoch 1: the same figures, every head's
+    history = json.loads((directory / "history.json").read_text())
+    assert [h["validation"] for h in history if "validation" in h] == [figures(summary)]
+    best = json.loads((directory / "best.json").read_text())
+    assert best["epoch"] == 1 and best["metric"] == "object/mean_iou"
+    assert best["value"] == summary["object"]["mean_iou"] and (directory / "decoder_best.pth").is_file()
 
 
 def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_path):
