@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         position = train(cfg, runtime, resume=args.resume, stop_after_epoch=args.stop_after_epoch)
         if position.interrupted:
             return cli.INTERRUPTED
+        if dist.is_initialized():
+            dist.barrier()  # every rank done before any tears its process group down (one rank aborted at exit once)
         if runtime.main:
             done = "finished" if position.finished else f"stopped after epoch {position.epoch}"
             print(f"training {done}; checkpoints in {cfg.DIR}")
