@@ -111,7 +111,12 @@ def test_the_step_minimises_the_named_loss_and_averages_every_named_value_over_t
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     group = [{"img_data": torch.tensor([1.0, 3.0])}, {"img_data": torch.tensor([5.0, -1.0])}]
     loss, stats = train_step(
-        DictDataParallel(model, ["cpu", "cpu"]), group, torch.device("cpu"), torch.contiguous_format, optimizer, scaler
+        DictDataParallel(model, ["cpu", "cpu"]),
+        [group],
+        torch.device("cpu"),
+        torch.contiguous_format,
+        optimizer,
+        scaler,
     )
     assert loss == pytest.approx((2 * 2 + 2 * 2) / 2)
     assert stats == {"object_acc": pytest.approx((3 + 5) / 2), "object_loss": pytest.approx((1 - 1) / 2)}
@@ -143,7 +148,7 @@ def test_channels_last_reaches_every_replica(devices):
     group = [{"img_data": torch.randn(2, 3, 8, 8)} for _ in range(devices)]
     for memory_format, expected in ((torch.channels_last, True), (torch.contiguous_format, False)):
         model.formats.clear()
-        train_step(step_module, group, torch.device("cpu"), memory_format, optimizer, scaler)
+        train_step(step_module, [group], torch.device("cpu"), memory_format, optimizer, scaler)
         assert model.formats == [expected] * devices
 
 

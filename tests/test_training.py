@@ -1,5 +1,6 @@
 """Training through the real command line: epochs, checkpoints, exact resume, Ctrl-C, NaN, torchrun."""
 
+import copy
 import json
 import math
 import os
@@ -23,8 +24,11 @@ from mit_semseg.config import load_config
 from mit_semseg.evaluation import evaluate
 from mit_semseg.models import ModelBuilder
 from mit_semseg.synthetic.scenes import NUM_CLASS, generate
-from mit_semseg.training.loop import Runtime, train
+from mit_semseg.tasks import task_for
+from mit_semseg.training import loop
+from mit_semseg.training.loop import Runtime, freeze_bn, train
 from mit_semseg.training.optim import param_groups, poly_lr, set_lr
+from mit_semseg.training.trainer import Hook, train_step
 from mit_semseg.training.validation import ValidationError, figures, metric_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,3 +352,58 @@ def test_the_best_metric_is_a_figure_of_the_tasks_summary():
     assert metric_name("part/mean_iou", found) == "part/mean_iou"
     with pytest.raises(ValidationError, match="TRAIN.best_metric 'miou' is none of the evaluation's figures: object/"):
         metric_name("miou", found)
+
+
+def test_two_accumulated_passes_of_batch_2_step_as_one_pass_of_batch_4():
+    """TRAIN.accum_steps: the loss of each pass divided by their number, so that K passes of b images give the
+    gradient of one pass of K x b (float64, frozen batch norms, every pixel labelled: the losses are means)."""
+    cfg = load_config(
+        REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml",
+        ["MODEL.pretrained", "False", "DATASET.num_class", "5", "MODEL.fc_dim", "320"],
+    )
+    torch.manual_seed(0)
+    model = task_for(cfg).model.build().double()
+    freeze_bn(model)
+    images, labels = torch.randn(4, 3, 64, 64, dtype=torch.float64), torch.randint(0, 5, (4, 8, 8))
+    batch = lambda rows: {"img_data": images[rows], "seg_label": labels[rows]}
+    twin = copy.deepcopy(model)
+    steps = {}
+    for name, module, groups in (
+        ("accumulated", model, [[batch(slice(0, 2))], [batch(slice(2, 4))]]),
+        ("whole", twin, [[batch(slice(0, 4))]]),
+    ):
+        optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        steps[name] = train_step(module, groups, torch.device("cpu"), torch.contiguous_format, optimizer, scaler)
+    assert steps["accumulated"][0] == pytest.approx(steps["whole"][0], rel=1e-6)  # the reported loss is float32
+    for (key, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=key)
+    assert not torch.equal(model.decoder.conv_last.weight, task_for(cfg).model.build().decoder.conv_last.weight)
+
+
+class _StopAt(Hook):
+    """Asks the trainer to stop (as Ctrl-C does) after `iteration` iterations of epoch `epoch + 1`."""
+
+    def __init__(self, epoch: int, iteration: int) -> None:
+        self.at = (epoch, iteration)
+
+    def after_iteration(self, trainer) -> None:
+        if (trainer.position.epoch, trainer.position.iteration) == self.at:
+            trainer.stop.requested = True
+
+
+def test_accumulating_runs_resume_exactly_mid_epoch(scenes, tmp_path, monkeypatch):
+    """TRAIN.accum_steps 2: a run stopped after 3 of an epoch's 4 steps and resumed ends with the straight run's
+    weights, bit for bit (the loader resumes at the step's first batch)."""
+    config = REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"
+    cfg = lambda name: load_config(
+        config, _opts(scenes, tmp_path / name, "TRAIN.accum_steps", "2", "TRAIN.workers", "0")
+    )
+    cpu = Runtime([torch.device("cpu")])
+    assert train(cfg("straight"), cpu).finished
+    hooks = loop._hooks
+    monkeypatch.setattr(loop, "_hooks", lambda *args: [*hooks(*args), _StopAt(1, 3)])
+    assert train(cfg("split"), cpu).interrupted
+    monkeypatch.setattr(loop, "_hooks", hooks)
+    assert train(cfg("split"), cpu, resume=True).finished
+    assert_same_weights(checkpoint_weights(tmp_path / "straight", 2), checkpoint_weights(tmp_path / "split", 2))

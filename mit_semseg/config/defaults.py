@@ -134,6 +134,10 @@ _C.TRAIN.eval_period = 0
 _C.TRAIN.best_metric = "mean_iou"
 # keep the checkpoints of the last N epochs only (0: all); the best checkpoint is kept whatever its epoch
 _C.TRAIN.keep_last = 0
+# gradient accumulation: K forward-backward passes (of TRAIN.batch_size_per_gpu on each device) per optimisation
+# step, each pass's loss divided by K: one step of K x the batch, in the memory of one. An iteration (epoch_iters,
+# the learning-rate schedule, disp_iter) is one optimisation step
+_C.TRAIN.accum_steps = 1
 # mixed precision: none, bf16 (CPU and GPU), fp16 (GPU, with gradient scaling) or auto (bf16 where the
 # device runs it natively: GPUs of compute capability >= 8.0, CPUs with avx512_bf16 or AMX; else none)
 _C.TRAIN.amp = "none"

@@ -140,7 +140,7 @@ def _check_training(cfg: CfgNode) -> None:
         raise ConfigError(f"TRAIN.amp must be none, bf16, fp16 or auto, got '{t.amp}'")
     if t.optim.lower() != "sgd":
         raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{t.optim}'")
-    _check_positive(cfg, ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters"))
+    _check_positive(cfg, ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters", "TRAIN.accum_steps"))
     for key in ("TRAIN.eval_period", "TRAIN.keep_last", "VAL.max_images"):
         section, name = key.split(".")
         if not isinstance(cfg[section][name], int) or cfg[section][name] < 0:

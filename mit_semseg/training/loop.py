@@ -126,13 +126,14 @@ def _start_weights(directory: str, stage: Stage, resume: bool) -> dict[str, str]
     return epoch_files(directory, stage.start_epoch) if stage.start_epoch > 0 and not resume else None
 
 
-def _training_data(stage: Stage, runtime: Runtime, per_step: int, pin_memory: bool):
-    """Reads the training records; returns `batches_for(epoch, start)`, the epoch's loader from batch `start`."""
+def _training_data(stage: Stage, runtime: Runtime, per_step: int, accum_steps: int, pin_memory: bool):
+    """Reads the training records; returns `batches_for(epoch, start)`, the epoch's loader from batch `start`
+    (`accum_steps` passes of `per_step` batches an iteration)."""
     records = stage.data.read(stage.list_train)
     about = stage.data.describe(records)
     log.info("%d training records from %s%s", len(records), stage.list_train, f"; {about}" if about else "")
     request = LoaderRequest(
-        stage.epoch_iters * per_step,
+        stage.epoch_iters * per_step * accum_steps,
         per_step,
         rank=runtime.rank,
         world_size=runtime.world_size,
@@ -216,7 +217,7 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     t, device = cfg.TRAIN, runtime.devices[0]
     _setup_run(cfg, runtime, stage.files_prefix)
     per_step = 1 if runtime.distributed else len(runtime.devices)
-    batches_for = _training_data(stage, runtime, per_step, pin_memory=device.type == "cuda")
+    batches_for = _training_data(stage, runtime, per_step, t.accum_steps, pin_memory=device.type == "cuda")
     model, memory_format = _model(stage, cfg, device, resume)
     optimizer = build_optimizer(model, stage.lr_encoder, stage.lr_decoder, t.beta1, t.weight_decay)
     amp = training_amp(t.amp, device)
@@ -226,7 +227,14 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     position = _restore(model, cfg.DIR, stage, optimizer, scaler, resume)
     step_module = _step_module(model, stage, runtime, amp, t.compile)
     schedule = Schedule(
-        stage.num_epoch, stage.epoch_iters, per_step, t.lr_pow, t.disp_iter, stop_after_epoch, stage.lr_min
+        stage.num_epoch,
+        stage.epoch_iters,
+        per_step,
+        t.lr_pow,
+        t.disp_iter,
+        stop_after_epoch,
+        stage.lr_min,
+        t.accum_steps,
     )
     log.info(
         "training %s + %s%s on %s for epochs %d..%d, %d iterations each, precision %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -38,6 +39,11 @@ class Schedule:
     disp_iter: int  # statistics are averaged over this many iterations, then reported
     stop_after_epoch: int | None = None  # end the run (resumably) once this epoch is done
     lr_min: float = 0.0  # the poly schedule's floor
+    accum_steps: int = 1  # forward-backward passes of `per_step` batches per optimisation step (an iteration)
+
+    @property
+    def batches_per_iteration(self) -> int:
+        return self.per_step * self.accum_steps
 
     @property
     def max_iter(self) -> int:
@@ -93,29 +99,42 @@ class StopRequest:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def train_step(
-    step_module: nn.Module,
-    group: list[dict],
-    device: torch.device,
-    memory_format: torch.memory_format,
-    optimizer: torch.optim.Optimizer,
-    scaler,
-) -> tuple[float, dict[str, float]]:
-    """One optimisation step over the batches of all devices; returns the mean `loss` and the means of the module's
-    other named values (see `tasks.TaskModel`)."""
+def _forward(step_module: nn.Module, group: list[dict], device: torch.device, memory_format) -> dict[str, torch.Tensor]:
+    """The mean `loss` and other named values of one pass over the batches of all devices."""
     group = [dict(b, img_data=b["img_data"].contiguous(memory_format=memory_format)) for b in group]
     if isinstance(step_module, DictDataParallel):
         results = step_module(group)
     else:
         results = [step_module(to_device(group[0], device, non_blocking=True))]
-    loss = sum(r["loss"].float() for r in results) / len(results)
-    names = [name for name in results[0] if name != "loss"]
-    means = {name: sum(r[name].float() for r in results) / len(results) for name in names}
+    return {name: sum(r[name].float() for r in results) / len(results) for name in results[0]}
+
+
+def train_step(
+    step_module: nn.Module,
+    groups: list[list[dict]],
+    device: torch.device,
+    memory_format: torch.memory_format,
+    optimizer: torch.optim.Optimizer,
+    scaler,
+) -> tuple[float, dict[str, float]]:
+    """One optimisation step over `groups`, each the batches of all devices for one forward-backward pass
+    (TRAIN.accum_steps of them: each pass's loss divided by their number, so that K passes of batch b step as one
+    pass of batch K x b; under DistributedDataParallel the gradients are averaged across processes on the last pass
+    only). Returns the mean `loss` and the means of the module's other named values (see `tasks.TaskModel`)."""
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    totals: dict[str, float] = {}
+    for k, group in enumerate(groups):
+        last = k == len(groups) - 1
+        syncing = last or not isinstance(step_module, nn.parallel.DistributedDataParallel)
+        with contextlib.nullcontext() if syncing else step_module.no_sync():
+            values = _forward(step_module, group, device, memory_format)
+            scaler.scale(values["loss"] / len(groups)).backward()
+        for name, value in values.items():
+            totals[name] = totals.get(name, 0.0) + value.item() / len(groups)
     scaler.step(optimizer)
     scaler.update()
-    return loss.item(), {name: value.item() for name, value in means.items()}
+    loss = totals.pop("loss")
+    return loss, totals
 
 
 class Trainer:
@@ -194,19 +213,19 @@ class Trainer:
     def _epoch(self) -> None:
         """Train until the epoch ends or a stop is requested; `position` says how far it got."""
         s, position = self.schedule, self.position
-        batches = iter(self.batches_for(position.epoch, position.iteration * s.per_step))
+        batches = iter(self.batches_for(position.epoch, position.iteration * s.batches_per_iteration))
         self.model.train()
         self.prepare_model(self.model)
         sums: dict[str, list[float]] = {}  # name: [total, count] since the last window
         tick = time.perf_counter()
         while position.iteration < s.epoch_iters and not self.stop.requested:
-            group = self._group(batches)
+            groups = [g for g in (self._group(batches) for _ in range(s.accum_steps)) if g]
             data_time = time.perf_counter() - tick
             set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow, s.lr_min)
-            if group:
+            if groups:
                 loss, stats = train_step(
                     self.step_module,
-                    group,
+                    groups,
                     self.device,
                     self.memory_format,
                     self.optimizer,
