@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from . import hub, mmseg, zoo
+from .data.records import write_json
 from .models.checkpoint import CheckpointError
 
 PARTS = ("encoder", "decoder")  # the parts every model's checkpoint has
@@ -136,10 +137,8 @@ def foreign_files(path: str | os.PathLike, decoder: str = "") -> dict[str, str]:
         os.makedirs(folder, exist_ok=True)
         atomic_save(parts.encoder_state, files["encoder"])
         atomic_save(parts.decoder_state, files["decoder"])
-        tmp = f"{record}.tmp{os.getpid()}"  # several processes (torchrun's ranks) may convert at once
-        with open(tmp, "w") as f:
-            json.dump({"source": path, "format": "mmsegmentation", "decoder": parts.decoder}, f)
-        os.replace(tmp, record)
+        # several processes (torchrun's ranks) may convert at once: each writes its own temporary file
+        write_json(record, {"source": path, "format": "mmsegmentation", "decoder": parts.decoder})
     with open(record) as f:
         converted = json.load(f)["decoder"]
     if decoder and converted != decoder:

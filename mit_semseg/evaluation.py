@@ -8,7 +8,6 @@ within seconds, naming the worker, the image and the error.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import pickle
@@ -27,6 +26,7 @@ import torch
 import torch.multiprocessing as mp
 from yacs.config import CfgNode
 
+from .data.records import write_json
 from .precision import autocast, inference_dtype
 from .progress import Progress
 from .tasks import Task, task_for
@@ -303,9 +303,7 @@ def report(summary: dict, directory: str, task: Task) -> str:
     name = os.path.splitext(os.path.basename(summary["checkpoint"]))[0]
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"eval_{name}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(path, summary, indent=1)
     task.evaluation.print_summary(summary, path)
     return path
 

@@ -77,6 +77,15 @@ def read_odgt(path: str | os.PathLike, root: str | os.PathLike = "", check_files
     return records
 
 
+def write_json(path: str | os.PathLike, value: object, indent: int | None = None) -> None:
+    """Write `value` as JSON, atomically (a temporary file of this process renamed when whole)."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=indent)
+    os.replace(tmp, path)
+
+
 def write_json_lines(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Write one JSON object per line, atomically (a temporary file renamed when whole)."""
     path = os.fspath(path)

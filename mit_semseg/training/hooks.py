@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from ..checkpoints import (
     save_parts,
     state_path,
 )
+from ..data.records import write_json
 from ..progress import Progress
 from .monitor import TensorBoard, plot_history
 from .state import rng_state, training_parts
@@ -124,10 +124,7 @@ class HistoryHook(Hook):
             log.info("epoch %d: %s", trainer.position.epoch, describe_stats(last))
         if history and "validation" in history[-1]:
             self.board.scalars(trainer.step, **{f"validation/{k}": v for k, v in history[-1]["validation"].items()})
-        path = os.path.join(self.directory, f"{self.prefix}history.json")
-        with open(f"{path}.tmp", "w") as f:
-            json.dump(history, f)
-        os.replace(f"{path}.tmp", path)
+        write_json(os.path.join(self.directory, f"{self.prefix}history.json"), history)
         plot_history(history, os.path.join(self.directory, f"{self.prefix}training.png"))
 
     def after_train(self, trainer: Trainer) -> None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.records import write_json
 from .trainer import Hook, Trainer
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -87,9 +88,7 @@ class RunRecordHook(Hook):
         self.tick = 0.0
 
     def _write(self) -> None:
-        with open(f"{self.path}.tmp", "w") as f:
-            json.dump(self.record, f, indent=1)
-        os.replace(f"{self.path}.tmp", self.path)
+        write_json(self.path, self.record, indent=1)
 
     def before_train(self, trainer: Trainer) -> None:
         if trainer.position.epoch or trainer.position.iteration:  # resumed: the record of the run before it

@@ -14,6 +14,7 @@ import logging
 import os
 
 from ..checkpoints import BEST_CHECKPOINT, best_record_path, copy_checkpoint, epoch_checkpoint
+from ..data.records import write_json
 from ..evaluation import evaluate
 from .trainer import Trainer
 
@@ -80,7 +81,5 @@ class EpochValidation:
         if better:
             copy_checkpoint(self.cfg.DIR, epoch_checkpoint(epoch), BEST_CHECKPOINT, self.parts)
             record = {"epoch": epoch, "metric": name, "value": value, "checkpoint": BEST_CHECKPOINT}
-            with open(f"{self.record_path}.tmp", "w") as f:
-                json.dump(record, f)
-            os.replace(f"{self.record_path}.tmp", self.record_path)
+            write_json(self.record_path, record)
             log.info("epoch %d is the best so far (%s %.4f): %s", epoch, name, value, BEST_CHECKPOINT)
