@@ -122,19 +122,20 @@ def train_step(
     pass of batch K x b; under DistributedDataParallel the gradients are averaged across processes on the last pass
     only). Returns the mean `loss` and the means of the module's other named values (see `tasks.TaskModel`)."""
     optimizer.zero_grad(set_to_none=True)
-    totals: dict[str, float] = {}
+    totals: dict[str, torch.Tensor] = {}
     for k, group in enumerate(groups):
         last = k == len(groups) - 1
         syncing = last or not isinstance(step_module, nn.parallel.DistributedDataParallel)
         with contextlib.nullcontext() if syncing else step_module.no_sync():
             values = _forward(step_module, group, device, memory_format)
             scaler.scale(values["loss"] / len(groups)).backward()
-        for name, value in values.items():
-            totals[name] = totals.get(name, 0.0) + value.item() / len(groups)
+        for name, value in values.items():  # on the device: one transfer per value per step, not per pass
+            share = value.detach() / len(groups)
+            totals[name] = totals[name] + share if name in totals else share
     scaler.step(optimizer)
     scaler.update()
-    loss = totals.pop("loss")
-    return loss, totals
+    means = {name: value.item() for name, value in totals.items()}
+    return means.pop("loss"), means
 
 
 class Trainer:
