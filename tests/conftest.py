@@ -60,12 +60,12 @@ SLOWEST_FILES = (
     "test_export.py",
     "test_recipes.py",
     "test_upp_end_to_end.py",
-    "test_finetune.py",
     "test_training.py",
+    "test_broden.py",
     "test_evaluation.py",
     "test_models.py",
-    "test_broden.py",
     "test_inference.py",
+    "test_finetune.py",
     "test_tasks.py",
 )
 

@@ -22,17 +22,16 @@ from mit_semseg.nn import adaptive_avg_pool2d
 from mit_semseg.onnx_runtime import OnnxSession, export_onnx
 from mit_semseg.tasks import task_for
 
-# Every block family of the encoders (ResNet's basic and bottleneck blocks plain and dilated, ResNeXt's grouped one,
+# Every block family of the encoders (ResNet's basic block and its bottleneck plain and dilated, ResNeXt's grouped one,
 # mmsegmentation's stem, MobileNetV2, HRNet) in its reduced variant (the export is of the blocks, not of their widths
 # or numbers: resnet101's reduced variant is resnet50's of other widths), and every decoder class, with both of
 # UPerNet's pyramid orders (upsample first in UPP's, conv first in uperhead; upernet_lite and upp_lite are upernet
 # and upp at another FPN width).
 PAIRS = [
     "mobilenetv2dilated+c1_deepsup",
-    "resnet18dilated+ppm_deepsup",
     "resnet18+upp_lite",
     "resnet50v1c+uperhead",
-    "resnet50dilated+ppm",
+    "resnet50dilated+ppm_deepsup",
     "resnext101dilated+c1",
     "hrnetv2+c1",
 ]
