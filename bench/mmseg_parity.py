@@ -11,6 +11,8 @@ corners; PSPNet R50-D8 ADE20K: whole) it builds mmsegmentation's model from its 
 `inference_model` and with our preset (`Segmenter`, TEST.pipeline mmseg) from that file: the largest difference in
 class probability. Then it writes our converted model back with `convert.to_mmseg`, loads that file into
 mmsegmentation strictly, and compares again. `--scale` replaces each config's test scale (long x short), for speed.
+`--ohem` instead: its OHEMPixelSampler and CrossEntropyLoss beside our TRAIN.ohem_* loss on random logits (which
+pixels are kept, and the loss).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mmseg.apis import inference_model, init_model  # noqa: E402
 
 from mit_semseg import Segmenter, convert  # noqa: E402
 from mit_semseg.config import load_config  # noqa: E402
+from mit_semseg.models.losses import PixelLoss, ohem_kept  # noqa: E402
 from mit_semseg.synthetic.scenes import generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,11 +139,42 @@ def check(name: str, image: str, folder: Path, scale) -> list[str]:
     return lines
 
 
+def ohem_check(threshold: float | None, min_kept: int, class_weights: list[float] | None) -> str:
+    """mmsegmentation's OHEM sampler and cross-entropy (ignore 255) beside our PixelLoss (ignore -1)."""
+    from mmseg.models.losses import CrossEntropyLoss
+    from mmseg.structures.sampler.ohem_pixel_sampler import OHEMPixelSampler
+
+    torch.manual_seed(min_kept)
+    logits = torch.randn(2, 8, 64, 96) * 2
+    label = torch.randint(0, 8, (2, 64, 96))
+    if class_weights is None:  # with class weights, its CrossEntropyLoss fails on unlabelled pixels (1.2.2)
+        label[torch.rand(2, 64, 96) < 0.2] = 255
+    their_loss = CrossEntropyLoss(class_weight=class_weights)
+    context = types.SimpleNamespace(ignore_index=255, loss_decode=their_loss)
+    their_kept = OHEMPixelSampler(context, thresh=threshold, min_kept=min_kept).sample(logits, label.unsqueeze(1))
+    theirs = their_loss(logits, label, weight=their_kept, ignore_index=255)
+    ours_label = torch.where(label == 255, -1, label)
+    weights = None if class_weights is None else torch.tensor(class_weights)
+    log_probs = torch.log_softmax(logits, 1)
+    kept = ohem_kept(log_probs, ours_label, threshold or 0.0, min_kept, weights)
+    ours = PixelLoss(weights, threshold or 0.0, min_kept)(log_probs, ours_label)
+    return (
+        f"OHEM thresh {threshold} min_kept {min_kept}{' class weights' if class_weights else ''}: kept "
+        f"{int(kept.sum())} (theirs {int(their_kept.sum())}, the same pixels: {torch.equal(kept, their_kept.bool())}), "
+        f"loss {ours.item():.7f} (theirs {theirs.item():.7f}, difference {abs(ours - theirs).item():.1e})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=list(MODELS), action="append")
     parser.add_argument("--scale", help="LONGxSHORT test scale for every model (default: each config's)")
+    parser.add_argument("--ohem", action="store_true", help="only the OHEM loss comparison")
     args = parser.parse_args()
+    if args.ohem:
+        for setting in ((0.7, 2000, None), (0.7, 8000, None), (None, 3000, [1.0, 2.0, 0.5, 1.0, 1.5, 1.0, 1.0, 1.0])):
+            print(ohem_check(*setting))
+        return 0
     scale = tuple(int(v) for v in args.scale.split("x")) if args.scale else None
     print(f"mmsegmentation {mmseg.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from multiprocessing import connection
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from yacs.config import CfgNode
 
@@ -227,28 +228,20 @@ def _collect(workers, results, shards: list[Shard], records: list[dict], metrics
                 raise EvaluationError(f"worker {worker} ({shards[worker].device}) failed{where}: {error}")
 
 
-def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
-    """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
-    task = task_for(cfg)
-    task.model.files(cfg.VAL.checkpoint)
+def _records(cfg, task: Task) -> list[dict]:
+    """DATASET.list_val's records, the first VAL.max_images of them when set."""
+    task.model.files(cfg.VAL.checkpoint)  # a missing checkpoint is named before anything starts
     records = task.evaluation.records()
-    if cfg.VAL.max_images:
-        records = records[: cfg.VAL.max_images]
     if cfg.VAL.visualize:
         os.makedirs(os.path.join(cfg.DIR, "result"), exist_ok=True)
-    shards = _shards(devices, processes_per_device, len(records))
-    stop = threading.Event()
-    workers, results = _start_workers(shards, cfg, records, stop)
-    metrics = task.evaluation.metrics()
-    started = time.perf_counter()
-    try:
-        _collect(workers, results, shards, records, metrics)
-    finally:
-        _stop(workers, stop)
+    return records[: cfg.VAL.max_images] if cfg.VAL.max_images else records
+
+
+def _summary(cfg, metrics, images: int, started: float) -> dict:
     summary = metrics.summary()
     summary.update(
         checkpoint=cfg.VAL.checkpoint,
-        images=len(records),
+        images=images,
         seconds=time.perf_counter() - started,
         flip=cfg.TEST.flip,
         mode=cfg.TEST.mode,
@@ -256,6 +249,53 @@ def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
         img_sizes=list(cfg.DATASET.imgSizes),
     )
     return summary
+
+
+def _measure(shards: list[Shard], cfg, records: list[dict], metrics) -> None:
+    """Run the shards' workers over `records`, adding each image's counts to `metrics`."""
+    stop = threading.Event()
+    workers, results = _start_workers(shards, cfg, records, stop)
+    try:
+        _collect(workers, results, shards, records, metrics)
+    finally:
+        _stop(workers, stop)
+
+
+def evaluate(cfg, devices: list[str], processes_per_device: int = 1) -> dict:
+    """Evaluate DIR/{encoder,decoder}_<VAL.checkpoint> on DATASET.list_val; returns the summary."""
+    task = task_for(cfg)
+    records = _records(cfg, task)
+    metrics, started = task.evaluation.metrics(), time.perf_counter()
+    _measure(_shards(devices, processes_per_device, len(records)), cfg, records, metrics)
+    return _summary(cfg, metrics, len(records), started)
+
+
+class _Counts(list):
+    """Each image's counts, in the order they came."""
+
+    def add(self, counts) -> None:
+        self.append(counts)
+
+
+def evaluate_across_ranks(cfg, device: str) -> dict | None:
+    """`evaluate` shared by the processes of torch.distributed: each evaluates its contiguous share of the records
+    on its `device`, rank 0 adds every image's counts and returns the summary (the other ranks None)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    task = task_for(cfg)
+    records = _records(cfg, task)
+    start, stop = split(len(records), world)[rank]
+    started, counts = time.perf_counter(), _Counts()
+    if stop > start:
+        _measure(_shards([device], 1, stop - start), cfg, records[start:stop], counts)
+    shares: list = [None] * world
+    dist.all_gather_object(shares, counts)
+    if rank:
+        return None
+    metrics = task.evaluation.metrics()
+    for share in shares:
+        for image in share:
+            metrics.add(image)
+    return _summary(cfg, metrics, len(records), started)
 
 
 def _check_alive(workers, shards, done, progress, records, crashed_only: bool = False) -> None:

@@ -294,12 +294,22 @@ def test_bad_label_through_train_py_names_the_file(scenes, tmp_path):
 
 
 def test_torchrun_two_processes_with_gloo(scenes, tmp_path):
+    """Two ranks train alike and share the validation of each epoch (TRAIN.eval_period 1): its figures are
+    evaluate()'s (eval_multipro.py's) for the epoch's checkpoint."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = run_train(scenes, tmp_path / "ddp", "TRAIN.num_epoch", "1", "TRAIN.workers", "1", launcher=launcher)
+    validation = ["DATASET.list_val", str(scenes / "validation.odgt"), "TRAIN.eval_period", "1"]
+    validation += ["VAL.checkpoint", "epoch_1.pth", "VAL.precision", "fp32"]
+    result = run_train(
+        scenes, tmp_path / "ddp", "TRAIN.num_epoch", "1", "TRAIN.workers", "1", *validation, launcher=launcher
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "weights identical on all 2 ranks" in result.stderr
     assert "batch-norm statistics are per process" in result.stderr
-    assert (tmp_path / "ddp" / "encoder_epoch_1.pth").exists()
+    assert "epoch 1 validation (2 images)" in result.stderr  # one on each rank
+    history = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    config = REPO / "config/ade20k-mobilenetv2dilated-c1_deepsup.yaml"
+    summary = evaluate(load_config(config, _opts(scenes, tmp_path / "ddp", *validation)), ["cpu"])
+    assert [h["validation"] for h in history if "validation" in h] == [figures(summary)]
 
 
 def test_validation_while_training_keeps_the_best_epoch_also_across_a_resume(scenes, tmp_path):

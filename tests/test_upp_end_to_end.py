@@ -19,6 +19,7 @@ from mit_semseg.data.classes import colorize, palette
 from mit_semseg.data.label_tables import read_label_tables
 from mit_semseg.data.multitask import MultiTaskCollate, MultiTaskTrainDataset, read_multitask_records
 from mit_semseg.data.transforms import normalise_batch
+from mit_semseg.evaluation import evaluate
 from mit_semseg.parallel import DictDataParallel
 from mit_semseg.synthetic.upp import MATERIALS, OBJECTS, PARTS, TEXTURES, generate
 from mit_semseg.tasks import build_model
@@ -204,14 +205,28 @@ def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_pa
 
 def test_torchrun_two_ranks_with_skipped_heads(upp_set, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    validation = ["TRAIN.eval_period", "1", "VAL.max_images", "4", "VAL.precision", "fp32"]  # a share on each rank
     result = _run(
-        "train.py", upp_set, tmp_path / "ddp", "TRAIN.epoch_iters", "6", "TRAIN.disp_iter", "4", launcher=launcher
+        "train.py",
+        upp_set,
+        tmp_path / "ddp",
+        "TRAIN.epoch_iters",
+        "6",
+        "TRAIN.disp_iter",
+        "4",
+        *validation,
+        launcher=launcher,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "weights identical on all 2 ranks" in result.stderr
     history = json.loads((tmp_path / "ddp" / "history.json").read_text())
     assert "object_acc" in history[0] and "material_acc" not in history[0]  # iterations 1-4 drew the scenes
-    assert "material_acc" in history[-1] and "object_acc" not in history[-1]  # 5-6 the surfaces
+    assert "material_acc" in history[1] and "object_acc" not in history[1]  # 5-6 the surfaces
+    # every head's figures, as evaluate() (eval_multipro.py) gives them for the epoch's checkpoint
+    summary = evaluate(load_config(CONFIG, _opts(upp_set, tmp_path / "ddp", *validation)), ["cpu"])
+    assert (
+        history[2] == {"epoch": 1.0, "validation": figures(summary)} and "material/mean_iou" in history[2]["validation"]
+    )
 
 
 @pytest.mark.numeric

@@ -138,6 +138,24 @@ _C.TRAIN.keep_last = 0
 # step, each pass's loss divided by K: one step of K x the batch, in the memory of one. An iteration (epoch_iters,
 # the learning-rate schedule, disp_iter) is one optimisation step
 _C.TRAIN.accum_steps = 1
+# losses for imbalanced classes (segmentation decoders; the defaults give the original's NLL loss). class_weights:
+# "" (none), a file of one weight per class in class order (numbers separated by spaces, commas or lines; a JSON
+# list; or DIR/class_weights.json of another run), or median_frequency: median(f) / f_c, f_c = the pixels of class c
+# over the labelled pixels of the training images holding c (Eigen & Fergus), counted once from DATASET.list_train's
+# labels and cached in DIR/class_weights.json. They weigh every head's loss (the main head's, deep supervision's,
+# MODEL.aux_head's): the weighted mean over the labelled pixels, as torch's
+_C.TRAIN.class_weights = ""
+# mmsegmentation's OHEM pixel sampling (OHEMPixelSampler) on the main head's loss: of the labelled pixels, those whose
+# true class has a probability below max(ohem_threshold, that of the (ohem_min_kept x batch)-th least sure pixel); with
+# ohem_threshold 0, the ohem_min_kept x batch pixels of highest loss. The kept pixels' losses are summed and divided
+# by the label map's size (a labelled pixel counted at its class weight), as mmsegmentation's loss does.
+# ohem_min_kept 0: off (its Cityscapes configs: 0.7, 100000)
+_C.TRAIN.ohem_threshold = 0.0
+_C.TRAIN.ohem_min_kept = 0
+# a term added to the main head's loss, times extra_loss_weight: "" (none) or lovasz (Lovász-softmax, Berman et al.
+# 2018: over the batch's labelled pixels, the mean over the classes present in the labels)
+_C.TRAIN.extra_loss = ""
+_C.TRAIN.extra_loss_weight = 1.0
 # mixed precision: none, bf16 (CPU and GPU), fp16 (GPU, with gradient scaling) or auto (bf16 where the
 # device runs it natively: GPUs of compute capability >= 8.0, CPUs with avx512_bf16 or AMX; else none)
 _C.TRAIN.amp = "none"

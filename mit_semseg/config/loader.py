@@ -12,6 +12,7 @@ from ..data.transforms import NORMALISATIONS, TEST_PIPELINES
 from ..errors import ConfigError
 from ..metrics import MEAN_IOU_OVER
 from ..models.builder import DECODERS, ENCODERS
+from ..models.losses import EXTRA_LOSSES
 from ..precision import INFERENCE_PRECISIONS
 from ..tasks import check_config
 from .defaults import _C
@@ -145,6 +146,15 @@ def _check_training(cfg: CfgNode) -> None:
         section, name = key.split(".")
         if not isinstance(cfg[section][name], int) or cfg[section][name] < 0:
             raise ConfigError(f"{key} must be a whole number, 0 or more, got {cfg[section][name]}")
+    if not 0.0 <= t.ohem_threshold < 1.0 or not isinstance(t.ohem_min_kept, int) or t.ohem_min_kept < 0:
+        raise ConfigError(
+            f"TRAIN.ohem_threshold must be in [0, 1) and TRAIN.ohem_min_kept a whole number, 0 or more; got "
+            f"{t.ohem_threshold} and {t.ohem_min_kept}"
+        )
+    if t.extra_loss and t.extra_loss not in EXTRA_LOSSES:
+        raise ConfigError(f"TRAIN.extra_loss: unknown '{t.extra_loss}'; valid: '', {', '.join(EXTRA_LOSSES)}")
+    if t.extra_loss_weight < 0:
+        raise ConfigError(f"TRAIN.extra_loss_weight must be 0 or more, got {t.extra_loss_weight}")
     if t.eval_period and t.stage:
         raise ConfigError(f"TRAIN.eval_period: validating while training the {t.stage} stage is not supported")
 

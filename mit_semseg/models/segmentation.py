@@ -12,7 +12,8 @@ class SegmentationModule(nn.Module):
     (N, C, H, W).
 
     `aux_head` (training only) reads the encoder's second-to-last map; its logits, resized to the label's size,
-    add their loss times `aux_weight`.
+    add their loss times `aux_weight`. `crit` is the main head's loss, `aux_crit` (`crit` by default) that of deep
+    supervision and of the auxiliary head.
     """
 
     def __init__(
@@ -23,6 +24,7 @@ class SegmentationModule(nn.Module):
         deep_sup_scale: float | None = None,
         aux_head: nn.Module | None = None,
         aux_weight: float = 0.4,
+        aux_crit: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.encoder = net_enc
@@ -31,6 +33,7 @@ class SegmentationModule(nn.Module):
         self.deep_sup_scale = deep_sup_scale
         self.aux_head = aux_head
         self.aux_weight = aux_weight
+        self.aux_crit = crit if aux_crit is None else aux_crit
 
     def forward(self, feed_dict: dict[str, torch.Tensor], segSize=None):
         features = self.encoder(feed_dict["img_data"], return_feature_maps=True)
@@ -43,11 +46,11 @@ class SegmentationModule(nn.Module):
         label = feed_dict["seg_label"]
         loss = self.crit(pred, label)
         if deepsup is not None and self.deep_sup_scale is not None:
-            loss = loss + self.crit(deepsup, label) * self.deep_sup_scale
+            loss = loss + self.aux_crit(deepsup, label) * self.deep_sup_scale
         if self.aux_head is not None:
             aux = self.aux_head(features[-2])
             aux = F.interpolate(aux, size=label.shape[-2:], mode="bilinear", align_corners=False)
-            loss = loss + self.crit(F.log_softmax(aux, dim=1), label) * self.aux_weight
+            loss = loss + self.aux_crit(F.log_softmax(aux, dim=1), label) * self.aux_weight
         return {"loss": loss, "acc": self.pixel_acc(pred, label)}
 
     @staticmethod

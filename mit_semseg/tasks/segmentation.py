@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.class_weights import class_weights
 from ..data.classes import class_names, config_colors
 from ..data.crops import build_crop_loader
 from ..data.dataset import ValDataset, build_train_loader
@@ -20,6 +21,7 @@ from ..inference import fuse, predict_logits
 from ..metrics import ConfusionMatrix, confusion_counts
 from ..models.builder import ENCODERS, ModelBuilder, decoder_norm
 from ..models.decoders import Decoder, FCNHead
+from ..models.losses import PixelLoss
 from ..models.segmentation import SegmentationModule
 from ..onnx_runtime import OnnxModel
 from ..pictures import labelled, shares, write_picture
@@ -69,7 +71,8 @@ class _OnnxDecoder:
 
 
 class SegmentationModel(TaskModel):
-    """The encoder and decoder in a `SegmentationModule`: NLL loss, deep supervision, the auxiliary head."""
+    """The encoder and decoder in a `SegmentationModule`: NLL loss (for training, with TRAIN.class_weights, OHEM
+    and TRAIN.extra_loss), deep supervision, the auxiliary head."""
 
     def module(self, encoder: nn.Module, decoder: nn.Module, inference: bool = False) -> SegmentationModule:
         m = self.cfg.MODEL
@@ -79,9 +82,16 @@ class SegmentationModel(TaskModel):
             widths = ENCODERS[m.arch_encoder].feature_channels
             aux = AUX_HEADS[m.aux_head](widths[-2], self.cfg.DATASET.num_class, norm_layer=decoder_norm(m.bn_momentum))
             aux.apply(ModelBuilder.weights_init)
-        return SegmentationModule(
-            encoder, decoder, nn.NLLLoss(ignore_index=-1), scale, aux, self.cfg.TRAIN.aux_loss_weight
-        )
+        crit, aux_crit = (nn.NLLLoss(ignore_index=-1), None) if inference else self.losses()
+        return SegmentationModule(encoder, decoder, crit, scale, aux, self.cfg.TRAIN.aux_loss_weight, aux_crit)
+
+    def losses(self) -> tuple[PixelLoss, PixelLoss]:
+        """The main head's loss and the other heads' (deep supervision, MODEL.aux_head): TRAIN.class_weights weigh
+        both; OHEM and TRAIN.extra_loss are the main head's, as mmsegmentation's configs put them."""
+        t = self.cfg.TRAIN
+        weights = class_weights(self.cfg)
+        main = PixelLoss(weights, t.ohem_threshold, t.ohem_min_kept, t.extra_loss, t.extra_loss_weight)
+        return main, PixelLoss(weights)
 
 
 class SegmentationData:

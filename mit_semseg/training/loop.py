@@ -28,7 +28,7 @@ from .optim import build_optimizer
 from .record import RunRecordHook
 from .state import set_rng_state, training_parts
 from .trainer import Hook, Position, Schedule, Trainer
-from .validation import EpochValidation
+from .validation import EpochValidation, RankValidationHook
 
 log = logging.getLogger("mit_semseg")
 
@@ -195,18 +195,22 @@ def _model(stage: Stage, cfg, device: torch.device, resume: bool) -> tuple[nn.Mo
 
 
 def _hooks(stage: Stage, cfg, runtime: Runtime, precision: str) -> list[Hook]:
-    """History, checkpoints, progress and the run's record on the main process; the non-finite-loss stop
-    everywhere."""
+    """History, checkpoints, progress and the run's record on the main process (the other ranks take their share
+    of validation); the non-finite-loss stop everywhere."""
     prefix, directory = stage.files_prefix, cfg.DIR
     devices = [str(d) for d in runtime.devices]
-    validation = EpochValidation(cfg, devices, list(PARTS), prefix) if cfg.TRAIN.eval_period else None
+    validation = None
+    if cfg.TRAIN.eval_period:
+        validation = EpochValidation(cfg, devices, stage.model.epoch_parts, list(PARTS), prefix)
     hooks = [  # the checkpoint hook first: the validation it runs belongs in the history written next
         CheckpointHook(directory, stage.model.epoch_parts, prefix, validation, cfg.TRAIN.keep_last),
         HistoryHook(directory, prefix),
         ProgressHook(),
         RunRecordHook(cfg, devices, runtime.world_size, precision, prefix),
     ]
-    return [*(hooks if runtime.main else []), FiniteLossHook(directory)]
+    if not runtime.main:
+        hooks = [RankValidationHook(validation)] if validation else []
+    return [*hooks, FiniteLossHook(directory)]
 
 
 def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | None = None) -> Position:

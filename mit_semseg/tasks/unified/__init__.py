@@ -38,6 +38,12 @@ class UnifiedParsingTask(Task):
                 f"a UPP decoder ({cfg.MODEL.arch_decoder}) trains on the original's aspect-ratio batches without an "
                 "auxiliary head: use DATASET.pipeline aspect and MODEL.aux_head ''"
             )
+        t = cfg.TRAIN
+        if t.class_weights or t.ohem_min_kept or t.extra_loss:
+            raise ConfigError(
+                f"TRAIN.class_weights, TRAIN.ohem_min_kept and TRAIN.extra_loss are segmentation losses; a UPP decoder "
+                f"({cfg.MODEL.arch_decoder}) trains its heads with the original's: leave them unset"
+            )
         if cfg.TEST.mode != "whole" or cfg.TEST.pipeline != "original":
             raise ConfigError(
                 f"TEST.mode {cfg.TEST.mode}, TEST.pipeline {cfg.TEST.pipeline}: a UPP decoder "
