@@ -247,6 +247,21 @@ def test_presets_cover_the_table():
         } <= names
 
 
+def _shorter_schedule(preset):
+    """The preset of the same recipe with the next shorter schedule, if there is one."""
+    family = preset.stem.rsplit("-", 1)[0]
+    iterations = lambda p: int(p.stem.split("-")[-1][:-1])
+    shorter = [p for p in PRESETS if p.stem.rsplit("-", 1)[0] == family and iterations(p) < iterations(preset)]
+    return max(shorter, key=iterations) if shorter else None
+
+
+def _flat(cfg, prefix=""):
+    out = {}
+    for key, value in cfg.items():
+        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+    return out
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_preset_builds_and_trains_a_few_iterations(preset, scenes, tmp_path, monkeypatch):
     cfg = load_config(preset)
@@ -270,6 +285,13 @@ def test_every_preset_builds_and_trains_a_few_iterations(preset, scenes, tmp_pat
             (1025,),
             2049,
         )
+    shorter = _shorter_schedule(preset)
+    if shorter is not None:  # the same recipe as a shorter schedule's preset, which trains below: only longer
+        same, other = _flat(load_config(shorter)), _flat(cfg)
+        schedule = {"TRAIN.num_epoch", "VAL.checkpoint", "TEST.checkpoint", "DIR"}  # and the last epoch's file
+        assert {k for k in same if same[k] != other[k]} == schedule, preset.stem
+        assert other["TEST.checkpoint"] == other["VAL.checkpoint"] == f"epoch_{cfg.TRAIN.num_epoch}.pth"
+        return
     monkeypatch.setattr(crops, "CROP_TRIES", 2)
     use_reduced_encoders(monkeypatch)  # the preset's recipe and heads on a reduced encoder of its architecture
     small = load_config(
