@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -17,6 +18,14 @@ LEGEND_ROW = 18  # pixels per legend line
 LEGEND_LIMIT = 12  # classes listed at most, the largest first
 MIN_SHARE = 0.001  # a class covering less of the map is not listed
 FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.42
+
+
+class ClassMap(NamedTuple):
+    """One head's answer for people: 0-based classes (-1: none) with their names and colours."""
+
+    labels: np.ndarray
+    names: Sequence[str]
+    colors: np.ndarray
 
 
 def shares(labels: np.ndarray, num_classes: int) -> list[tuple[int, float]]:
@@ -45,6 +54,15 @@ def labelled(labels: np.ndarray, names: Sequence[str], colors: np.ndarray) -> np
     """The 0-based class map in `colors`, with its legend below."""
     picture = colorize(labels, colors)
     return np.concatenate([picture, legend(labels, names, colors, picture.shape[1])], axis=0)
+
+
+def overlay(image: np.ndarray, classes: ClassMap, opacity: float = 0.5) -> np.ndarray:
+    """The RGB photo with each labelled pixel's class colour over it at `opacity`."""
+    painted = image.astype(np.float32)
+    inside = classes.labels >= 0
+    colors = np.asarray(classes.colors, np.float32)
+    painted[inside] = (1 - opacity) * painted[inside] + opacity * colors[classes.labels[inside]]
+    return painted.round().astype(np.uint8)
 
 
 def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:

@@ -6,18 +6,22 @@ import argparse
 import glob
 import os
 import sys
+import time
 
+import cv2
 import torch
 
 from . import cli, zoo
 from .config import ConfigError, load_config
 from .data.imageio import read_image
 from .data.records import DataError
+from .pictures import overlay
 from .precision import describe_device
 from .progress import Progress
 from .segmenter import Segmenter
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 PROG = "test.py"
 
 
@@ -38,12 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Segment images; writes <name>.png (image | prediction, "
-        "with a legend) and <name>_label.png (class index + 1) into TEST.result.",
+        "with a legend) and <name>_label.png (class index + 1) into TEST.result; a video: <name>.mp4 (the "
+        "prediction over each frame) and with --label-frames <name>_frames/<frame>_<head>.png.",
         epilog="Examples: python test.py --imgs photos/ --cfg config/X.yaml; "
         "python test.py --model ade20k-resnet50dilated-ppm_deepsup --imgs a.jpg; "
         "python test.py --onnx model.onnx --imgs a.jpg",
     )
-    parser.add_argument("--imgs", required=True, help="an image, a folder (searched recursively) or a glob")
+    parser.add_argument(
+        "--imgs", required=True, help="an image, a folder (searched recursively), a glob, or a video (any OpenCV reads)"
+    )
+    parser.add_argument(
+        "--label-frames", action="store_true", help="with a video: also each frame's label maps, as PNGs"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cfg", metavar="FILE", help="config file; weights DIR/{encoder,decoder}_<TEST.checkpoint>")
     source.add_argument(
@@ -93,6 +103,37 @@ def segment(segmenter: Segmenter, paths: list[str], root: str) -> tuple[int, lis
     return written, failures
 
 
+def segment_video(segmenter: Segmenter, path: str, label_frames: bool) -> list[str]:
+    """TEST.result/<name>.mp4: each frame with the first head's classes coloured over it; with `label_frames`, each
+    frame's label maps (`label_maps`, as test.py writes an image's) in <name>_frames/. Returns the files written."""
+    stem = os.path.join(segmenter.cfg.TEST.result, os.path.splitext(os.path.basename(path))[0])
+    os.makedirs(f"{stem}_frames" if label_frames else os.path.dirname(stem) or ".", exist_ok=True)
+    capture = cv2.VideoCapture(path)
+    fps, total = capture.get(cv2.CAP_PROP_FPS) or 25.0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    capture.release()
+    prediction, writer, written = segmenter.task.prediction, None, [f"{stem}.mp4"]
+    started = time.perf_counter()
+    with Progress(total, "segmenting", unit="frame") as bar:
+        for k, (frame, pred) in enumerate(segmenter.predict_video(path)):
+            if writer is None:
+                writer = cv2.VideoWriter(f"{stem}.mp4", cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                if not writer.isOpened():
+                    raise DataError(f"cannot write {stem}.mp4: OpenCV has no MPEG-4 writer here")
+            painted = overlay(frame, next(iter(prediction.class_maps(pred).values())))
+            writer.write(cv2.cvtColor(painted, cv2.COLOR_RGB2BGR))
+            if label_frames:
+                for head, labels in prediction.label_maps(pred).items():
+                    written.append(os.path.join(f"{stem}_frames", f"{k:06d}_{head}.png"))
+                    cv2.imwrite(written[-1], labels)
+            bar.update()
+    if writer is None:
+        raise DataError(f"cannot read video {path}: no frame could be read")
+    writer.release()
+    frames, seconds = k + 1, time.perf_counter() - started
+    print(f"{path}: {frames} frames in {seconds:.1f} s, {frames / seconds:.2f} frames/s", file=sys.stderr)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -102,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.cfg, args.opts) if args.cfg else None
     except (ConfigError, ValueError) as err:
         return cli.usage(PROG, err)
-    paths, root = find_images(args.imgs)
+    video = os.path.isfile(args.imgs) and args.imgs.lower().endswith(VIDEO_EXTENSIONS)
+    paths, root = ([args.imgs], "") if video else find_images(args.imgs)
     if not paths:
         return cli.fail(PROG, f"no images found at {args.imgs}")
     try:
@@ -112,7 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:
         return cli.fail(PROG, err)
     why = f" (TEST.precision auto on {describe_device(segmenter.device)})" if segmenter.asked == "auto" else ""
-    print(f"segmenting {len(paths)} images on {device[0]}, precision {segmenter.precision}{why}", file=sys.stderr)
+    what = f"the video {args.imgs}" if video else f"{len(paths)} images"
+    print(f"segmenting {what} on {device[0]}, precision {segmenter.precision}{why}", file=sys.stderr)
+    if video:
+        try:
+            written = segment_video(segmenter, args.imgs, args.label_frames)
+        except DataError as err:
+            return cli.fail(PROG, err)
+        print(f"wrote {len(written)} files to {segmenter.cfg.TEST.result}")
+        return 0
     written, failures = segment(segmenter, paths, root)
     print(f"wrote {written} files to {segmenter.cfg.TEST.result}")
     if failures:

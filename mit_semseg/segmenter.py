@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import cv2
 import numpy as np
 import torch
 
@@ -11,6 +13,7 @@ from . import checkpoints, zoo
 from .config import config_from_text, load_config
 from .data.classes import class_colors, colorize
 from .data.imageio import read_image
+from .data.records import DataError
 from .precision import autocast, inference_dtype
 from .tasks import task_for
 
@@ -97,6 +100,21 @@ class Segmenter:
             raise ValueError(f"expected an H x W x 3 RGB uint8 array, got shape {image.shape} and {image.dtype}")
         with autocast(self.device, self.dtype):
             return self.task.prediction.predict(self.model, image, probabilities)
+
+    def predict_video(self, path: str | os.PathLike) -> Iterator[tuple[np.ndarray, object]]:
+        """(RGB frame, `predict`'s answer) for each frame of a video OpenCV reads, in order."""
+        capture = cv2.VideoCapture(os.fspath(path))
+        if not capture.isOpened():
+            raise DataError(f"cannot read video {os.fspath(path)}: not a video OpenCV can open")
+        try:
+            while True:
+                read, frame = capture.read()
+                if not read:
+                    return
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                yield frame, self.predict(frame)
+        finally:
+            capture.release()
 
     def predict_batch(self, images) -> list:
         """`predict` for each image (each keeps its own size)."""

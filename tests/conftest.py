@@ -65,6 +65,7 @@ SLOWEST_FILES = (
     "test_evaluation.py",
     "test_models.py",
     "test_inference.py",
+    "test_serve.py",
     "test_finetune.py",
     "test_tasks.py",
 )

@@ -306,3 +306,37 @@ def test_optimised_inference_equals_the_plain_path(encoder, decoder):
         expected = plain({"img_data": image}, segSize=(96, 128))
         got = fast({"img_data": image.contiguous(memory_format=torch.channels_last)}, segSize=(96, 128))
     assert (got - expected).abs().max() < 1e-4
+
+
+def test_a_video_is_segmented_frame_by_frame(trained, tmp_path):
+    """test.py --imgs clip.mp4 --label-frames: the overlaid video and each frame's label map, which is
+    Segmenter.predict_video's for that frame; a file that is no video is named."""
+    root, opts = trained
+    photo = cv2.resize(cv2.imread(str(root / "photos" / "a.jpg")), (96, 80))
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 80))
+    for k in range(6):
+        writer.write(np.roll(photo, 8 * k, axis=1))  # the scene pans
+    writer.release()
+    command = [sys.executable, str(REPO / "test.py"), "--cfg", str(TRAINED_CONFIG), "--gpu", "cpu", "--label-frames"]
+    result = subprocess.run(
+        [*command, "--imgs", str(tmp_path / "clip.mp4"), *opts, "TEST.result", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "clip.mp4: 6 frames in" in result.stderr and "frames/s" in result.stderr
+    written = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    assert (written.get(cv2.CAP_PROP_FRAME_COUNT), written.get(cv2.CAP_PROP_FRAME_WIDTH)) == (6, 96)
+    segmenter = Segmenter(load_config(TRAINED_CONFIG, opts), "cpu")
+    frames = list(segmenter.predict_video(tmp_path / "clip.mp4"))
+    assert len(frames) == 6 and frames[0][0].shape == (80, 96, 3)
+    for k, (_, labels) in enumerate(frames):
+        saved = cv2.imread(str(tmp_path / "out" / "clip_frames" / f"{k:06d}_classes.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(saved, labels + 1)
+    (tmp_path / "notes.mp4").write_text("not a video")
+    bad = subprocess.run(
+        [*command, "--imgs", str(tmp_path / "notes.mp4"), *opts], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert bad.returncode == 1 and "notes.mp4" in bad.stderr, bad.stderr

@@ -1,6 +1,7 @@
 """Unified Perceptual Parsing through the real scripts: train.py (one process, torchrun), eval_multipro.py, test.py,
 the Segmenter API, and the multi-device engine against one model."""
 
+import base64
 import copy
 import json
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_legend, assert_same_weights, checkpoint_weights
+from serving import request, serving
 
 from mit_semseg import Segmenter
 from mit_semseg.config import load_config
@@ -21,7 +23,7 @@ from mit_semseg.data.multitask import MultiTaskCollate, MultiTaskTrainDataset, r
 from mit_semseg.data.transforms import normalise_batch
 from mit_semseg.evaluation import evaluate
 from mit_semseg.parallel import DictDataParallel
-from mit_semseg.synthetic.upp import MATERIALS, OBJECTS, PARTS, TEXTURES, generate
+from mit_semseg.synthetic.upp import MATERIALS, OBJECTS, PARTS, SCENES, TEXTURES, generate
 from mit_semseg.tasks import build_model
 from mit_semseg.training.loop import Runtime, train
 from mit_semseg.training.validation import figures
@@ -130,6 +132,27 @@ def test_evaluation_writes_every_task_with_names(trained):
     best = json.loads((directory / "best.json").read_text())
     assert best["epoch"] == 1 and best["metric"] == "object/mean_iou"
     assert best["value"] == summary["object"]["mean_iou"] and (directory / "decoder_best.pth").is_file()
+
+
+def test_the_server_answers_every_head(trained):
+    """python -m mit_semseg.serve with a UPP model: every head's classes, the scenes, each head's label file."""
+    root, directory, _ = trained
+    opts = _opts(root, directory, "TEST.checkpoint", "epoch_1.pth", "TEST.precision", "fp32")
+    image = sorted((root / "images" / "validation").glob("*.jpg"))[0]
+    pred = Segmenter(load_config(CONFIG, opts), "cpu").predict(str(image))
+    with serving(CONFIG, opts) as (_, port):
+        status, _, body = request(port, "POST", "/v1/segment?include=map", image.read_bytes())
+        assert status == 200, body
+        answer = json.loads(body)
+        assert list(answer["heads"]) == ["object", "part", "material"]
+        assert answer["scenes"][0]["name"] == SCENES[int(np.argmax(pred["scene"]))]
+        for head in ("object", "part", "material"):
+            mapped = np.frombuffer(base64.b64decode(answer["heads"][head]["map"]), "<u2").reshape(pred[head].shape)
+            np.testing.assert_array_equal(mapped, pred[head])  # table labels: class id + 1, 0 unlabelled
+        status, _, png = request(port, "POST", "/v1/segment?output=label&head=part", image.read_bytes())
+        saved = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert status == 200 and saved.dtype == np.uint16
+        np.testing.assert_array_equal(saved, pred["part"])  # the file test.py writes
 
 
 def test_test_py_writes_the_multitask_files_and_segmenter_agrees(trained, tmp_path):

@@ -14,12 +14,17 @@ class UnreadableImage(DataError):
     """A file OpenCV cannot decode (missing, truncated or corrupt)."""
 
 
-def _decode(path: str) -> np.ndarray:
-    data = np.fromfile(path, dtype=np.uint8) if path else None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+def _decode_bytes(data: np.ndarray, source: str) -> np.ndarray:
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise UnreadableImage(f"cannot read image {path}: unreadable or corrupt")
+        raise UnreadableImage(f"cannot read image {source}: unreadable or corrupt")
     return image
+
+
+def _decode(path: str) -> np.ndarray:
+    if not path:
+        raise UnreadableImage("cannot read image: no path")
+    return _decode_bytes(np.fromfile(path, dtype=np.uint8), path)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -28,6 +33,15 @@ def read_image(path: str) -> np.ndarray:
         image = _decode(path)
     except FileNotFoundError as err:
         raise UnreadableImage(f"cannot read image {path}: file not found") from err
+    return _as_rgb(image, path)
+
+
+def decode_image(data: bytes, source: str) -> np.ndarray:
+    """`read_image` of a file's bytes (`source` names it in errors)."""
+    return _as_rgb(_decode_bytes(np.frombuffer(data, np.uint8), source), source)
+
+
+def _as_rgb(image: np.ndarray, path: str) -> np.ndarray:
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif image.dtype != np.uint8:

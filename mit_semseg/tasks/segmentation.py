@@ -24,7 +24,7 @@ from ..models.decoders import Decoder, FCNHead
 from ..models.losses import PixelLoss
 from ..models.segmentation import SegmentationModule
 from ..onnx_runtime import OnnxModel
-from ..pictures import labelled, shares, write_picture
+from ..pictures import ClassMap, labelled, shares, write_picture
 from .base import Task, TaskModel
 
 
@@ -171,12 +171,25 @@ class SegmentationPrediction:
     def classes_per_head(self, pred: np.ndarray) -> dict[str, np.ndarray]:
         return {"classes": pred}
 
+    def class_tables(self, model) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Each head's class names and colours (one head: `classes`)."""
+        return {"classes": (list(self.names), self.colors)}
+
+    def class_maps(self, pred: np.ndarray) -> dict[str, ClassMap]:
+        """The answer's maps for people, by head (one: `classes`)."""
+        return {"classes": ClassMap(pred, self.names, self.colors)}
+
+    def label_maps(self, pred: np.ndarray) -> dict[str, np.ndarray]:
+        """The label files' maps, by head: class index + 1, the ADE20K annotation format (16-bit past 255 classes)."""
+        return {"classes": (pred + 1).astype(np.uint8 if len(self.names) < 256 else np.uint16)}
+
+    def scenes(self, pred: np.ndarray) -> list[dict]:
+        return []
+
     def write_outputs(self, image: np.ndarray, pred: np.ndarray, stem: str) -> tuple[list[str], list[str]]:
-        """`<stem>.png`: image | coloured prediction with its legend; `<stem>_label.png`: class index + 1, the
-        ADE20K annotation format."""
-        write_picture(f"{stem}.png", [image, labelled(pred, self.names, self.colors)])
-        dtype = np.uint8 if len(self.names) < 256 else np.uint16
-        cv2.imwrite(f"{stem}_label.png", (pred + 1).astype(dtype))
+        """`<stem>.png`: image | coloured prediction with its legend; `<stem>_label.png`: `label_maps`'."""
+        write_picture(f"{stem}.png", [image, labelled(*self.class_maps(pred)["classes"])])
+        cv2.imwrite(f"{stem}_label.png", self.label_maps(pred)["classes"])
         return [f"{stem}.png", f"{stem}_label.png"], describe(pred, self.names)
 
 

@@ -17,7 +17,7 @@ from ...inference import each_scale, fuse
 from ...models.decoders import class_softmax, resize
 from ...models.unified import UnifiedParsingModule
 from ...onnx_runtime import OnnxModel
-from ...pictures import labelled, shares, with_title, write_picture
+from ...pictures import ClassMap, labelled, shares, with_title, write_picture
 from ..segmentation import describe
 
 PIXEL_TASKS = ("object", "material")  # heads scored by a confusion matrix over classes 1..n-1
@@ -66,16 +66,29 @@ def predict_multitask(
     return pred, probs
 
 
+def class_tables(tables: LabelTables, texture: bool) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Each pixel head's 0-based class names and colours (the tables' label 0, unlabelled, left out)."""
+    heads = {
+        task: (list(names[1:]), palette(len(names))[1:])
+        for task, names in (("object", tables.objects), ("part", tables.parts), ("material", tables.materials))
+    }
+    if texture:
+        heads["texture"] = (list(tables.textures), palette(len(tables.textures) + 1)[1:])
+    return heads
+
+
+def class_maps(pred: dict, tables: LabelTables) -> dict[str, ClassMap]:
+    """Each pixel head's map for people from `Segmenter`'s answer (maps of table labels; 0, unlabelled, is -1)."""
+    return {
+        task: ClassMap(pred[task] if task == "texture" else pred[task] - 1, names, colors)
+        for task, (names, colors) in class_tables(tables, "texture" in pred).items()
+    }
+
+
 def prediction_panels(image: np.ndarray, pred: dict, tables: LabelTables) -> list[np.ndarray]:
-    """image (with the top scene named) | objects | parts | materials (| textures), in colours with their legends,
-    from `Segmenter`'s answer (scene probabilities and maps of table labels; 0 is unlabelled, black)."""
+    """image (with the top scene named) | objects | parts | materials (| textures), in colours with their legends."""
     scene = tables.scenes[int(np.argmax(pred["scene"]))]
-    panels = [with_title(image, scene)]
-    for task, names in (("object", tables.objects), ("part", tables.parts), ("material", tables.materials)):
-        panels.append(labelled(pred[task] - 1, names[1:], palette(len(names))[1:]))
-    if "texture" in pred:
-        panels.append(labelled(pred["texture"], tables.textures, palette(len(tables.textures) + 1)[1:]))
-    return panels
+    return [with_title(image, scene)] + [labelled(*m) for m in class_maps(pred, tables).values()]
 
 
 class UnifiedPrediction:
@@ -104,6 +117,29 @@ class UnifiedPrediction:
     def classes_per_head(self, pred: dict) -> dict[str, np.ndarray]:
         return {head: (np.argmax(v) if head == "scene" else v) for head, v in pred.items()}
 
+    def class_tables(self, model) -> dict[str, tuple[list[str], np.ndarray]]:
+        """Each head's class names and colours, for `model` (`object`, `part`, `material`, `texture` if it has one)."""
+        return class_tables(self.tables, getattr(model, "texture", None) is not None)
+
+    def class_maps(self, pred: dict) -> dict[str, ClassMap]:
+        """The answer's maps for people, by head (`object`, `part`, `material`, with a texture head `texture`)."""
+        return class_maps(pred, self.tables)
+
+    def label_maps(self, pred: dict) -> dict[str, np.ndarray]:
+        """The label files' maps, by head: table labels (object and part 16-bit, material 8-bit), texture index + 1."""
+        maps = {"object": pred["object"].astype(np.uint16), "part": pred["part"].astype(np.uint16)}
+        maps["material"] = pred["material"].astype(np.uint8)
+        if "texture" in pred:
+            maps["texture"] = (pred["texture"] + 1).astype(np.uint8)
+        return maps
+
+    def scenes(self, pred: dict) -> list[dict]:
+        """The TOP_SCENES most likely scenes: name and probability."""
+        return [
+            {"name": self.tables.scenes[i], "probability": float(pred["scene"][i])}
+            for i in np.argsort(-pred["scene"])[:TOP_SCENES]
+        ]
+
     def write_outputs(self, image: np.ndarray, pred: dict, stem: str) -> tuple[list[str], list[str]]:
         """`<stem>.png` (image with the top scene | objects | parts | materials (| textures), with legends),
         `<stem>_object.png`, `<stem>_part.png` (16-bit table labels), `<stem>_material.png` (8-bit), with a texture
@@ -111,16 +147,13 @@ class UnifiedPrediction:
         the shares of objects, materials and the top-5 textures)."""
         t = self.tables
         write_picture(f"{stem}.png", prediction_panels(image, pred, t))
-        maps = {"object": pred["object"].astype(np.uint16), "part": pred["part"].astype(np.uint16)}
-        maps["material"] = pred["material"].astype(np.uint8)
-        top = np.argsort(-pred["scene"])[:TOP_SCENES]
+        maps = self.label_maps(pred)
         summary = {
-            "scenes": [{"name": t.scenes[i], "probability": float(pred["scene"][i])} for i in top],
+            "scenes": self.scenes(pred),
             "objects": {t.objects[c]: s for c, s in shares(pred["object"], len(t.objects))},
             "materials": {t.materials[c]: s for c, s in shares(pred["material"], len(t.materials))},
         }
         if "texture" in pred:
-            maps["texture"] = (pred["texture"] + 1).astype(np.uint8)
             textures = shares(pred["texture"], len(t.textures))[:TOP_TEXTURES]
             summary["textures"] = {t.textures[c]: s for c, s in textures}
         for task, labels in maps.items():
@@ -167,4 +200,6 @@ class UnifiedExport:
 
     def onnx_model(self, session) -> nn.Module:
         decoder = _OnnxDecoder(session, self.tables)
-        return OnnxModel(decoder, part_objects=[g.object_label for g in self.tables.groups], logits=decoder.logits)
+        groups = [g.object_label for g in self.tables.groups]
+        texture = "texture" in session.names or None  # what `class_tables` asks: whether it has a texture head
+        return OnnxModel(decoder, part_objects=groups, logits=decoder.logits, texture=texture)
