@@ -63,24 +63,35 @@ def _source_rows(
 def each_scale(model: nn.Module, img_data: list[torch.Tensor], flip: bool, heads) -> list[dict[str, torch.Tensor]]:
     """`heads(feature maps)`, a dict of N x ... tensors, per image for each scale, and for each mirrored scale
     with `flip` (its maps, C x h x w, mirrored back)."""
+    return [{k: v[0] for k, v in x.items()} for x in each_scale_batch(model, img_data, flip, heads)]
+
+
+def each_scale_batch(
+    model: nn.Module, img_data: list[torch.Tensor], flip: bool, heads
+) -> list[dict[str, torch.Tensor]]:
+    """`each_scale` for a batch: each scale's tensor holds N images (N x 3 x h x w), run together; each answer's
+    tensors are N x ..., the mirrored scale's maps mirrored back."""
     device = next(model.parameters()).device
     out = []
-    for image in img_data:
-        image = image.to(device).contiguous(memory_format=torch.channels_last)
-        batch = torch.cat([image, image.flip(-1)]) if flip else image
+    for images in img_data:
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        n = images.shape[0]
+        batch = torch.cat([images, images.flip(-1)]) if flip else images
         outputs = {k: v.float() for k, v in heads(model.encoder(batch, return_feature_maps=True)).items()}
-        out.append({k: v[0] for k, v in outputs.items()})
+        out.append({k: v[:n] for k, v in outputs.items()})
         if flip:
-            out.append({k: v[1].flip(-1) if v.dim() == 4 else v[1] for k, v in outputs.items()})
+            out.append({k: v[n:].flip(-1) if v.dim() == 4 else v[n:] for k, v in outputs.items()})
     return out
 
 
 @torch.inference_mode()
 def scale_logits(model: nn.Module, img_data: list[torch.Tensor], flip: bool = False) -> list[torch.Tensor]:
-    """The decoder's logits (C x h x w) for each scale, and for each mirrored scale with `flip`."""
+    """The decoder's logits (N x C x h x w) for each scale of N images, and for each mirrored scale with `flip`."""
     return [
         x["logits"]
-        for x in each_scale(model, img_data, flip, lambda features: {"logits": model.decoder.main_logits(features)})
+        for x in each_scale_batch(
+            model, img_data, flip, lambda features: {"logits": model.decoder.main_logits(features)}
+        )
     ]
 
 
@@ -217,7 +228,7 @@ def predict_logits(
         logits = mmseg_logits(model, img_data, test, cfg.MODEL.align_corners)
         return logits, [size] * len(logits)
     if test.mode != "slide":
-        logits = scale_logits(model, img_data, test.flip)
+        logits = [x[0] for x in scale_logits(model, img_data, test.flip)]
         return logits, [size] * len(logits)
     logits, extents = [], []
     for image in img_data:

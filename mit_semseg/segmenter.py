@@ -93,13 +93,18 @@ class Segmenter:
         `texture` with a texture head (H x W int64 texture indices);
         with `probabilities`, also a dict of each head's probabilities (`part`: one array per part group).
         """
+        image = self._rgb(image)
+        with autocast(self.device, self.dtype):
+            return self.task.prediction.predict(self.model, image, probabilities)
+
+    @staticmethod
+    def _rgb(image) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
             image = read_image(os.fspath(image))
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 RGB uint8 array, got shape {image.shape} and {image.dtype}")
-        with autocast(self.device, self.dtype):
-            return self.task.prediction.predict(self.model, image, probabilities)
+        return image
 
     def predict_video(self, path: str | os.PathLike) -> Iterator[tuple[np.ndarray, object]]:
         """(RGB frame, `predict`'s answer) for each frame of a video OpenCV reads, in order."""
@@ -117,8 +122,18 @@ class Segmenter:
             capture.release()
 
     def predict_batch(self, images) -> list:
-        """`predict` for each image (each keeps its own size)."""
-        return [self.predict(image) for image in images]
+        """`predict` for each image (each keeps its own size); images of one size go through the network together
+        where the task and TEST.mode allow (a segmentation model's whole images)."""
+        images = [self._rgb(image) for image in images]
+        answers: list = [None] * len(images)
+        sizes: dict[tuple, list[int]] = {}
+        for k, image in enumerate(images):
+            sizes.setdefault(image.shape, []).append(k)
+        with autocast(self.device, self.dtype):
+            for group in sizes.values():
+                for k, answer in zip(group, self.task.prediction.predict_batch(self.model, [images[k] for k in group])):
+                    answers[k] = answer
+        return answers
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """An RGB picture of 0-based labels in the class colours (the original's for ADE20K)."""

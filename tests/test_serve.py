@@ -162,6 +162,26 @@ def test_a_full_queue_answers_503_with_retry_after(trained):
         assert busy[1]["retry-after"] == "2" and b"is busy: 1 requests are waiting" in busy[2]
 
 
+def test_queued_images_of_one_size_run_together_with_the_same_labels(trained):
+    """--batch 4: concurrent requests of one size go through the network together (their answers say how many),
+    and each gets the labels Segmenter.predict gives it alone."""
+    root, opts = trained
+    photo = cv2.imread(str(root / "photos" / "a.jpg"))
+    images = [np.roll(cv2.resize(photo, (320, 240)), 20 * k, axis=1) for k in range(6)]
+    segmenter = Segmenter(load_config(TRAINED_CONFIG, opts), "cpu")
+    alone = [segmenter.predict(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)) for image in images]
+    files = [cv2.imencode(".png", image)[1].tobytes() for image in images]
+    with serving(TRAINED_CONFIG, opts, "--batch", "4") as (_, port):
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda f: request(port, "POST", "/v1/segment?include=map", f), files))
+    assert [a[0] for a in answers] == [200] * 6
+    bodies = [json.loads(a[2]) for a in answers]
+    assert max(b["batch"] for b in bodies) > 1 and all(1 <= b["batch"] <= 4 for b in bodies)
+    for body, labels in zip(bodies, alone):
+        mapped = np.frombuffer(base64.b64decode(body["heads"]["classes"]["map"]), "<u2").reshape(labels.shape)
+        np.testing.assert_array_equal(mapped, labels + 1)
+
+
 def test_sigterm_finishes_what_is_in_flight(trained, tmp_path):
     _, opts = trained
     image = _encoded("PNG", (640, 480))

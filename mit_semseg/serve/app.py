@@ -67,7 +67,7 @@ def describe_model(runner: ModelRunner, default: bool) -> dict:
     return {
         "name": runner.name,
         "default": default,
-        "task": "unified parsing" if "object" in tables else "segmentation",
+        "task": segmenter.task.name,
         "precision": segmenter.precision,
         "device": str(segmenter.device),
         "heads": {
@@ -123,7 +123,8 @@ def _busy(message: str, limits: Limits) -> JSONResponse:
 
 
 async def _prediction(runner: ModelRunner, request: Request, limits: Limits):
-    """(image, prediction, seconds computing) of the request's image, or the 503 response saying why not."""
+    """(image, prediction, seconds computing, images computed together) of the request's image, or the 503 response
+    saying why not."""
     body = await _read_body(request, limits.max_body_bytes)
     if runner.busy():  # said before the image is decoded: a burst costs the model as little as possible
         return _busy(runner.busy_message(), limits)
@@ -134,11 +135,11 @@ async def _prediction(runner: ModelRunner, request: Request, limits: Limits):
     except QueueFull as err:
         return _busy(str(err), limits)
     try:
-        pred, seconds = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
+        pred, seconds, batch = await asyncio.wait_for(asyncio.wrap_future(future), limits.timeout_s)
     except TimeoutError:
         future.cancel()  # skipped if it has not started
         return _busy(f"model {runner.name} did not answer within {limits.timeout_s:g} s", limits)
-    return image, pred, seconds
+    return image, pred, seconds, batch
 
 
 SEGMENT_DESCRIPTION = (
@@ -185,10 +186,10 @@ def _add_routes(app: FastAPI, runners: dict[str, ModelRunner], default: str, lim
         done = await _prediction(runner, request, limits)
         if isinstance(done, Response):
             return done
-        image, pred, seconds = done
+        image, pred, seconds, batch = done
         prediction = runner.segmenter.task.prediction
         if output == "json":
-            return answer_json(runner, pred, image.shape[:2], seconds, include == "map")
+            return answer_json(runner, pred, image.shape[:2], seconds, include == "map") | {"batch": batch}
         head = head or next(iter(heads))
         if output == "label":
             return _png(prediction.label_maps(pred)[head])

@@ -17,7 +17,7 @@ from ..data.records import read_odgt
 from ..data.sampling import LoaderRequest
 from ..data.transforms import prediction_images
 from ..errors import ConfigError
-from ..inference import fuse, predict_logits
+from ..inference import fuse, predict_logits, scale_logits
 from ..metrics import ConfusionMatrix, confusion_counts
 from ..models.builder import ENCODERS, ModelBuilder, decoder_norm
 from ..models.decoders import Decoder, FCNHead
@@ -167,6 +167,17 @@ class SegmentationPrediction:
         """
         out = predict(model, prediction_images(image, self.cfg), image.shape[:2], self.cfg, probabilities)
         return tuple(x.numpy() for x in out) if probabilities else out.numpy()
+
+    def predict_batch(self, model, images: list[np.ndarray]) -> list[np.ndarray]:
+        """`predict` for images of one size, each test scale's network pass run for all of them together (the
+        original's pipeline, TEST.mode whole); one by one otherwise."""
+        test = self.cfg.TEST
+        if len({im.shape for im in images}) > 1 or test.mode != "whole" or test.pipeline != "original":
+            return [self.predict(model, image) for image in images]
+        scales = [torch.cat(s) for s in zip(*(prediction_images(image, self.cfg) for image in images))]
+        logits = scale_logits(model, scales, test.flip)
+        size, aligned = images[0].shape[:2], self.cfg.MODEL.align_corners
+        return [fuse([x[i] for x in logits], size, align_corners=aligned).cpu().numpy() for i in range(len(images))]
 
     def classes_per_head(self, pred: np.ndarray) -> dict[str, np.ndarray]:
         return {"classes": pred}

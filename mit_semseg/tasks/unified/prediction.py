@@ -117,6 +117,10 @@ class UnifiedPrediction:
     def classes_per_head(self, pred: dict) -> dict[str, np.ndarray]:
         return {head: (np.argmax(v) if head == "scene" else v) for head, v in pred.items()}
 
+    def predict_batch(self, model, images: list[np.ndarray]) -> list[dict]:
+        """`predict` for each image, one by one."""
+        return [self.predict(model, image) for image in images]
+
     def class_tables(self, model) -> dict[str, tuple[list[str], np.ndarray]]:
         """Each head's class names and colours, for `model` (`object`, `part`, `material`, `texture` if it has one)."""
         return class_tables(self.tables, getattr(model, "texture", None) is not None)
