@@ -12,6 +12,7 @@ import torch
 
 from mit_semseg.checkpoints import epoch_files
 from mit_semseg.models import ENCODERS
+from mit_semseg.models.convnext import ConvNeXtEncoder
 from mit_semseg.models.hrnet import hrnetv2
 from mit_semseg.models.mobilenet import mobilenetv2dilated
 from mit_semseg.models.resnet import BasicBlock, Bottleneck, GroupBottleneck, ResNetEncoder, ResNetV1cEncoder
@@ -87,6 +88,10 @@ def _small_resnet(name: str, block, widths: tuple[int, ...], encoder=ResNetEncod
     }
 
 
+def _small_convnext(depths, widths, drop_path_rate=0.0, norm_layer=None) -> ConvNeXtEncoder:
+    return ConvNeXtEncoder(depths, widths, drop_path_rate)
+
+
 REDUCED_ENCODERS = {
     "mobilenetv2dilated": replace(
         ENCODERS["mobilenetv2dilated"],
@@ -102,6 +107,14 @@ REDUCED_ENCODERS = {
     "hrnetv2": replace(
         ENCODERS["hrnetv2"], build=partial(hrnetv2, stages=_SMALL_HRNET, blocks=1), feature_channels=(80,)
     ),
+    **{
+        f"convnext_{size}": replace(
+            ENCODERS[f"convnext_{size}"],
+            build=partial(_small_convnext, (1, 1, 2, 1), (16, 24, 32, last)),
+            feature_channels=(16, 24, 32, last),
+        )
+        for size, last in zip(("tiny", "small", "base", "large", "xlarge"), (48, 56, 64, 72, 88))
+    },
 }
 
 

@@ -66,6 +66,8 @@ _C.MODEL.decoder_dropout = 0.0
 # the decoder's bilinear resizes, and with TEST.pipeline mmseg the resizes of its logits, with align_corners
 # (mmsegmentation's 769x769 Cityscapes models; False elsewhere, as the original)
 _C.MODEL.align_corners = False
+# stochastic depth of an encoder that has it (ConvNeXt): the rate grows linearly over its blocks up to this
+_C.MODEL.drop_path_rate = 0.0
 # an auxiliary head for training, "" or "fcn": a 3x3 conv-BN-ReLU to 256 channels, dropout 0.1 and a classifier on
 # the encoder's second-to-last map (mmsegmentation's FCNHead), its loss weighted by TRAIN.aux_loss_weight; it is
 # left out of the epoch checkpoints (inference does not use it) and kept in the resume states

@@ -102,6 +102,11 @@ def _check_model(cfg: CfgNode) -> None:
         raise ConfigError(f"MODEL.align_corners: decoder {m.arch_decoder} resizes without it")
     if m.align_corners and cfg.TEST.pipeline != "mmseg":
         raise ConfigError("MODEL.align_corners needs TEST.pipeline mmseg (the original's resizes logits without it)")
+    if not 0.0 <= m.drop_path_rate < 1.0 or (m.drop_path_rate and not encoder.drop_path):
+        takes = ", ".join(name for name, spec in ENCODERS.items() if spec.drop_path)
+        raise ConfigError(
+            f"MODEL.drop_path_rate {m.drop_path_rate}: a rate in [0, 1) of an encoder that has it ({takes})"
+        )
     if m.init_from and (m.weights_encoder or m.weights_decoder):
         raise ConfigError(
             "MODEL.init_from and MODEL.weights_encoder/weights_decoder are both set: init_from loads what "

@@ -11,7 +11,7 @@ from torch import nn
 from ..hub import DownloadError, pretrained_path
 from ..nn import SynchronizedBatchNorm2d
 from ..nn.batchnorm import COMPAT_BUFFERS, ORIGINAL_BN_MOMENTUM
-from . import decoders, hrnet, mobilenet, resnet, upp
+from . import convnext, decoders, hrnet, mobilenet, resnet, upp
 from .checkpoint import OPTIONAL_KEYS, load_weights
 
 
@@ -23,6 +23,7 @@ class EncoderSpec:
     imagenet_drop: tuple[str, ...]  # key prefixes of the ImageNet file that are not part of the encoder
     bn_momentum: float | None = None  # fixed by the architecture (HRNet); None: the builder's value
     imagenet_folder: str = ""  # where `imagenet_file` is on OpenMMLab's download site; "": the original's server
+    drop_path: bool = False  # whether it takes a stochastic depth rate (MODEL.drop_path_rate)
 
     @property
     def fc_dim(self) -> int:
@@ -70,6 +71,11 @@ ENCODERS: dict[str, EncoderSpec] = {
         ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."),
         bn_momentum=hrnet.HRNET_BN_MOMENTUM,
     ),
+    # ConvNeXt: layer norms only; its ImageNet weights are not fetched yet (MODEL.pretrained False)
+    **{
+        f"convnext_{size}": EncoderSpec(partial(convnext.convnext, size), widths, "", (), drop_path=True)
+        for size, (_, widths) in convnext.SIZES.items()
+    },
 }
 
 
@@ -110,14 +116,22 @@ def _registered_widths(fc_dim: int) -> tuple[int, ...] | None:
 
 
 def build_encoder(
-    arch: str, weights: str = "", pretrained: bool = True, bn_momentum: float = ORIGINAL_BN_MOMENTUM
+    arch: str,
+    weights: str = "",
+    pretrained: bool = True,
+    bn_momentum: float = ORIGINAL_BN_MOMENTUM,
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
-    """An encoder; `weights` loads a checkpoint, else `pretrained` loads the ImageNet weights."""
+    """An encoder; `weights` loads a checkpoint, else `pretrained` loads the ImageNet weights. `drop_path_rate`: the
+    stochastic depth of an encoder that has it (`EncoderSpec.drop_path`)."""
     spec: EncoderSpec = lookup(ENCODERS, arch, "encoder")
     momentum = spec.bn_momentum if spec.bn_momentum is not None else bn_momentum
-    net = spec.build(norm_layer=partial(SynchronizedBatchNorm2d, momentum=momentum))
+    options = {"drop_path_rate": drop_path_rate} if spec.drop_path else {}
+    net = spec.build(norm_layer=partial(SynchronizedBatchNorm2d, momentum=momentum), **options)
     if weights:
         load_weights(net, weights)
+    elif pretrained and not spec.imagenet_file:
+        raise DownloadError(f"no ImageNet weights for {arch} yet: build it without (MODEL.pretrained False)")
     elif pretrained:
         try:
             path = pretrained_path(spec.imagenet_file, spec.imagenet_folder)

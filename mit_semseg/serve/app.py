@@ -17,6 +17,7 @@ from importlib import resources
 
 import cv2
 import numpy as np
+import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -139,6 +140,13 @@ async def _prediction(runner: ModelRunner, request: Request, limits: Limits):
     except TimeoutError:
         future.cancel()  # skipped if it has not started
         return _busy(f"model {runner.name} did not answer within {limits.timeout_s:g} s", limits)
+    except torch.OutOfMemoryError as err:
+        raise BadRequest(413, f"the image is too large for {runner.segmenter.device}'s memory: {err}") from None
+    except Exception as err:  # the model failed on this image: said, logged, and the server goes on
+        log.exception("model %s failed on a %d x %d image", runner.name, image.shape[1], image.shape[0])
+        raise BadRequest(
+            422, f"model {runner.name} could not segment this image: {type(err).__name__}: {err}"
+        ) from None
     return image, pred, seconds, batch
 
 
