@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python >= 3.10 is required, found " + sys.version.split()[0]) if sys.version_info < (3, 10) else None'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,lint,bench,broden,export,cityscapes,voc,serve,browser]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[test,lint,bench,broden,export,cityscapes,voc,serve,browser,hf]'
 	touch $(STAMP)
 
 # The whole suite in two pytest-xdist workers of one thread each, handed tests one by one in the order

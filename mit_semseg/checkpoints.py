@@ -9,6 +9,9 @@ Nothing else spells a checkpoint file name. The layouts:
 - a released model: the cache's folder of its name, in the model layout (`zoo`).
 - another project's single file (mmsegmentation's `{"meta", "state_dict"}`, recognised from its keys): converted
   once into the model layout, in the cache's `converted/` folder (`foreign_files`).
+- a Hugging Face UperNet folder (`config.json` and `model.safetensors` or `pytorch_model.bin`; a Hub repository id
+  fetched by huggingface_hub): converted once into the model layout with its class table and our config's options,
+  in the cache's `converted/` folder (`hf_model`).
 
 What users name, and where it resolves:
 - DIR with VAL.checkpoint, TEST.checkpoint or `--checkpoint` (`epoch_20.pth`), or one of those another project's
@@ -19,6 +22,7 @@ What users name, and where it resolves:
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
 import json
@@ -31,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import hub, mmseg, zoo
+from . import hf, hub, mmseg, zoo
 from .data.records import write_json
 from .models.checkpoint import CheckpointError
 
@@ -94,10 +98,13 @@ def epochs_in(directory: str | os.PathLike) -> list[int]:
 
 def source_files(source: str, key: str = "MODEL.init_from") -> dict[str, str]:
     """{"encoder": path, "decoder": path} of a model that training starts from (MODEL.init_from, TRAIN.texture_from):
-    a released model's name (downloaded once), a checkpoint folder (its latest complete epoch), FOLDER/epoch_N, or
-    ENCODER.pth,DECODER.pth. Errors name `key`."""
+    a released model's name (downloaded once), a Hugging Face UperNet (a Hub id or its folder), a checkpoint folder
+    (its latest complete epoch), FOLDER/epoch_N, or ENCODER.pth,DECODER.pth. Errors name `key`."""
     if source in zoo.MODELS:
         return model_files(fetch_released(source), released_checkpoint(source))
+    if hf.is_hf_source(source):
+        converted, checkpoint, _ = hf_model(source)
+        return model_files(converted, checkpoint)
     if "," in source:
         encoder, decoder = (p.strip() for p in source.split(",", 1))
         return {"encoder": encoder, "decoder": decoder}
@@ -147,6 +154,43 @@ def foreign_files(path: str | os.PathLike, decoder: str = "") -> dict[str, str]:
             f"'{decoder}' (use a preset of this model, or MODEL.arch_decoder {converted})"
         )
     return files
+
+
+def hf_model(source: str) -> tuple[str, str, list[str]]:
+    """A Hugging Face UperNet (a Hub repository id, fetched into huggingface_hub's cache, or a local folder in its
+    layout), converted into our layout once (again when its files change) under the cache's `converted/` folder:
+    (that folder, the checkpoint's name there, our config options of the model, DIR and TEST/VAL.checkpoint
+    included)."""
+    folder = source if os.path.isdir(source) else hub.hf_snapshot(source)
+    files = [
+        os.path.join(folder, n)
+        for n in (hf.CONFIG, hf.SAFETENSORS, hf.PICKLED)
+        if os.path.isfile(os.path.join(folder, n))
+    ]
+    stamp = ":".join(f"{os.path.realpath(f)}:{os.stat(f).st_size}:{os.stat(f).st_mtime_ns}" for f in files)
+    name = Path(source.rstrip("/")).name
+    converted = os.path.join(
+        hub.cache_dir(), "converted", f"hf-{name}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    )
+    checkpoint, record = f"{name}.pth", os.path.join(converted, CONVERTED)
+    if not os.path.isfile(record):
+        model = hf.read_folder(folder)
+        os.makedirs(converted, exist_ok=True)
+        atomic_save(model.encoder_state, part_path(converted, "encoder", checkpoint))
+        atomic_save(model.decoder_state, part_path(converted, "decoder", checkpoint))
+        table = os.path.join(converted, "class_info.csv")
+        with open(f"{table}.tmp{os.getpid()}", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([("Idx", "Name"), *((k + 1, n) for k, n in enumerate(model.class_names))])
+        os.replace(f"{table}.tmp{os.getpid()}", table)
+        options = hf.config_options(model, table)
+        write_json(record, {"source": os.path.realpath(folder), "format": "huggingface", "options": options})
+    with open(record) as f:
+        options = json.load(f)["options"]
+    return (
+        converted,
+        checkpoint,
+        [*options, "DIR", converted, "TEST.checkpoint", checkpoint, "VAL.checkpoint", checkpoint],
+    )
 
 
 def _released_folder(name: str) -> str:

@@ -6,10 +6,12 @@ after saying why; 2 the command line or the config is wrong (as argparse does); 
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
 
+from . import hf, zoo
 from .data.records import DataError
 from .errors import ConfigError
 from .hub import DownloadError
@@ -18,6 +20,22 @@ from .models import CheckpointError
 USAGE, FAILED, INTERRUPTED = 2, 1, 130
 # errors of a run that started: the message says what went wrong, and where
 RUN_ERRORS = (DataError, CheckpointError, DownloadError, ConfigError, FileNotFoundError)
+
+
+MODEL_HELP = (
+    f"a released model, downloaded once into the cache ({', '.join(zoo.MODELS)}), or a Hugging Face UperNet: a Hub "
+    "repository id (openmmlab/upernet-convnext-small) or a folder in its layout"
+)
+
+
+def model_name(value: str) -> str:
+    """An argparse type: a released model's name or a Hugging Face UperNet's (`hf.is_hf_source`)."""
+    if value in zoo.MODELS or hf.is_hf_source(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"'{value}' is neither a released model ({', '.join(zoo.MODELS)}) nor a Hugging Face UperNet (OWNER/NAME, "
+        "or a folder with config.json)"
+    )
 
 
 def parse_gpus(spec: str) -> list[int]:

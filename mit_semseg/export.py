@@ -22,22 +22,28 @@ PROG = "python -m mit_semseg.export"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Export a model to ONNX (dynamic batch, height, width).")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", choices=list(zoo.MODELS), metavar="NAME", help="a released model")
+    source.add_argument("--model", type=cli.model_name, metavar="NAME", help=cli.MODEL_HELP)
     source.add_argument("--cfg", metavar="FILE", help="config file; weights DIR/{encoder,decoder}_<--checkpoint>")
     parser.add_argument("--checkpoint", help="with --cfg: the checkpoint (default TEST.checkpoint)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
+    released = args.model in zoo.MODELS
     try:
-        cfg = load_config(zoo.config_path(args.model) if args.model else args.cfg, args.opts)
+        if args.model and not released:  # a Hugging Face UperNet, converted once
+            _, checkpoint, options = checkpoints.hf_model(args.model)
+            cfg = load_config(None, [*options, *args.opts])
+        else:
+            cfg = load_config(zoo.config_path(args.model) if args.model else args.cfg, args.opts)
+            checkpoint = args.checkpoint or cfg.TEST.checkpoint
         task = task_for(cfg)
     except (ConfigError, ValueError) as err:
         return cli.usage(PROG, err)
+    except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:
+        return cli.fail(PROG, err)
     try:
-        if args.model:
-            cfg.DIR = checkpoints.fetch_released(args.model)
-        released = args.model and checkpoints.released_checkpoint(args.model)
-        checkpoint = released or args.checkpoint or cfg.TEST.checkpoint
+        if released:
+            cfg.DIR, checkpoint = checkpoints.fetch_released(args.model), checkpoints.released_checkpoint(args.model)
         model = task.model.build(task.model.files(checkpoint), inference=True)
         path = export_onnx(task.export, model, args.out, cfg.dump())
     except (ModuleNotFoundError, *cli.RUN_ERRORS) as err:

@@ -132,6 +132,29 @@ def download(url: str, dest: str, sha256: str | None = None, timeout: float = 10
     return dest
 
 
+HF_FILES = ["config.json", "model.safetensors", "pytorch_model.bin", "preprocessor_config.json"]
+
+
+def hf_snapshot(repo_id: str) -> str:
+    """The local folder of a Hugging Face Hub repository's model files (fetched once into huggingface_hub's cache;
+    its HF_ENDPOINT, HF_HUB_OFFLINE, HF_HUB_CACHE and HF_HOME apply), for `checkpoints.hf_model`."""
+    try:
+        import huggingface_hub
+    except ModuleNotFoundError as err:
+        raise DownloadError(
+            f"fetching {repo_id} from the Hugging Face Hub needs huggingface_hub: pip install 'mit_semseg[hf]'"
+        ) from err
+    env = os.environ  # read now, not when huggingface_hub was imported: a process may set them later
+    cache = env.get("HF_HUB_CACHE") or (os.path.join(env["HF_HOME"], "hub") if env.get("HF_HOME") else None)
+    offline = env.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    try:
+        return huggingface_hub.snapshot_download(
+            repo_id, allow_patterns=HF_FILES, endpoint=env.get("HF_ENDPOINT"), cache_dir=cache, local_files_only=offline
+        )
+    except Exception as err:  # its errors: offline, unknown repository, HTTP failures
+        raise DownloadError(f"cannot fetch {repo_id} from the Hugging Face Hub: {type(err).__name__}: {err}") from err
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m mit_semseg.hub URL DEST`: download one file (resumable, atomic)."""
     import argparse

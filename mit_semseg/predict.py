@@ -11,7 +11,7 @@ import time
 import cv2
 import torch
 
-from . import cli, zoo
+from . import cli
 from .config import ConfigError, load_config
 from .data.imageio import read_image
 from .data.records import DataError
@@ -56,12 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cfg", metavar="FILE", help="config file; weights DIR/{encoder,decoder}_<TEST.checkpoint>")
-    source.add_argument(
-        "--model",
-        choices=list(zoo.MODELS),
-        metavar="NAME",
-        help=f"a released model, downloaded once into the cache: {', '.join(zoo.MODELS)}",
-    )
+    source.add_argument("--model", type=cli.model_name, metavar="NAME", help=cli.MODEL_HELP)
     source.add_argument("--onnx", metavar="FILE", help="an exported file, run by ONNX Runtime on the CPU")
     parser.add_argument("--gpu", default="0", help="GPU index, or cpu (default: 0, the CPU when there is no GPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")

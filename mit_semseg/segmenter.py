@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from . import checkpoints, zoo
+from . import checkpoints, hf, zoo
 from .config import config_from_text, load_config
 from .data.classes import class_colors, colorize
 from .data.imageio import read_image
@@ -66,6 +66,11 @@ class Segmenter:
     def from_pretrained(
         cls, name: str = zoo.DEFAULT_MODEL, device: str | torch.device = "cpu", opts=(), precision: str | None = None
     ) -> Segmenter:
+        """A released model by its name (`zoo`), or a Hugging Face UperNet: a Hub repository id
+        (`openmmlab/upernet-convnext-small`) or a local folder in its layout."""
+        if name not in zoo.MODELS and hf.is_hf_source(name):
+            _, checkpoint, options = checkpoints.hf_model(name)
+            return cls(load_config(None, [*options, *opts]), device, checkpoint, precision)
         directory = checkpoints.fetch_released(name)
         checkpoint = checkpoints.released_checkpoint(name)
         return cls.from_config(zoo.config_path(name), directory, checkpoint, device, opts, precision)

@@ -33,6 +33,12 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MIT_SEMSEG_OPENMMLAB_URL", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_BRODEN_MIRROR", nowhere)
     monkeypatch.setenv("MIT_SEMSEG_OPENSURFACES_MIRROR", nowhere)
+    # huggingface_hub (`hub.hf_snapshot` reads these when called): an empty cache, a Hub where nothing answers
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", nowhere.rstrip("/"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -208,6 +208,7 @@ def test_registries_list_every_architecture():
         "resnet101v1c",
         "resnet101v1cdilated",
         "hrnetv2",
+        *(f"convnext_{size}" for size in ("tiny", "small", "base", "large", "xlarge")),
     }
     assert set(DECODERS) == {
         "c1",

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from .. import cli, zoo
+from .. import cli
 from ..config import ConfigError, load_config
 from ..segmenter import Segmenter
 
@@ -23,9 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        choices=list(zoo.MODELS),
+        type=cli.model_name,
         metavar="NAME",
-        help=f"a released model (downloaded once into the cache): {', '.join(zoo.MODELS)}",
+        help=cli.MODEL_HELP,
     )
     parser.add_argument(
         "--cfg",
