@@ -22,6 +22,8 @@ from .models.builder import ENCODERS
 from .models.checkpoint import CheckpointError
 from .models.convnext import SIZES as CONVNEXT_SIZES
 from .models.decoders import PPM_SCALES
+from .models.swin import SIZES as SWIN_SIZES
+from .nn.batchnorm import COMPAT_BUFFERS
 
 CONFIG, SAFETENSORS, PICKLED = "config.json", "model.safetensors", "pytorch_model.bin"
 UPERHEAD_CHANNELS = 512  # our uperhead's width (its `hidden_size`)
@@ -48,14 +50,76 @@ CONVNEXT = (
 )
 
 
-def _convnext_state(state: Mapping[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    rules = [(re.compile(pattern), target) for pattern, target in CONVNEXT]
+# and back
+CONVNEXT_BACK = (
+    (r"downsample\.0\.0\.(.+)", r"embeddings.patch_embeddings.\1"),
+    (r"downsample\.0\.1\.(.+)", r"embeddings.layernorm.\1"),
+    (r"downsample\.(\d+)\.([01])\.(.+)", r"encoder.stages.\1.downsampling_layer.\2.\3"),
+    (r"stages\.(\d+)\.(\d+)\.norm\.(.+)", r"encoder.stages.\1.layers.\2.layernorm.\3"),
+    (r"stages\.(\d+)\.(\d+)\.gamma", r"encoder.stages.\1.layers.\2.layer_scale_parameter"),
+    (r"stages\.(\d+)\.(\d+)\.(dwconv|pwconv1|pwconv2)\.(.+)", r"encoder.stages.\1.layers.\2.\3.\4"),
+    (r"out_norms\.(\d+)\.(.+)", lambda m: f"hidden_states_norms.stage{int(m[1]) + 1}.{m[2]}"),
+)
+
+
+# SwinBackbone's tensors as ours: transformers 4's names (the Hub's files) and 5's; the relative position index is
+# not a weight (ours is computed)
+_BLOCK = r"encoder\.layers\.(\d+)\.blocks\.(\d+)\."
+_QKV = {"query": "query", "key": "key", "value": "value", "q_proj": "query", "k_proj": "key", "v_proj": "value"}
+SWIN = (
+    (r"embeddings\.patch_embeddings\.projection\.(.+)", r"patch_embed.\1"),
+    (r"embeddings\.norm\.(.+)", r"patch_norm.\1"),
+    (_BLOCK + r"layernorm_before\.(.+)", r"stages.\1.blocks.\2.norm1.\3"),
+    (_BLOCK + r"layernorm_after\.(.+)", r"stages.\1.blocks.\2.norm2.\3"),
+    (
+        _BLOCK + r"attention\.(?:self\.)?(query|key|value|q_proj|k_proj|v_proj)\.(.+)",
+        lambda m: f"stages.{m[1]}.blocks.{m[2]}.attn.{_QKV[m[3]]}.{m[4]}",
+    ),
+    (
+        _BLOCK + r"attention\.(?:self|relative_position_bias)\.relative_position_bias_table",
+        r"stages.\1.blocks.\2.attn.bias_table",
+    ),
+    (_BLOCK + r"attention\.(?:self|relative_position_bias)\.relative_position_index", None),
+    (_BLOCK + r"attention\.(?:output\.dense|o_proj)\.(.+)", r"stages.\1.blocks.\2.attn.proj.\3"),
+    (_BLOCK + r"(?:intermediate\.dense|mlp\.fc1)\.(.+)", r"stages.\1.blocks.\2.mlp.fc1.\3"),
+    (_BLOCK + r"(?:output\.dense|mlp\.fc2)\.(.+)", r"stages.\1.blocks.\2.mlp.fc2.\3"),
+    (r"encoder\.layers\.(\d+)\.downsample\.(reduction|norm)\.(.+)", r"stages.\1.merge.\2.\3"),
+    (r"hidden_states_norms\.stage(\d+)\.(.+)", lambda m: f"out_norms.{int(m[1]) - 1}.{m[2]}"),
+    (r"swin\.layernorm\.(weight|bias)", None),  # transformers 5's backbone holds SwinModel's final norm, unused
+)
+# and back, in transformers 4's names
+SWIN_BACK = (
+    (r"patch_embed\.(.+)", r"embeddings.patch_embeddings.projection.\1"),
+    (r"patch_norm\.(.+)", r"embeddings.norm.\1"),
+    (r"stages\.(\d+)\.blocks\.(\d+)\.norm1\.(.+)", r"encoder.layers.\1.blocks.\2.layernorm_before.\3"),
+    (r"stages\.(\d+)\.blocks\.(\d+)\.norm2\.(.+)", r"encoder.layers.\1.blocks.\2.layernorm_after.\3"),
+    (
+        r"stages\.(\d+)\.blocks\.(\d+)\.attn\.(query|key|value)\.(.+)",
+        r"encoder.layers.\1.blocks.\2.attention.self.\3.\4",
+    ),
+    (
+        r"stages\.(\d+)\.blocks\.(\d+)\.attn\.bias_table",
+        r"encoder.layers.\1.blocks.\2.attention.self.relative_position_bias_table",
+    ),
+    (r"stages\.(\d+)\.blocks\.(\d+)\.attn\.proj\.(.+)", r"encoder.layers.\1.blocks.\2.attention.output.dense.\3"),
+    (r"stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.(.+)", r"encoder.layers.\1.blocks.\2.intermediate.dense.\3"),
+    (r"stages\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.(.+)", r"encoder.layers.\1.blocks.\2.output.dense.\3"),
+    (r"stages\.(\d+)\.merge\.(reduction|norm)\.(.+)", r"encoder.layers.\1.downsample.\2.\3"),
+    (r"out_norms\.(\d+)\.(.+)", lambda m: f"hidden_states_norms.stage{int(m[1]) + 1}.{m[2]}"),
+)
+
+
+def _renamed(state: Mapping[str, torch.Tensor], rules, where: str) -> dict[str, torch.Tensor]:
+    """`state` with each key renamed by the first rule (pattern, replacement; None leaves the key out) that matches
+    all of it; a key no rule matches is an error naming it."""
+    compiled = [(re.compile(pattern), target) for pattern, target in rules]
     out, unknown = {}, []
     for key, value in state.items():
-        for pattern, target in rules:
+        for pattern, target in compiled:
             match = pattern.fullmatch(key)
             if match:
-                out[match.expand(target) if isinstance(target, str) else target(match)] = value
+                if target is not None:  # None: not a weight, left out
+                    out[match.expand(target) if isinstance(target, str) else target(match)] = value
                 break
         else:
             unknown.append(key)
@@ -74,16 +138,73 @@ def _convnext_name(backbone: Mapping) -> str:
     )
 
 
+def _swin_name(backbone: Mapping) -> str:
+    found = (backbone.get("embed_dim"), tuple(backbone.get("depths", ())), tuple(backbone.get("num_heads", ())))
+    window = backbone.get("window_size", 7)
+    fixed = {k: backbone.get(k, v) for k, v in SWIN_FIXED.items()}
+    if fixed != SWIN_FIXED:
+        raise CheckpointError(f"a Swin of {fixed}; ours have {SWIN_FIXED}")
+    for size, (width, depths, heads, ours) in SWIN_SIZES.items():
+        if found == (width, depths, heads):
+            if window != ours:
+                raise CheckpointError(f"a Swin {size} of window {window}; ours has {ours}")
+            return f"swin_{size}"
+    raise CheckpointError(f"a Swin of width, depths, heads {found}: none of ours ({', '.join(SWIN_SIZES)})")
+
+
+SWIN_FIXED = {"mlp_ratio": 4.0, "qkv_bias": True, "use_absolute_embeddings": False, "patch_size": 4}
+
+
+def _swin_config(encoder: str) -> dict:
+    width, depths, heads, window = SWIN_SIZES[encoder.removeprefix("swin_")]
+    return {
+        "model_type": "swin",
+        "embed_dim": width,
+        "depths": list(depths),
+        "num_heads": list(heads),
+        "window_size": window,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "drop_path_rate": 0.0,
+        "num_channels": 3,
+        **SWIN_FIXED,
+        "out_features": ["stage1", "stage2", "stage3", "stage4"],
+    }
+
+
+def _convnext_config(encoder: str) -> dict:
+    depths, widths = CONVNEXT_SIZES[encoder.removeprefix("convnext_")]
+    return {
+        "model_type": "convnext",
+        "depths": list(depths),
+        "hidden_sizes": list(widths),
+        "hidden_act": "gelu",
+        "layer_scale_init_value": 1e-6,
+        "drop_path_rate": 0.0,
+        "num_channels": 3,
+        "num_stages": 4,
+        "patch_size": 4,
+        "out_features": ["stage1", "stage2", "stage3", "stage4"],
+    }
+
+
 @dataclass(frozen=True)
 class Backbone:
-    """A backbone type of transformers: our encoder's name for its config, and its tensors renamed as ours."""
+    """A backbone type of transformers: our encoder's name for its config and its config for our encoder, and the
+    renaming of its tensors as ours and back."""
 
     encoder: Callable[[Mapping], str]
-    state: Callable[[Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]]
+    config: Callable[[str], dict]
+    to_ours: tuple
+    to_theirs: tuple
+    prefix: str  # our encoders' names of this type start so
 
 
 # backbone_config.model_type
-BACKBONES = {"convnext": Backbone(_convnext_name, _convnext_state)}
+BACKBONES = {
+    "convnext": Backbone(_convnext_name, _convnext_config, CONVNEXT, CONVNEXT_BACK, "convnext_"),
+    "swin": Backbone(_swin_name, _swin_config, SWIN, SWIN_BACK, "swin_"),
+}
 
 
 @dataclass
@@ -150,7 +271,7 @@ def read_folder(folder: str | os.PathLike) -> HFModel:
     names = [labels[k] for k in sorted(labels, key=int)]
     state = _weights(folder)
     where = f"{folder} ({kind})"
-    encoder = BACKBONES[kind].state(_under(state, "backbone"), where)
+    encoder = _renamed(_under(state, "backbone"), BACKBONES[kind].to_ours, where)
     decoder = _with_compat_buffers(_rename(_under(state, "decode_head"), DECODE_HEAD, where))
     aux = _with_compat_buffers(_rename(_under(state, "auxiliary_head"), AUX_HEAD, where))
     known = ("backbone.", "decode_head.", "auxiliary_head.")
@@ -179,3 +300,45 @@ def config_options(model: HFModel, class_info: str) -> list[str]:
         *("DATASET.imgSizes", "(512,)", "DATASET.imgMaxSize", "2048", "DATASET.pipeline", "crop"),
         *("TEST.pipeline", "mmseg", "TEST.mode", "whole", "VAL.mean_iou_over", "present"),
     ]
+
+
+def _theirs(state: Mapping[str, torch.Tensor], prefix: str, layers) -> dict[str, torch.Tensor]:
+    """A head of ours in transformers' names under `prefix`, without our synchronized batch norm's bookkeeping."""
+    state = {k: v for k, v in state.items() if not k.endswith(COMPAT_BUFFERS)}
+    return {f"{prefix}.{k}": v for k, v in _rename(state, [(o, t) for t, o in layers], prefix).items()}
+
+
+def write_folder(folder: str | os.PathLike, model: HFModel) -> None:
+    """`model` as a folder transformers' `UperNetForSemanticSegmentation.from_pretrained` loads: config.json and
+    model.safetensors (the auxiliary head when `model.aux_state` has it)."""
+    from safetensors.torch import save_file  # the `hf` extra
+
+    kind = next((k for k, b in BACKBONES.items() if model.encoder.startswith(b.prefix)), None)
+    if kind is None:
+        raise CheckpointError(f"{model.encoder}: no Hugging Face backbone of ours for it ({', '.join(BACKBONES)})")
+    backbone = BACKBONES[kind]
+    encoder = {k: v for k, v in model.encoder_state.items() if not k.endswith(COMPAT_BUFFERS)}
+    state = {f"backbone.{k}": v for k, v in _renamed(encoder, backbone.to_theirs, model.encoder).items()}
+    state |= _theirs(model.decoder_state, "decode_head", DECODE_HEAD)
+    if model.aux_state:
+        state |= _theirs(model.aux_state, "auxiliary_head", AUX_HEAD)
+    widths = ENCODERS[model.encoder].feature_channels
+    config = {
+        "architectures": ["UperNetForSemanticSegmentation"],
+        "model_type": "upernet",
+        "backbone_config": backbone.config(model.encoder),
+        "hidden_size": UPERHEAD_CHANNELS,
+        "pool_scales": list(PPM_SCALES),
+        "use_auxiliary_head": bool(model.aux_state),
+        "auxiliary_in_channels": widths[2],
+        "auxiliary_channels": 256,
+        "auxiliary_num_convs": 1,
+        "auxiliary_concat_input": False,
+        "loss_ignore_index": 255,
+        "id2label": {str(k): name for k, name in enumerate(model.class_names)},
+        "label2id": {name: k for k, name in enumerate(model.class_names)},
+    }
+    os.makedirs(folder, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, SAFETENSORS))
+    with open(os.path.join(folder, CONFIG), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)

@@ -16,6 +16,7 @@ from mit_semseg.models.convnext import ConvNeXtEncoder
 from mit_semseg.models.hrnet import hrnetv2
 from mit_semseg.models.mobilenet import mobilenetv2dilated
 from mit_semseg.models.resnet import BasicBlock, Bottleneck, GroupBottleneck, ResNetEncoder, ResNetV1cEncoder
+from mit_semseg.models.swin import SwinEncoder
 from mit_semseg.pictures import LEGEND_LIMIT, LEGEND_ROW, shares
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,10 @@ def _small_convnext(depths, widths, drop_path_rate=0.0, norm_layer=None) -> Conv
     return ConvNeXtEncoder(depths, widths, drop_path_rate)
 
 
+def _small_swin(width, depths, heads, window, drop_path_rate=0.0, norm_layer=None) -> SwinEncoder:
+    return SwinEncoder(width, depths, heads, window, drop_path_rate)
+
+
 REDUCED_ENCODERS = {
     "mobilenetv2dilated": replace(
         ENCODERS["mobilenetv2dilated"],
@@ -114,6 +119,14 @@ REDUCED_ENCODERS = {
             feature_channels=(16, 24, 32, last),
         )
         for size, last in zip(("tiny", "small", "base", "large", "xlarge"), (48, 56, 64, 72, 88))
+    },
+    **{
+        f"swin_{size}": replace(
+            ENCODERS[f"swin_{size}"],
+            build=partial(_small_swin, width, (1, 1, 2, 1), (2, 2, 4, 4), window),
+            feature_channels=tuple(width * 2**i for i in range(4)),
+        )
+        for size, width, window in (("tiny", 12, 3), ("small", 14, 3), ("base", 18, 4), ("large", 22, 4))
     },
 }
 

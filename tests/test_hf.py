@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import REPO, use_reduced_encoders
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from mit_semseg import Segmenter
+from mit_semseg import Segmenter, convert
 from mit_semseg.hub import DownloadError
 from mit_semseg.models import convnext
 from mit_semseg.models.checkpoint import CheckpointError
@@ -347,3 +347,127 @@ def test_a_hub_repository_is_fetched_once_then_read_offline(reduced, tmp_path, m
             s.model.decoder(s.model.encoder(x, return_feature_maps=True), segSize=(64, 64)) for s in (fetched, cached)
         )
     assert torch.equal(a, b)
+
+
+def test_convert_to_hf_writes_the_folder_back(reduced, tmp_path, capsys):
+    """Their folder -> ours -> `python -m mit_semseg.convert --to hf`: the same tensors under the same names (the
+    auxiliary head, which our checkpoints leave out, aside), a config with the same architecture and classes."""
+    tensors = _tensors()
+    segmenter = Segmenter.from_pretrained(str(write_folder(tmp_path / "theirs", tensors)))
+    (tmp_path / "cfg.yaml").write_text(segmenter.cfg.dump())
+    assert convert.main(["--cfg", str(tmp_path / "cfg.yaml"), "--to", "hf", str(tmp_path / "back")]) == 0
+    assert "a Hugging Face UperNet folder, convnext_tiny + uperhead, without auxiliary head" in capsys.readouterr().out
+    written = load_file(str(tmp_path / "back" / "model.safetensors"))
+    expected = {k: v for k, v in tensors.items() if not k.startswith("auxiliary_head.")}
+    assert written.keys() == expected.keys()
+    assert all(torch.equal(written[k], v) for k, v in expected.items())
+    config, original = (json.loads((tmp_path / d / "config.json").read_text()) for d in ("back", "theirs"))
+    for key in ("model_type", "hidden_size", "pool_scales", "id2label", "label2id"):
+        assert config[key] == original[key], key
+    for key in ("model_type", "depths", "hidden_sizes", "out_features", "layer_scale_init_value"):
+        assert config["backbone_config"][key] == original["backbone_config"][key], key
+    assert config["use_auxiliary_head"] is False
+    (tmp_path / "other.yaml").write_text(
+        segmenter.cfg.dump().replace("arch_decoder: uperhead", "arch_decoder: upernet")
+    )
+    assert convert.main(["--cfg", str(tmp_path / "other.yaml"), "--to", "hf", str(tmp_path / "x")]) == 2
+    assert "convnext_tiny + upernet is none of Hugging Face's UperNets here" in capsys.readouterr().err
+
+
+SWIN = (12, (1, 1, 2, 1), (2, 2, 4, 4), 3)  # the reduced swin_tiny of tests/helpers.py: width, depths, heads, window
+
+
+def _swin_tensors(transformers5=False) -> dict[str, torch.Tensor]:
+    """UperNet with a Swin backbone, by transformers 4's names (the Hub's files: q, k and v apart, the relative
+    position index saved) or 5's."""
+    width, depths, heads, window = SWIN
+    widths = tuple(width * 2**i for i in range(4))
+    t = {k: v for k, v in _tensors(DEPTHS, widths).items() if not k.startswith("backbone.")}
+    g = torch.Generator().manual_seed(2)
+    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.1
+    t["backbone.embeddings.patch_embeddings.projection.weight"] = rand(width, 3, 4, 4)
+    t["backbone.embeddings.patch_embeddings.projection.bias"] = rand(width)
+    t["backbone.embeddings.norm.weight"], t["backbone.embeddings.norm.bias"] = 1 + rand(width), rand(width)
+    index = torch.arange(window**4).view(window**2, window**2)  # any int64 of its shape: not read
+    for i, (depth, head) in enumerate(zip(depths, heads)):
+        w = widths[i]
+        for j in range(depth):
+            b = f"backbone.encoder.layers.{i}.blocks.{j}."
+            for norm in ("layernorm_before", "layernorm_after"):
+                t[f"{b}{norm}.weight"], t[f"{b}{norm}.bias"] = 1 + rand(w), rand(w)
+            names = (
+                {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+                if transformers5
+                else {"q": "self.query", "k": "self.key", "v": "self.value", "o": "output.dense"}
+            )
+            for key in "qkvo":
+                t[f"{b}attention.{names[key]}.weight"], t[f"{b}attention.{names[key]}.bias"] = rand(w, w), rand(w)
+            table = (
+                "relative_position_bias.relative_position_bias_table"
+                if transformers5
+                else "self.relative_position_bias_table"
+            )
+            t[f"{b}attention.{table}"] = rand((2 * window - 1) ** 2, head)
+            if not transformers5:
+                t[f"{b}attention.self.relative_position_index"] = index.clone()
+            mlp = ("mlp.fc1", "mlp.fc2") if transformers5 else ("intermediate.dense", "output.dense")
+            t[f"{b}{mlp[0]}.weight"], t[f"{b}{mlp[0]}.bias"] = rand(4 * w, w), rand(4 * w)
+            t[f"{b}{mlp[1]}.weight"], t[f"{b}{mlp[1]}.bias"] = rand(w, 4 * w), rand(w)
+        if i < 3:
+            d = f"backbone.encoder.layers.{i}.downsample."
+            t[f"{d}reduction.weight"] = rand(2 * w, 4 * w)
+            t[f"{d}norm.weight"], t[f"{d}norm.bias"] = 1 + rand(4 * w), rand(4 * w)
+        t[f"backbone.hidden_states_norms.stage{i + 1}.weight"] = 1 + rand(w)
+        t[f"backbone.hidden_states_norms.stage{i + 1}.bias"] = rand(w)
+    return t
+
+
+def _swin_config(**changes) -> dict:
+    width, depths, heads, window = SWIN
+    backbone = {
+        "model_type": "swin",
+        "embed_dim": width,
+        "depths": list(depths),
+        "num_heads": list(heads),
+        "window_size": window,
+        "mlp_ratio": 4.0,
+        "qkv_bias": True,
+        "use_absolute_embeddings": False,
+        "patch_size": 4,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "out_features": ["stage1", "stage2", "stage3", "stage4"],
+    }
+    backbone.update(changes)
+    return _config(backbone_config=backbone, auxiliary_in_channels=4 * width)
+
+
+def test_a_swin_folder_of_either_transformers_loads_strictly(reduced, monkeypatch, tmp_path):
+    """Swin's names of transformers 4 (the Hub's files) and 5 give the same model; a Swin of another window, MLP
+    ratio or absolute position embeddings is refused, named; and it is written back in 4's names."""
+    from mit_semseg.models import swin
+
+    monkeypatch.setitem(swin.SIZES, "tiny", SWIN)
+    models = []
+    for version, five in (("4", False), ("5", True)):
+        folder = write_folder(tmp_path / f"swin{version}", _swin_tensors(five), _swin_config())
+        models.append(Segmenter.from_pretrained(str(folder), precision="fp32"))
+    assert models[0].cfg.MODEL.arch_encoder == "swin_tiny"
+    x = torch.randn(1, 3, 45, 61, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = (m.model.decoder(m.model.encoder(x, return_feature_maps=True), segSize=(45, 61)) for m in models)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    for change, message in (
+        ({"window_size": 7}, "a Swin tiny of window 7; ours has 3"),
+        ({"mlp_ratio": 2.0}, "a Swin of .*'mlp_ratio': 2.0"),
+        ({"use_absolute_embeddings": True}, "'use_absolute_embeddings': True"),
+    ):
+        folder = write_folder(tmp_path / str(change), _swin_tensors(), _swin_config(**change))
+        with pytest.raises(CheckpointError, match=message):
+            Segmenter.from_pretrained(str(folder))
+    (tmp_path / "cfg.yaml").write_text(models[0].cfg.dump())
+    assert convert.main(["--cfg", str(tmp_path / "cfg.yaml"), "--to", "hf", str(tmp_path / "back")]) == 0
+    written = load_file(str(tmp_path / "back" / "model.safetensors"))
+    original = {k: v for k, v in _swin_tensors().items() if not k.startswith("auxiliary_head.")}
+    expected = {k: v for k, v in original.items() if not k.endswith("relative_position_index")}
+    assert written.keys() == expected.keys() and all(torch.equal(written[k], v) for k, v in expected.items())

@@ -11,7 +11,7 @@ from mit_semseg.nn import SynchronizedBatchNorm2d
 
 DILATED = ["mobilenetv2dilated", "resnet18dilated", "resnet50dilated", "resnet101dilated", "resnext101dilated"]
 DILATED += ["resnet50v1cdilated"]  # resnet101v1c's reduced variant is resnet50v1c's at other widths
-PLAIN = ["resnet18", "resnet50", "resnet101", "resnext101", "resnet50v1c", "hrnetv2", "convnext_tiny"]
+PLAIN = ["resnet18", "resnet50", "resnet101", "resnext101", "resnet50v1c", "hrnetv2", "convnext_tiny", "swin_tiny"]
 # the pairs run again with the other CPUs' kernels (`numeric`): one encoder of each block family and stem, every decoder
 ON_EVERY_KERNEL = {"mobilenetv2dilated", "resnet18dilated", "resnext101dilated", "resnet50v1cdilated", "hrnetv2"}
 NUM_CLASS = 7
@@ -24,7 +24,9 @@ def _decoders_for(encoder):
     if encoder in DILATED:
         names += ["c1_deepsup", "ppm_deepsup"]
     if encoder != "hrnetv2":
-        names += ["upernet", "upernet_lite"] + (["uperhead"] if "v1c" in encoder or "convnext" in encoder else [])
+        names += ["upernet", "upernet_lite"] + (
+            ["uperhead"] if encoder.startswith(("resnet50v1c", "convnext", "swin")) else []
+        )
     return names
 
 
@@ -209,6 +211,7 @@ def test_registries_list_every_architecture():
         "resnet101v1cdilated",
         "hrnetv2",
         *(f"convnext_{size}" for size in ("tiny", "small", "base", "large", "xlarge")),
+        *(f"swin_{size}" for size in ("tiny", "small", "base", "large")),
     }
     assert set(DECODERS) == {
         "c1",

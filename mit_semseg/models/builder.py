@@ -11,7 +11,7 @@ from torch import nn
 from ..hub import DownloadError, pretrained_path
 from ..nn import SynchronizedBatchNorm2d
 from ..nn.batchnorm import COMPAT_BUFFERS, ORIGINAL_BN_MOMENTUM
-from . import convnext, decoders, hrnet, mobilenet, resnet, upp
+from . import convnext, decoders, hrnet, mobilenet, resnet, swin, upp
 from .checkpoint import OPTIONAL_KEYS, load_weights
 
 
@@ -71,10 +71,14 @@ ENCODERS: dict[str, EncoderSpec] = {
         ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."),
         bn_momentum=hrnet.HRNET_BN_MOMENTUM,
     ),
-    # ConvNeXt: layer norms only; its ImageNet weights are not fetched yet (MODEL.pretrained False)
+    # ConvNeXt and Swin: layer norms only; their ImageNet weights are not fetched yet (MODEL.pretrained False)
     **{
         f"convnext_{size}": EncoderSpec(partial(convnext.convnext, size), widths, "", (), drop_path=True)
         for size, (_, widths) in convnext.SIZES.items()
+    },
+    **{
+        f"swin_{size}": EncoderSpec(partial(swin.swin, size), swin.feature_channels(size), "", (), drop_path=True)
+        for size in swin.SIZES
     },
 }
 
