@@ -247,6 +247,48 @@ def test_presets_cover_the_table():
         } <= names
 
 
+def _resnet_recipe(cfg, depth, head, crop):
+    """mmsegmentation's ResNet models: ResNetV1c (D8 for PSPNet), its heads (PSPHead's dropout is the ppm decoder's
+    own), SGD to a floor of 1e-4, and its test: whole images at its test scale, or 769 windows every 513 at
+    (2049, 1025), corners aligned."""
+    pspnet = head == "pspnet"
+    assert cfg.MODEL.arch_encoder == f"{depth}v1c" + ("dilated" if pspnet else "")
+    assert (cfg.MODEL.arch_decoder, cfg.MODEL.decoder_dropout) == (("ppm", 0.0) if pspnet else ("uperhead", 0.1))
+    assert cfg.TRAIN.optim == "SGD" and cfg.TRAIN.lr_min == 1e-4 and cfg.TRAIN.warmup_iters == 0
+    aligned = crop == (769, 769)
+    assert cfg.MODEL.align_corners == aligned and cfg.TEST.mode == ("slide" if aligned else "whole")
+    if aligned:
+        assert (cfg.TEST.crop_size, cfg.TEST.stride, cfg.DATASET.imgSizes, cfg.DATASET.imgMaxSize) == (
+            769,
+            513,
+            (1025,),
+            2049,
+        )
+
+
+def _transformer_recipe(cfg, encoder, head, crop):
+    """mmsegmentation's ConvNeXt and Swin UperNets: AdamW with its warm-up, poly 1.0 to 0, stochastic depth; ConvNeXt
+    with stage-wise rate decay and no decay on 1-D parameters, tested in 512 windows every 341; Swin with no decay on
+    its norms and bias tables, tested on whole images."""
+    t, convnext = cfg.TRAIN, encoder.startswith("convnext")
+    assert (cfg.MODEL.arch_encoder, cfg.MODEL.arch_decoder, head) == (encoder, "uperhead", "upernet")
+    assert (t.optim, t.betas, t.warmup_iters, t.warmup_ratio, t.lr_pow, t.lr_min) == (
+        "AdamW",
+        (0.9, 0.999),
+        1500,
+        1e-6,
+        1.0,
+        0.0,
+    )
+    assert cfg.MODEL.drop_path_rate > 0 and t.batch_size_per_gpu * 8 == 16
+    if convnext:
+        assert (t.lr_encoder, t.weight_decay, t.no_decay, t.lr_decay_rate) == (1e-4, 0.05, ("ndim1",), 0.9)
+        assert (cfg.TEST.mode, cfg.TEST.crop_size, cfg.TEST.stride) == ("slide", 512, 341)
+    else:
+        assert (t.lr_encoder, t.weight_decay, t.no_decay, t.lr_decay_rate) == (6e-5, 0.01, ("norm", "bias_table"), 0.0)
+        assert cfg.TEST.mode == "whole"
+
+
 def _shorter_schedule(preset):
     """The preset of the same recipe with the next shorter schedule, if there is one."""
     family = preset.stem.rsplit("-", 1)[0]
@@ -268,23 +310,10 @@ def test_every_preset_builds_and_trains_a_few_iterations(preset, scenes, tmp_pat
     iterations = int(preset.stem.split("-")[-1][:-1]) * 1000
     crop = tuple(int(s) for s in preset.stem.split("-")[-2].split("x"))
     assert cfg.TRAIN.num_epoch * cfg.TRAIN.epoch_iters == iterations and tuple(cfg.DATASET.crop_size) == crop
-    assert cfg.DATASET.pipeline == "crop" and cfg.MODEL.aux_head == "fcn" and cfg.TRAIN.lr_min == 1e-4
-    # mmsegmentation's models: ResNetV1c (D8 for PSPNet), its heads (PSPHead's dropout is the ppm decoder's own)
-    _, depth, head, _, _ = preset.stem.split("-")
-    pspnet = head == "pspnet"
-    assert cfg.MODEL.arch_encoder == f"{depth}v1c" + ("dilated" if pspnet else "")
-    assert (cfg.MODEL.arch_decoder, cfg.MODEL.decoder_dropout) == (("ppm", 0.0) if pspnet else ("uperhead", 0.1))
-    # and its test pipeline: whole images at its test scale, or 769 windows every 513 at (2049, 1025), corners aligned
+    assert cfg.DATASET.pipeline == "crop" and cfg.MODEL.aux_head == "fcn"
     assert cfg.TEST.pipeline == "mmseg" and cfg.VAL.mean_iou_over == "present"
-    aligned = crop == (769, 769)
-    assert cfg.MODEL.align_corners == aligned and cfg.TEST.mode == ("slide" if aligned else "whole")
-    if aligned:
-        assert (cfg.TEST.crop_size, cfg.TEST.stride, cfg.DATASET.imgSizes, cfg.DATASET.imgMaxSize) == (
-            769,
-            513,
-            (1025,),
-            2049,
-        )
+    _, encoder, head, _, _ = preset.stem.split("-")
+    (_resnet_recipe if encoder.startswith("resnet") else _transformer_recipe)(cfg, encoder, head, crop)
     shorter = _shorter_schedule(preset)
     if shorter is not None:  # the same recipe as a shorter schedule's preset, which trains below: only longer
         same, other = _flat(load_config(shorter)), _flat(cfg)

@@ -90,7 +90,20 @@ _C.TRAIN.batch_size_per_gpu = 2
 _C.TRAIN.num_epoch = 20
 _C.TRAIN.start_epoch = 0
 _C.TRAIN.epoch_iters = 5000
+# SGD (the original's; TRAIN.beta1 its momentum) or AdamW (TRAIN.betas), as mmsegmentation trains ConvNeXt and Swin
 _C.TRAIN.optim = "SGD"
+_C.TRAIN.betas = (0.9, 0.999)
+# words of the parameter names that take no weight decay ("ndim1": every 1-D parameter, as mmsegmentation's layer
+# decay rule; "norm", "bias_table": its Swin configs'); empty: the original's rule, only conv and linear weights decay
+_C.TRAIN.no_decay = ()
+# mmsegmentation's stage-wise learning-rate decay of the encoder (ConvNeXt): stage i's rate times
+# lr_decay_rate ** (lr_decay_layers + 1 - (i + 1)), the stem's the smallest; 0: off
+_C.TRAIN.lr_decay_rate = 0.0
+_C.TRAIN.lr_decay_layers = 0
+# a linear warm-up of this many iterations (from warmup_ratio times the rate) before the poly schedule, which then
+# runs over the iterations after it (mmsegmentation's LinearLR then PolyLR); 0: none
+_C.TRAIN.warmup_iters = 0
+_C.TRAIN.warmup_ratio = 1e-6
 _C.TRAIN.lr_encoder = 0.02
 _C.TRAIN.lr_decoder = 0.02
 # power of the poly learning-rate schedule

@@ -144,8 +144,17 @@ def _check_training(cfg: CfgNode) -> None:
         )
     if t.amp not in ("none", "bf16", "fp16", "auto"):
         raise ConfigError(f"TRAIN.amp must be none, bf16, fp16 or auto, got '{t.amp}'")
-    if t.optim.lower() != "sgd":
-        raise ConfigError(f"TRAIN.optim: only SGD is supported, got '{t.optim}'")
+    if t.optim.lower() not in ("sgd", "adamw"):
+        raise ConfigError(f"TRAIN.optim must be SGD or AdamW, got '{t.optim}'")
+    if t.lr_decay_rate and (not 0.0 < t.lr_decay_rate <= 1.0 or t.lr_decay_layers < 1):
+        raise ConfigError(
+            f"TRAIN.lr_decay_rate {t.lr_decay_rate} needs a rate in (0, 1] and TRAIN.lr_decay_layers 1 or more, "
+            f"got {t.lr_decay_layers}"
+        )
+    if t.warmup_iters < 0 or not 0.0 < t.warmup_ratio <= 1.0:
+        raise ConfigError(
+            f"TRAIN.warmup_iters must be 0 or more and TRAIN.warmup_ratio in (0, 1]: {t.warmup_iters}, {t.warmup_ratio}"
+        )
     _check_positive(cfg, ("TRAIN.batch_size_per_gpu", "TRAIN.num_epoch", "TRAIN.epoch_iters", "TRAIN.accum_steps"))
     for key in ("TRAIN.eval_period", "TRAIN.keep_last", "VAL.max_images"):
         section, name = key.split(".")

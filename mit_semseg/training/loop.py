@@ -24,7 +24,7 @@ from ..tasks import Stage, stage_for
 from .hooks import CheckpointHook, FiniteLossHook, HistoryHook, ProgressHook, TrainingError
 from .init_from import init_from
 from .monitor import setup_logging
-from .optim import build_optimizer
+from .optim import OptimizerSettings, build_optimizer
 from .record import RunRecordHook
 from .state import set_rng_state, training_parts
 from .trainer import Hook, Position, Schedule, Trainer
@@ -223,7 +223,7 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
     per_step = 1 if runtime.distributed else len(runtime.devices)
     batches_for = _training_data(stage, runtime, per_step, t.accum_steps, pin_memory=device.type == "cuda")
     model, memory_format = _model(stage, cfg, device, resume)
-    optimizer = build_optimizer(model, stage.lr_encoder, stage.lr_decoder, t.beta1, t.weight_decay)
+    optimizer = build_optimizer(model, stage.lr_encoder, stage.lr_decoder, OptimizerSettings.from_config(t))
     amp = training_amp(t.amp, device)
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("TRAIN.amp fp16 needs a GPU; on the CPU use bf16")
@@ -239,6 +239,8 @@ def train(cfg, runtime: Runtime, resume: bool = False, stop_after_epoch: int | N
         stop_after_epoch,
         stage.lr_min,
         t.accum_steps,
+        t.warmup_iters,
+        t.warmup_ratio,
     )
     log.info(
         "training %s + %s%s on %s for epochs %d..%d, %d iterations each, precision %s",

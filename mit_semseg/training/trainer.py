@@ -40,6 +40,8 @@ class Schedule:
     stop_after_epoch: int | None = None  # end the run (resumably) once this epoch is done
     lr_min: float = 0.0  # the poly schedule's floor
     accum_steps: int = 1  # forward-backward passes of `per_step` batches per optimisation step (an iteration)
+    warmup_iters: int = 0  # a linear warm-up before the poly schedule (`optim.scheduled_lr`)
+    warmup_ratio: float = 1e-6
 
     @property
     def batches_per_iteration(self) -> int:
@@ -222,7 +224,7 @@ class Trainer:
         while position.iteration < s.epoch_iters and not self.stop.requested:
             groups = [g for g in (self._group(batches) for _ in range(s.accum_steps)) if g]
             data_time = time.perf_counter() - tick
-            set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow, s.lr_min)
+            set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow, s.lr_min, s.warmup_iters, s.warmup_ratio)
             if groups:
                 loss, stats = train_step(
                     self.step_module,
