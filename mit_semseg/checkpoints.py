@@ -193,6 +193,17 @@ def hf_model(source: str) -> tuple[str, str, list[str]]:
     )
 
 
+def hub_imagenet(encoder: str, repo_id: str) -> str:
+    """The ImageNet weights of our `encoder` from the Hugging Face Hub's classification model `repo_id` (fetched
+    into huggingface_hub's cache), converted into our encoder's file once, in the cache's `converted/` folder."""
+    path = os.path.join(hub.cache_dir(), "converted", f"imagenet-{repo_id.replace('/', '--')}-{encoder}.pth")
+    if not os.path.isfile(path):
+        state = hf.imagenet_state(hub.hf_snapshot(repo_id), encoder)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_save(state, path)
+    return path
+
+
 def _released_folder(name: str) -> str:
     return os.path.join(hub.cache_dir(), "ckpt", name)
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 
 from .mmseg import FCN_AUX, HEADS, _rename, _under, _with_compat_buffers
-from .models.builder import ENCODERS
 from .models.checkpoint import CheckpointError
 from .models.convnext import SIZES as CONVNEXT_SIZES
 from .models.decoders import PPM_SCALES
 from .models.swin import SIZES as SWIN_SIZES
+from .models.swin import feature_channels as swin_widths
 from .nn.batchnorm import COMPAT_BUFFERS
 
 CONFIG, SAFETENSORS, PICKLED = "config.json", "model.safetensors", "pytorch_model.bin"
@@ -197,13 +197,31 @@ class Backbone:
     config: Callable[[str], dict]
     to_ours: tuple
     to_theirs: tuple
+    widths: Callable[[str], tuple[int, ...]]  # our encoder's map widths
     prefix: str  # our encoders' names of this type start so
+    test: tuple[str, ...]  # the test of mmsegmentation's ADE20K configs of these UperNets, as our config's options
 
 
 # backbone_config.model_type
 BACKBONES = {
-    "convnext": Backbone(_convnext_name, _convnext_config, CONVNEXT, CONVNEXT_BACK, "convnext_"),
-    "swin": Backbone(_swin_name, _swin_config, SWIN, SWIN_BACK, "swin_"),
+    "convnext": Backbone(
+        _convnext_name,
+        _convnext_config,
+        CONVNEXT,
+        CONVNEXT_BACK,
+        lambda name: CONVNEXT_SIZES[name.removeprefix("convnext_")][1],
+        "convnext_",
+        ("TEST.mode", "slide", "TEST.crop_size", "512", "TEST.stride", "341"),
+    ),
+    "swin": Backbone(
+        _swin_name,
+        _swin_config,
+        SWIN,
+        SWIN_BACK,
+        lambda name: swin_widths(name.removeprefix("swin_")),
+        "swin_",
+        ("TEST.mode", "whole"),
+    ),
 }
 
 
@@ -283,11 +301,12 @@ def read_folder(folder: str | os.PathLike) -> HFModel:
 
 def config_options(model: HFModel, class_info: str) -> list[str]:
     """Our config of the model (over the defaults): its encoder, `uperhead`, its classes (`class_info`, a class table
-    of its names), and mmsegmentation's ADE20K test pipeline its UperNets were trained with (the short side 512,
-    the long at most 2048, whole images, mean IoU over the classes present)."""
-
+    of its names), and the test of mmsegmentation's ADE20K configs its UperNets were trained with (the short side
+    512, the long at most 2048; ConvNeXt in 512 windows every 341, Swin whole images; mean IoU over the classes
+    present)."""
+    backbone = next(b for b in BACKBONES.values() if model.encoder.startswith(b.prefix))
     return [
-        *("MODEL.arch_encoder", model.encoder, "MODEL.fc_dim", str(ENCODERS[model.encoder].fc_dim)),
+        *("MODEL.arch_encoder", model.encoder, "MODEL.fc_dim", str(backbone.widths(model.encoder)[-1])),
         *(
             "MODEL.arch_decoder",
             "uperhead",
@@ -298,7 +317,7 @@ def config_options(model: HFModel, class_info: str) -> list[str]:
         ),
         *("DATASET.num_class", str(len(model.class_names)), "DATASET.class_info", class_info),
         *("DATASET.imgSizes", "(512,)", "DATASET.imgMaxSize", "2048", "DATASET.pipeline", "crop"),
-        *("TEST.pipeline", "mmseg", "TEST.mode", "whole", "VAL.mean_iou_over", "present"),
+        *("TEST.pipeline", "mmseg", *backbone.test, "VAL.mean_iou_over", "present"),
     ]
 
 
@@ -322,7 +341,7 @@ def write_folder(folder: str | os.PathLike, model: HFModel) -> None:
     state |= _theirs(model.decoder_state, "decode_head", DECODE_HEAD)
     if model.aux_state:
         state |= _theirs(model.aux_state, "auxiliary_head", AUX_HEAD)
-    widths = ENCODERS[model.encoder].feature_channels
+    widths = backbone.widths(model.encoder)
     config = {
         "architectures": ["UperNetForSemanticSegmentation"],
         "model_type": "upernet",
@@ -342,3 +361,23 @@ def write_folder(folder: str | os.PathLike, model: HFModel) -> None:
     save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, SAFETENSORS))
     with open(os.path.join(folder, CONFIG), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
+
+
+def imagenet_state(folder: str | os.PathLike, encoder: str) -> dict[str, torch.Tensor]:
+    """Our `encoder`'s state from a Hugging Face image classification folder of its backbone (`ConvNextFor...`,
+    `SwinFor...`: the backbone under `convnext.` or `swin.`, its final norm and classifier left out); the maps'
+    norms, which a classifier has not, at their start (weight 1, bias 0)."""
+    folder = os.fspath(folder)
+    config = read_config(folder)
+    kind = config.get("model_type")
+    if kind not in BACKBONES or not encoder.startswith(BACKBONES[kind].prefix):
+        raise CheckpointError(f"{folder}: a '{kind}' model, not ImageNet weights of {encoder}")
+    backbone = BACKBONES[kind]
+    found = backbone.encoder(config)
+    if found != encoder:
+        raise CheckpointError(f"{folder}: ImageNet weights of {found}, not of {encoder}")
+    state = {k: v for k, v in _under(_weights(folder), kind).items() if not k.startswith("layernorm.")}
+    ours = _renamed(state, backbone.to_ours, f"{folder} ({kind})")
+    for i, width in enumerate(backbone.widths(encoder)):
+        ours[f"out_norms.{i}.weight"], ours[f"out_norms.{i}.bias"] = torch.ones(width), torch.zeros(width)
+    return ours

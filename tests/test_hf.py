@@ -2,6 +2,7 @@
 built here from the facts (key names, shapes, config fields) for a reduced ConvNeXt, and loaded strictly: the model
 equals UperNet computed by hand from the folder's own tensors in float64. No transformers, no internet."""
 
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -18,9 +19,11 @@ from helpers import REPO, use_reduced_encoders
 from safetensors.torch import load_file, save_file
 
 from mit_semseg import Segmenter, convert
+from mit_semseg.config import load_config
 from mit_semseg.hub import DownloadError
 from mit_semseg.models import convnext
 from mit_semseg.models.checkpoint import CheckpointError
+from mit_semseg.tasks import task_for
 
 DEPTHS, WIDTHS = (1, 1, 2, 1), (16, 24, 32, 48)  # the reduced convnext_tiny of tests/helpers.py
 CLASSES = ["wall", "floor", "sky", "tree", "person"]
@@ -206,11 +209,9 @@ def test_a_folder_loads_strictly_and_equals_upernet_by_hand(reduced, tmp_path, p
     folder = write_folder(tmp_path / "upernet-convnext-tiny", tensors, pickled=pickled)
     segmenter = Segmenter.from_pretrained(str(folder), precision="fp32")
     assert segmenter.class_names == CLASSES and segmenter.cfg.MODEL.arch_encoder == "convnext_tiny"
-    assert (segmenter.cfg.TEST.pipeline, segmenter.cfg.DATASET.imgSizes, segmenter.cfg.MODEL.arch_decoder) == (
-        "mmseg",
-        (512,),
-        "uperhead",
-    )
+    test = segmenter.cfg.TEST  # mmsegmentation's ConvNeXt configs' test: 512 windows every 341
+    assert (test.pipeline, test.mode, test.crop_size, test.stride) == ("mmseg", "slide", 512, 341)
+    assert (segmenter.cfg.DATASET.imgSizes, segmenter.cfg.MODEL.arch_decoder) == ((512,), "uperhead")
     x = torch.randn(2, 3, 70, 90, generator=torch.Generator().manual_seed(1))
     model = segmenter.model
     with torch.no_grad():
@@ -318,27 +319,56 @@ class _Hub(BaseHTTPRequestHandler):
 HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
+@contextlib.contextmanager
+def serving_hub(repo, folder, monkeypatch):
+    """`folder`'s files as the Hub's repository `repo`, on 127.0.0.1 (HF_ENDPOINT), until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    server.repo, server.requests = repo, []
+    server.files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_imagenet_weights_come_from_the_hub_classifier(reduced, tmp_path, monkeypatch):
+    """MODEL.pretrained: ConvNeXt's ImageNet weights from facebook/convnext-tiny-224 (a ConvNextForImageClassification
+    folder: the backbone under `convnext.`, its final norm and classifier left out), the maps' norms at their start."""
+    backbone = {k.removeprefix("backbone."): v for k, v in _tensors().items() if k.startswith("backbone.")}
+    classifier = {f"convnext.{k}": v for k, v in backbone.items() if not k.startswith("hidden_states_norms")}
+    classifier |= {
+        "convnext.layernorm.weight": torch.ones(WIDTHS[-1]),
+        "convnext.layernorm.bias": torch.zeros(WIDTHS[-1]),
+    }
+    classifier |= {"classifier.weight": torch.zeros(1000, WIDTHS[-1]), "classifier.bias": torch.zeros(1000)}
+    config = {"model_type": "convnext", "depths": list(DEPTHS), "hidden_sizes": list(WIDTHS), "num_labels": 1000}
+    folder = tmp_path / "convnext-tiny-224"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file(classifier, str(folder / "model.safetensors"))
+    preset = REPO / "config/ade20k-convnext_tiny-upernet-512x512-160k.yaml"
+    cfg = load_config(preset, ["MODEL.fc_dim", str(WIDTHS[-1]), "MODEL.pretrained", "True"])
+    with serving_hub("facebook/convnext-tiny-224", folder, monkeypatch):
+        encoder = task_for(cfg).model.build().encoder.state_dict()
+    assert torch.equal(encoder["downsample.0.0.weight"], backbone["embeddings.patch_embeddings.weight"])
+    assert torch.equal(encoder["stages.2.1.gamma"], backbone["encoder.stages.2.layers.1.layer_scale_parameter"])
+    assert torch.equal(encoder["out_norms.3.weight"], torch.ones(WIDTHS[-1]))  # not in a classifier: at its start
+
+
 def test_a_hub_repository_is_fetched_once_then_read_offline(reduced, tmp_path, monkeypatch):
     """Segmenter.from_pretrained("openmmlab/upernet-convnext-tiny") through huggingface_hub from a Hub on 127.0.0.1
     (HF_ENDPOINT), then from its cache with HF_HUB_OFFLINE; an unknown repository is named."""
-    tensors = _tensors()
-    folder = write_folder(tmp_path / "files", tensors)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    server.repo, server.requests = "openmmlab/upernet-convnext-tiny", []
-    server.files = {p.name: p.read_bytes() for p in folder.iterdir()}
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    folder = write_folder(tmp_path / "files", _tensors())
+    with serving_hub("openmmlab/upernet-convnext-tiny", folder, monkeypatch) as server:
         fetched = Segmenter.from_pretrained("openmmlab/upernet-convnext-tiny", precision="fp32")
         assert any(r.endswith("/model.safetensors") for r in server.requests) and fetched.class_names == CLASSES
         with pytest.raises(
             DownloadError, match="cannot fetch openmmlab/upernet-convnext-base from the Hugging Face Hub"
         ):
             Segmenter.from_pretrained("openmmlab/upernet-convnext-base")
-    finally:
-        server.shutdown()
-        server.server_close()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cached = Segmenter.from_pretrained("openmmlab/upernet-convnext-tiny", precision="fp32")
     x = torch.randn(1, 3, 64, 64)
@@ -452,7 +482,7 @@ def test_a_swin_folder_of_either_transformers_loads_strictly(reduced, monkeypatc
     for version, five in (("4", False), ("5", True)):
         folder = write_folder(tmp_path / f"swin{version}", _swin_tensors(five), _swin_config())
         models.append(Segmenter.from_pretrained(str(folder), precision="fp32"))
-    assert models[0].cfg.MODEL.arch_encoder == "swin_tiny"
+    assert models[0].cfg.MODEL.arch_encoder == "swin_tiny" and models[0].cfg.TEST.mode == "whole"
     x = torch.randn(1, 3, 45, 61, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         a, b = (m.model.decoder(m.model.encoder(x, return_feature_maps=True), segSize=(45, 61)) for m in models)

@@ -32,7 +32,8 @@ def _groups_of(optimizer):
 
 def test_convnext_stage_wise_decay_and_no_decay_on_1d_parameters(monkeypatch):
     use_reduced_encoders(monkeypatch)
-    cfg = load_config(REPO / "config/ade20k-convnext_tiny-upernet-512x512-160k.yaml", ["MODEL.fc_dim", "48"])
+    preset = REPO / "config/ade20k-convnext_tiny-upernet-512x512-160k.yaml"
+    cfg = load_config(preset, ["MODEL.fc_dim", "48", "MODEL.pretrained", "False"])
     model = task_for(cfg).model.build()
     optimizer = build_optimizer(model, 1e-4, 1e-4, OptimizerSettings.from_config(cfg.TRAIN))
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.999)
@@ -50,7 +51,8 @@ def test_convnext_stage_wise_decay_and_no_decay_on_1d_parameters(monkeypatch):
 
 def test_swin_no_decay_on_norms_and_bias_tables_only(monkeypatch):
     use_reduced_encoders(monkeypatch)
-    cfg = load_config(REPO / "config/ade20k-swin_tiny-upernet-512x512-160k.yaml", ["MODEL.fc_dim", "96"])
+    preset = REPO / "config/ade20k-swin_tiny-upernet-512x512-160k.yaml"
+    cfg = load_config(preset, ["MODEL.fc_dim", "96", "MODEL.pretrained", "False"])
     model = task_for(cfg).model.build()
     groups = _groups_of(build_optimizer(model, 6e-5, 6e-5, OptimizerSettings.from_config(cfg.TRAIN)))
     for name, p in model.named_parameters():

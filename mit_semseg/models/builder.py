@@ -24,6 +24,7 @@ class EncoderSpec:
     bn_momentum: float | None = None  # fixed by the architecture (HRNet); None: the builder's value
     imagenet_folder: str = ""  # where `imagenet_file` is on OpenMMLab's download site; "": the original's server
     drop_path: bool = False  # whether it takes a stochastic depth rate (MODEL.drop_path_rate)
+    imagenet_hub: str = ""  # its ImageNet model on the Hugging Face Hub (`checkpoints.hub_imagenet`), else ""
 
     @property
     def fc_dim(self) -> int:
@@ -71,14 +72,34 @@ ENCODERS: dict[str, EncoderSpec] = {
         ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."),
         bn_momentum=hrnet.HRNET_BN_MOMENTUM,
     ),
-    # ConvNeXt and Swin: layer norms only; their ImageNet weights are not fetched yet (MODEL.pretrained False)
+    # ConvNeXt and Swin: layer norms only; their ImageNet models on the Hugging Face Hub (those mmsegmentation's
+    # ADE20K UperNets train from: ImageNet-1k for ConvNeXt tiny to base and Swin tiny and small, 22k for the others)
     **{
-        f"convnext_{size}": EncoderSpec(partial(convnext.convnext, size), widths, "", (), drop_path=True)
-        for size, (_, widths) in convnext.SIZES.items()
+        f"convnext_{size}": EncoderSpec(
+            partial(convnext.convnext, size),
+            widths,
+            "",
+            (),
+            drop_path=True,
+            imagenet_hub=f"facebook/convnext-{size}-{hub}",
+        )
+        for size, (_, widths), hub in zip(
+            convnext.SIZES, convnext.SIZES.values(), ("224", "224", "224", "224-22k", "224-22k")
+        )
     },
     **{
-        f"swin_{size}": EncoderSpec(partial(swin.swin, size), swin.feature_channels(size), "", (), drop_path=True)
-        for size in swin.SIZES
+        f"swin_{size}": EncoderSpec(
+            partial(swin.swin, size),
+            swin.feature_channels(size),
+            "",
+            (),
+            drop_path=True,
+            imagenet_hub=f"microsoft/swin-{size}-{hub}",
+        )
+        for size, hub in zip(
+            swin.SIZES,
+            ("patch4-window7-224", "patch4-window7-224", "patch4-window12-384-in22k", "patch4-window12-384-in22k"),
+        )
     },
 }
 
@@ -135,7 +156,10 @@ def build_encoder(
     if weights:
         load_weights(net, weights)
     elif pretrained and not spec.imagenet_file:
-        raise DownloadError(f"no ImageNet weights for {arch} yet: build it without (MODEL.pretrained False)")
+        raise DownloadError(
+            f"{arch}'s ImageNet weights are on the Hugging Face Hub ({spec.imagenet_hub}): a model's config fetches "
+            "them (MODEL.pretrained True); or build it without (MODEL.pretrained False)"
+        )
     elif pretrained:
         try:
             path = pretrained_path(spec.imagenet_file, spec.imagenet_folder)

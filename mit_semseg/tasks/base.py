@@ -45,7 +45,9 @@ class TaskModel:
         m = self.cfg.MODEL
         weights = weights or {"encoder": m.weights_encoder, "decoder": m.weights_decoder}
         imagenet = m.pretrained and not (inference or m.init_from)  # init_from brings its own encoder weights
-        encoder = build_encoder(m.arch_encoder, weights["encoder"], imagenet, m.bn_momentum, m.drop_path_rate)
+        hub = ENCODERS[m.arch_encoder].imagenet_hub if imagenet and not weights["encoder"] else ""
+        encoder_weights = checkpoints.hub_imagenet(m.arch_encoder, hub) if hub else weights["encoder"]
+        encoder = build_encoder(m.arch_encoder, encoder_weights, imagenet, m.bn_momentum, m.drop_path_rate)
         decoder = build_decoder(
             m.arch_decoder,
             ENCODERS[m.arch_encoder].feature_channels,
