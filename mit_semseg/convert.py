@@ -47,6 +47,14 @@ def _aux_state(cfg, encoder_state: dict, aux_from: str | None) -> dict:
     return state.get("training_parts", {}).get("aux_head", {})
 
 
+def _checkpoint(cfg, checkpoint: str) -> tuple[list[str], dict, dict]:
+    """The class names, and the encoder's and decoder's weights of the config's `checkpoint`."""
+    task = task_for(cfg)
+    files = task.model.files(checkpoint)
+    encoder, decoder = (torch.load(files[p], map_location="cpu", weights_only=True) for p in ("encoder", "decoder"))
+    return task.prediction.class_names(), encoder, decoder
+
+
 def to_mmseg(cfg, checkpoint: str, out: str, aux_from: str | None = None) -> mmseg.Parts:
     """Write the model `checkpoint` of the config `cfg` as mmsegmentation's file `out`; returns what was written."""
     m = cfg.MODEL
@@ -55,10 +63,7 @@ def to_mmseg(cfg, checkpoint: str, out: str, aux_from: str | None = None) -> mms
             f"--to mmseg: {m.arch_encoder} + {m.arch_decoder} is none of mmsegmentation's models here "
             f"(encoders {', '.join(mmseg.ENCODERS)}; decoders uperhead, ppm)"
         )
-    task = task_for(cfg)
-    files = task.model.files(checkpoint)
-    encoder, decoder = (torch.load(files[p], map_location="cpu", weights_only=True) for p in ("encoder", "decoder"))
-    names = task.prediction.class_names()
+    names, encoder, decoder = _checkpoint(cfg, checkpoint)
     colors = config_colors(cfg)[: len(names)].tolist()
     meta = {"CLASSES": names, "PALETTE": colors, "dataset_meta": {"classes": names, "palette": colors}}
     parts = mmseg.Parts(m.arch_decoder, encoder, decoder, _aux_state(cfg, encoder, aux_from), meta)
@@ -76,12 +81,8 @@ def to_hf(cfg, checkpoint: str, out: str, aux_from: str | None = None) -> hf.HFM
             f"--to hf: {m.arch_encoder} + {m.arch_decoder} is none of Hugging Face's UperNets here "
             f"(encoders {', '.join(p + '*' for p in backbones)}; decoder uperhead)"
         )
-    task = task_for(cfg)
-    files = task.model.files(checkpoint)
-    encoder, decoder = (torch.load(files[p], map_location="cpu", weights_only=True) for p in ("encoder", "decoder"))
-    model = hf.HFModel(
-        m.arch_encoder, task.prediction.class_names(), encoder, decoder, _aux_state(cfg, encoder, aux_from)
-    )
+    names, encoder, decoder = _checkpoint(cfg, checkpoint)
+    model = hf.HFModel(m.arch_encoder, names, encoder, decoder, _aux_state(cfg, encoder, aux_from))
     hf.write_folder(out, model)
     return model
 
