@@ -4,7 +4,9 @@ A folder as transformers' `save_pretrained` writes it (`openmmlab/upernet-convne
 (`model_type` upernet; `backbone_config` with its `model_type`, `depths` and `hidden_sizes`; the head's
 `hidden_size`, `pool_scales`; `use_auxiliary_head`; `id2label`) and the weights in `model.safetensors` (read without
 pickle) or `pytorch_model.bin`. Its UperNetHead is mmsegmentation's UPerHead, our `uperhead`, with other names
-(`batch_norm` for `bn`, `classifier` for `conv_seg`); its ConvNeXt backbone is ours with other names.
+(`batch_norm` for `bn`, `classifier` for `conv_seg`); its ConvNeXt and Swin backbones are ours with other names
+(Swin's in transformers 4's, the Hub's files, or 5's). `write_folder` writes ours back; `imagenet_state` reads an
+image classification folder of a backbone as our encoder's ImageNet weights.
 """
 
 from __future__ import annotations
