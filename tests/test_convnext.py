@@ -83,7 +83,7 @@ def test_each_size_has_the_papers_layout(size):
 
 
 def test_imagenet_weights_and_stochastic_depth_are_asked_for_plainly():
-    with pytest.raises(DownloadError, match="no ImageNet weights for convnext_tiny yet"):
+    with pytest.raises(DownloadError, match="convnext_tiny.s ImageNet weights are on the Hugging Face Hub .facebook"):
         build_encoder("convnext_tiny", pretrained=True)
     opts = ["MODEL.arch_encoder", "resnet50", "MODEL.fc_dim", "2048", "MODEL.drop_path_rate", "0.2"]
     with pytest.raises(ConfigError, match="MODEL.drop_path_rate 0.2: a rate in .* of an encoder that has it"):
