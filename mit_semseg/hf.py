@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .mmseg import FCN_AUX, HEADS, _rename, _under, _with_compat_buffers
+from .mmseg import FCN_AUX, HEADS, _rename, _theirs, _under, _with_compat_buffers
 from .models.checkpoint import CheckpointError
 from .models.convnext import SIZES as CONVNEXT_SIZES
 from .models.decoders import PPM_SCALES
@@ -301,12 +301,20 @@ def read_folder(folder: str | os.PathLike) -> HFModel:
     return HFModel(BACKBONES[kind].encoder(backbone), names, encoder, decoder, aux)
 
 
+def backbone_of(encoder: str) -> Backbone:
+    """The backbone type of transformers of our `encoder`; an error naming it when there is none."""
+    for backbone in BACKBONES.values():
+        if encoder.startswith(backbone.prefix):
+            return backbone
+    raise CheckpointError(f"{encoder}: no Hugging Face backbone of ours for it ({', '.join(BACKBONES)})")
+
+
 def config_options(model: HFModel, class_info: str) -> list[str]:
     """Our config of the model (over the defaults): its encoder, `uperhead`, its classes (`class_info`, a class table
     of its names), and the test of mmsegmentation's ADE20K configs its UperNets were trained with (the short side
     512, the long at most 2048; ConvNeXt in 512 windows every 341, Swin whole images; mean IoU over the classes
     present)."""
-    backbone = next(b for b in BACKBONES.values() if model.encoder.startswith(b.prefix))
+    backbone = backbone_of(model.encoder)
     return [
         *("MODEL.arch_encoder", model.encoder, "MODEL.fc_dim", str(backbone.widths(model.encoder)[-1])),
         *(
@@ -323,21 +331,12 @@ def config_options(model: HFModel, class_info: str) -> list[str]:
     ]
 
 
-def _theirs(state: Mapping[str, torch.Tensor], prefix: str, layers) -> dict[str, torch.Tensor]:
-    """A head of ours in transformers' names under `prefix`, without our synchronized batch norm's bookkeeping."""
-    state = {k: v for k, v in state.items() if not k.endswith(COMPAT_BUFFERS)}
-    return {f"{prefix}.{k}": v for k, v in _rename(state, [(o, t) for t, o in layers], prefix).items()}
-
-
 def write_folder(folder: str | os.PathLike, model: HFModel) -> None:
     """`model` as a folder transformers' `UperNetForSemanticSegmentation.from_pretrained` loads: config.json and
     model.safetensors (the auxiliary head when `model.aux_state` has it)."""
     from safetensors.torch import save_file  # the `hf` extra
 
-    kind = next((k for k, b in BACKBONES.items() if model.encoder.startswith(b.prefix)), None)
-    if kind is None:
-        raise CheckpointError(f"{model.encoder}: no Hugging Face backbone of ours for it ({', '.join(BACKBONES)})")
-    backbone = BACKBONES[kind]
+    backbone = backbone_of(model.encoder)
     encoder = {k: v for k, v in model.encoder_state.items() if not k.endswith(COMPAT_BUFFERS)}
     state = {f"backbone.{k}": v for k, v in _renamed(encoder, backbone.to_theirs, model.encoder).items()}
     state |= _theirs(model.decoder_state, "decode_head", DECODE_HEAD)
