@@ -156,6 +156,9 @@ def foreign_files(path: str | os.PathLike, decoder: str = "") -> dict[str, str]:
     return files
 
 
+HF_CONVERSION = 2  # a cached conversion of another version is not used: its options may differ
+
+
 def hf_model(source: str) -> tuple[str, str, list[str]]:
     """A Hugging Face UperNet (a Hub repository id, fetched into huggingface_hub's cache, or a local folder in its
     layout), converted into our layout once (again when its files change) under the cache's `converted/` folder:
@@ -164,10 +167,11 @@ def hf_model(source: str) -> tuple[str, str, list[str]]:
     folder = source if os.path.isdir(source) else hub.hf_snapshot(source)
     files = [
         os.path.join(folder, n)
-        for n in (hf.CONFIG, hf.SAFETENSORS, hf.PICKLED)
+        for n in (hf.CONFIG, hf.SAFETENSORS, hf.PICKLED, hf.PREPROCESSOR)
         if os.path.isfile(os.path.join(folder, n))
     ]
-    stamp = ":".join(f"{os.path.realpath(f)}:{os.stat(f).st_size}:{os.stat(f).st_mtime_ns}" for f in files)
+    stamps = (f"{os.path.realpath(f)}:{os.stat(f).st_size}:{os.stat(f).st_mtime_ns}" for f in files)
+    stamp = ":".join((str(HF_CONVERSION), *stamps))
     name = Path(source.rstrip("/")).name
     converted = os.path.join(
         hub.cache_dir(), "converted", f"hf-{name}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"

@@ -82,7 +82,8 @@ def to_hf(cfg, checkpoint: str, out: str, aux_from: str | None = None) -> hf.HFM
             f"(encoders {', '.join(p + '*' for p in backbones)}; decoder uperhead)"
         )
     names, encoder, decoder = _checkpoint(cfg, checkpoint)
-    model = hf.HFModel(m.arch_encoder, names, encoder, decoder, _aux_state(cfg, encoder, aux_from))
+    aux = _aux_state(cfg, encoder, aux_from)
+    model = hf.HFModel(m.arch_encoder, names, encoder, decoder, aux, m.input_normalisation)
     hf.write_folder(out, model)
     return model
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .data.transforms import NORMALISATIONS
 from .mmseg import FCN_AUX, HEADS, _rename, _theirs, _under, _with_compat_buffers
 from .models.checkpoint import CheckpointError
 from .models.convnext import SIZES as CONVNEXT_SIZES
@@ -28,6 +29,7 @@ from .models.swin import feature_channels as swin_widths
 from .nn.batchnorm import COMPAT_BUFFERS
 
 CONFIG, SAFETENSORS, PICKLED = "config.json", "model.safetensors", "pytorch_model.bin"
+PREPROCESSOR = "preprocessor_config.json"
 UPERHEAD_CHANNELS = 512  # our uperhead's width (its `hidden_size`)
 
 
@@ -201,7 +203,17 @@ class Backbone:
     to_theirs: tuple
     widths: Callable[[str], tuple[int, ...]]  # our encoder's map widths
     prefix: str  # our encoders' names of this type start so
-    test: tuple[str, ...]  # the test of mmsegmentation's ADE20K configs of these UperNets, as our config's options
+    crop: Callable[[str], int]  # the side of the crops our encoder's UperNet trained on in mmsegmentation's configs
+    slide: bool  # whether those configs test in windows (else on whole images)
+
+
+def _mmseg_test(side: int, slide: bool) -> tuple[str, ...]:
+    """mmsegmentation's ADE20K test of an UperNet trained on side x side crops, as our config's options: the short
+    side at `side`, the long at most 4 times it; windows of the crop every two thirds of it, or whole images."""
+    scale = ("DATASET.imgSizes", f"({side},)", "DATASET.imgMaxSize", str(4 * side))
+    if not slide:
+        return (*scale, "TEST.mode", "whole")
+    return (*scale, "TEST.mode", "slide", "TEST.crop_size", str(side), "TEST.stride", str(side * 2 // 3))
 
 
 # backbone_config.model_type
@@ -213,7 +225,8 @@ BACKBONES = {
         CONVNEXT_BACK,
         lambda name: CONVNEXT_SIZES[name.removeprefix("convnext_")][1],
         "convnext_",
-        ("TEST.mode", "slide", "TEST.crop_size", "512", "TEST.stride", "341"),
+        lambda name: 640 if name.endswith("large") else 512,  # large and xlarge trained on 640 crops
+        True,
     ),
     "swin": Backbone(
         _swin_name,
@@ -222,7 +235,8 @@ BACKBONES = {
         SWIN_BACK,
         lambda name: swin_widths(name.removeprefix("swin_")),
         "swin_",
-        ("TEST.mode", "whole"),
+        lambda name: 512,
+        False,
     ),
 }
 
@@ -234,6 +248,7 @@ class HFModel:
     encoder_state: dict[str, torch.Tensor]
     decoder_state: dict[str, torch.Tensor]
     aux_state: dict[str, torch.Tensor]  # the auxiliary head's, for training; {} without one
+    normalisation: str = "imagenet"  # MODEL.input_normalisation of its images
 
 
 def read_config(folder: str | os.PathLike) -> dict:
@@ -298,7 +313,39 @@ def read_folder(folder: str | os.PathLike) -> HFModel:
     stray = [k for k in state if not k.startswith(known)]
     if stray:
         raise CheckpointError(f"{where}: {len(stray)} tensors of no known part: {', '.join(stray[:8])}")
-    return HFModel(BACKBONES[kind].encoder(backbone), names, encoder, decoder, aux)
+    return HFModel(BACKBONES[kind].encoder(backbone), names, encoder, decoder, aux, _normalisation(folder))
+
+
+def _close(found: tuple[float, ...], ours: tuple[float, ...]) -> bool:
+    return len(found) == len(ours) and all(abs(a - b) <= 1e-4 * max(1.0, abs(b)) for a, b in zip(found, ours))
+
+
+def _normalisation(folder: str) -> str:
+    """Our input normalisation of the images as the folder's `preprocessor_config.json` prepares them (RGB, rescaled
+    by `rescale_factor`, less `image_mean`, over `image_std`); "imagenet" without one. One of no normalisation of
+    ours is an error naming its values. (Its resizing is not read: the Hub's UperNets hold SegformerImageProcessor's
+    default square 512 x 512, not the test their figures come from, which `config_options` sets.)"""
+    path = os.path.join(folder, PREPROCESSOR)
+    if not os.path.isfile(path):
+        return "imagenet"
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        rescale = float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0
+        mean, std = (0.0,) * 3, (1.0,) * 3
+        if config.get("do_normalize", True):
+            mean, std = tuple(map(float, config["image_mean"])), tuple(map(float, config["image_std"]))
+        scale = tuple(rescale / s for s in std)
+        offset = tuple(-m / s for m, s in zip(mean, std, strict=True))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: not a readable image processor config ({type(err).__name__}: {err})") from err
+    for name, ours in NORMALISATIONS.items():
+        if ours.order == (0, 1, 2) and _close(scale, ours.scale) and _close(offset, ours.offset):
+            return name
+    raise CheckpointError(
+        f"{path}: images rescaled by {rescale}, less mean {list(mean)}, over std {list(std)}: none of our input "
+        f"normalisations ({', '.join(NORMALISATIONS)})"
+    )
 
 
 def backbone_of(encoder: str) -> Backbone:
@@ -311,9 +358,9 @@ def backbone_of(encoder: str) -> Backbone:
 
 def config_options(model: HFModel, class_info: str) -> list[str]:
     """Our config of the model (over the defaults): its encoder, `uperhead`, its classes (`class_info`, a class table
-    of its names), and the test of mmsegmentation's ADE20K configs its UperNets were trained with (the short side
-    512, the long at most 2048; ConvNeXt in 512 windows every 341, Swin whole images; mean IoU over the classes
-    present)."""
+    of its names), its input normalisation, and the test of mmsegmentation's ADE20K configs its UperNets were trained
+    with (the short side 512, the long at most 2048; ConvNeXt in 512 windows every 341, large and xlarge at 640 in
+    windows of 640 every 426; Swin whole images; mean IoU over the classes present)."""
     backbone = backbone_of(model.encoder)
     return [
         *("MODEL.arch_encoder", model.encoder, "MODEL.fc_dim", str(backbone.widths(model.encoder)[-1])),
@@ -326,8 +373,9 @@ def config_options(model: HFModel, class_info: str) -> list[str]:
             "fcn" if model.aux_state else "",
         ),
         *("DATASET.num_class", str(len(model.class_names)), "DATASET.class_info", class_info),
-        *("DATASET.imgSizes", "(512,)", "DATASET.imgMaxSize", "2048", "DATASET.pipeline", "crop"),
-        *("TEST.pipeline", "mmseg", *backbone.test, "VAL.mean_iou_over", "present"),
+        *("DATASET.pipeline", "crop", "MODEL.input_normalisation", model.normalisation),
+        *("TEST.pipeline", "mmseg", *_mmseg_test(backbone.crop(model.encoder), backbone.slide)),
+        *("VAL.mean_iou_over", "present"),
     ]
 
 
@@ -358,10 +406,33 @@ def write_folder(folder: str | os.PathLike, model: HFModel) -> None:
         "id2label": {str(k): name for k, name in enumerate(model.class_names)},
         "label2id": {name: k for k, name in enumerate(model.class_names)},
     }
+    processor = _processor_config(model.normalisation, backbone.crop(model.encoder))
     os.makedirs(folder, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, SAFETENSORS))
-    with open(os.path.join(folder, CONFIG), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+    for name, content in ((CONFIG, config), (PREPROCESSOR, processor)):
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)
+
+
+def _processor_config(normalisation: str, side: int) -> dict:
+    """SegformerImageProcessor's config (as the Hub's UperNets hold) of our input normalisation, resizing to the
+    side of the model's training crops; an error for one it cannot express (BGR input)."""
+    ours = NORMALISATIONS[normalisation]
+    if ours.order != (0, 1, 2):
+        raise CheckpointError(f"input normalisation '{normalisation}' takes BGR images; an image processor gives RGB")
+    std = [round(1 / (255 * s), 12) for s in ours.scale]
+    return {
+        "image_processor_type": "SegformerImageProcessor",
+        "do_resize": True,
+        "size": {"height": side, "width": side},
+        "resample": 2,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [round(-o * s, 12) for o, s in zip(ours.offset, std)],
+        "image_std": std,
+        "do_reduce_labels": False,
+    }
 
 
 def imagenet_state(folder: str | os.PathLike, encoder: str) -> dict[str, torch.Tensor]:

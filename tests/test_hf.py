@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from helpers import REPO, use_reduced_encoders
 from safetensors.torch import load_file, save_file
 
-from mit_semseg import Segmenter, convert
+from mit_semseg import Segmenter, convert, hf
 from mit_semseg.config import load_config
+from mit_semseg.data.transforms import normalise
 from mit_semseg.hub import DownloadError
-from mit_semseg.models import convnext
+from mit_semseg.models import convnext, swin
 from mit_semseg.models.checkpoint import CheckpointError
 from mit_semseg.tasks import task_for
 
@@ -122,9 +123,27 @@ def _config(depths=DEPTHS, widths=WIDTHS, **changes) -> dict:
     return config
 
 
-def write_folder(folder, tensors=None, config=None, pickled=False):
+# preprocessor_config.json as SegformerImageProcessor's save_pretrained writes it (transformers 5.25.0, by hand): the
+# Hub's UperNets hold its defaults
+PROCESSOR = {
+    "do_normalize": True,
+    "do_reduce_labels": False,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_processor_type": "SegformerImageProcessor",
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 2,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 512, "width": 512},
+}
+
+
+def write_folder(folder, tensors=None, config=None, pickled=False, processor=PROCESSOR):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config or _config(), indent=2))
+    if processor is not None:
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     tensors = tensors if tensors is not None else _tensors()
     if pickled:
         torch.save(tensors, folder / "pytorch_model.bin")
@@ -235,6 +254,37 @@ def test_what_is_not_supported_is_named(reduced, tmp_path, change, message):
     folder = write_folder(tmp_path / "m", config=_config(**change))
     with pytest.raises(CheckpointError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
         Segmenter.from_pretrained(str(folder))
+
+
+def test_the_image_processor_config_gives_the_input_normalisation(reduced, tmp_path):
+    """preprocessor_config.json: ImageNet's mean and std over 0..1 RGB is our `imagenet` normalisation (and so is no
+    file); another is an error naming its values, an unreadable one an error naming the file."""
+    x = torch.tensor([[[[0]], [[128]], [[255]]]], dtype=torch.uint8)
+    mean, std = torch.tensor(PROCESSOR["image_mean"]).view(1, 3, 1, 1), torch.tensor(PROCESSOR["image_std"])
+    expected = (x / 255 - mean) / std.view(1, 3, 1, 1)  # what their processor gives a pixel
+    for name, processor in (("hub", PROCESSOR), ("none", None)):
+        segmenter = Segmenter.from_pretrained(str(write_folder(tmp_path / name, processor=processor)))
+        assert segmenter.cfg.MODEL.input_normalisation == "imagenet"
+        assert torch.allclose(normalise(x, segmenter.cfg.MODEL.input_normalisation), expected, atol=1e-6)
+    other = write_folder(tmp_path / "other", processor=dict(PROCESSOR, image_mean=[0.5, 0.5, 0.5]))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config.json: images rescaled by 0.0039\d+, less mean "):
+        Segmenter.from_pretrained(str(other))
+    (other / "preprocessor_config.json").write_text("{")
+    with pytest.raises(CheckpointError, match="other.preprocessor_config.json: not a readable image processor config"):
+        Segmenter.from_pretrained(str(other))
+
+
+@pytest.mark.parametrize("size", [*(f"convnext_{s}" for s in convnext.SIZES), *(f"swin_{s}" for s in swin.SIZES)])
+def test_each_hub_model_is_tested_as_its_mmsegmentation_preset(size):
+    """A Hub UperNet's test (scale, windows) is that of the preset of its architecture, which is mmsegmentation's
+    config it was trained with: ConvNeXt large and xlarge at 640, the others at 512."""
+    options = hf.config_options(hf.HFModel(size, CLASSES, {}, {}, {}), "")
+    given = dict(zip(options[::2], options[1::2]))
+    (preset,) = (REPO / "config").glob(f"ade20k-{size}-upernet-*-160k.yaml")
+    cfg = load_config(preset)
+    keys = ["DATASET.imgSizes", "DATASET.imgMaxSize", "TEST.pipeline", "TEST.mode", "VAL.mean_iou_over"]
+    keys += ["TEST.crop_size", "TEST.stride"] if cfg.TEST.mode == "slide" else []
+    assert {k: given[k] for k in keys} == {k: str(cfg[k.split(".")[0]][k.split(".")[1]]) for k in keys}
 
 
 def test_stray_or_missing_tensors_are_named(reduced, tmp_path):
@@ -397,6 +447,10 @@ def test_convert_to_hf_writes_the_folder_back(reduced, tmp_path, capsys):
     for key in ("model_type", "depths", "hidden_sizes", "out_features", "layer_scale_init_value"):
         assert config["backbone_config"][key] == original["backbone_config"][key], key
     assert config["use_auxiliary_head"] is False
+    processor = json.loads((tmp_path / "back" / "preprocessor_config.json").read_text())
+    for key in ("image_mean", "image_std"):
+        assert processor.pop(key) == pytest.approx(PROCESSOR[key], abs=1e-12)
+    assert processor == {k: v for k, v in PROCESSOR.items() if k not in ("image_mean", "image_std")}
     (tmp_path / "other.yaml").write_text(
         segmenter.cfg.dump().replace("arch_decoder: uperhead", "arch_decoder: upernet")
     )

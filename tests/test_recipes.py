@@ -268,8 +268,9 @@ def _resnet_recipe(cfg, depth, head, crop):
 
 def _transformer_recipe(cfg, encoder, head, crop):
     """mmsegmentation's ConvNeXt and Swin UperNets: AdamW with its warm-up, poly 1.0 to 0, stochastic depth; ConvNeXt
-    with stage-wise rate decay and no decay on 1-D parameters, tested in 512 windows every 341; Swin with no decay on
-    its norms and bias tables, tested on whole images."""
+    with stage-wise rate decay and no decay on 1-D parameters, tested in windows of the crop every two thirds of it
+    (512 every 341; large and xlarge 640 every 426); Swin with no decay on its norms and bias tables, tested on whole
+    images."""
     t, convnext = cfg.TRAIN, encoder.startswith("convnext")
     assert (cfg.MODEL.arch_encoder, cfg.MODEL.arch_decoder, head) == (encoder, "uperhead", "upernet")
     assert (t.optim, t.betas, t.warmup_iters, t.warmup_ratio, t.lr_pow, t.lr_min) == (
@@ -281,9 +282,18 @@ def _transformer_recipe(cfg, encoder, head, crop):
         0.0,
     )
     assert cfg.MODEL.drop_path_rate > 0 and t.batch_size_per_gpu * 8 == 16
+    side = crop[0]  # the test's short side is the crop's; the long side at most 4 times it
+    assert (cfg.DATASET.imgSizes, cfg.DATASET.imgMaxSize, tuple(cfg.DATASET.crop_scale)) == (
+        (side,),
+        4 * side,
+        (4 * side, side),
+    )
     if convnext:
-        assert (t.lr_encoder, t.weight_decay, t.no_decay, t.lr_decay_rate) == (1e-4, 0.05, ("ndim1",), 0.9)
-        assert (cfg.TEST.mode, cfg.TEST.crop_size, cfg.TEST.stride) == ("slide", 512, 341)
+        lr = 8e-5 if encoder == "convnext_xlarge" else 1e-4
+        assert (t.lr_encoder, t.weight_decay, t.no_decay, t.lr_decay_rate) == (lr, 0.05, ("ndim1",), 0.9)
+        assert t.lr_decay_layers == (6 if encoder == "convnext_tiny" else 12)
+        assert (cfg.TEST.mode, cfg.TEST.crop_size, cfg.TEST.stride) == ("slide", side, side * 2 // 3)
+        assert crop == ((640, 640) if encoder.endswith("large") else (512, 512))
     else:
         assert (t.lr_encoder, t.weight_decay, t.no_decay, t.lr_decay_rate) == (6e-5, 0.01, ("norm", "bias_table"), 0.0)
         assert cfg.TEST.mode == "whole"
