@@ -4,9 +4,10 @@
 
 transformers (not a dependency of ours) builds `UperNetForSemanticSegmentation` with random weights and writes it
 with `save_pretrained`; ours loads that folder (`Segmenter.from_pretrained`). Both run the network on one image of
-`--size` (the class probabilities at its size): transformers in fp32, ours in fp32 (batch norms folded into the
-convs, channels-last: `prepare_for_inference`) and at `TEST.precision auto` (bf16 where the CPU computes it
-natively). Prints the median milliseconds of `--runs`, ours as a ratio of transformers' (below 1: faster), and the
+`--size` to the class probabilities at its size (its logits, which transformers resizes to the image, then a
+softmax): transformers in fp32, ours in fp32 (`prepare_for_inference`: batch norms folded into the convs, the
+memory formats, Winograd's 3x3 convolutions in the head) and at `TEST.precision auto` (bf16 where the CPU computes
+it natively). Prints the median milliseconds of `--runs`, ours as a ratio of transformers' (below 1: faster), and the
 largest probability difference from transformers' in fp32 with the share of pixels whose class is the same.
 """
 
@@ -50,9 +51,10 @@ def compare(kind: str, size: tuple[int, int], runs: int, folder: str) -> str:
     theirs = transformers.UperNetForSemanticSegmentation(config).eval()
     theirs.save_pretrained(folder)
     x = torch.randn(1, 3, *size)
+    their_probabilities = lambda: torch.softmax(theirs(pixel_values=x).logits, 1)  # the logits at the image's size
     with torch.inference_mode():
-        their_ms = _median_ms(lambda: theirs(pixel_values=x), runs)
-        reference = torch.softmax(theirs(pixel_values=x).logits, 1)
+        their_ms = _median_ms(their_probabilities, runs)
+        reference = their_probabilities()
     rows = []
     for precision in ("fp32", "auto"):
         ours = Segmenter.from_pretrained(folder, precision=precision)

@@ -14,6 +14,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .data.transforms import round_up
 from .models.decoders import resize
+from .nn.winograd import use_winograd
 
 CHUNK_BYTES = 1 << 21
 
@@ -38,10 +39,23 @@ def fold_batch_norms(module: nn.Module) -> nn.Module:
 
 
 def prepare_for_inference(model: nn.Module) -> nn.Module:
-    """Eval mode, batch norms folded into convs, channels-last memory: the fast inference path."""
+    """The fast inference path of an encoder-decoder model: eval mode, batch norms folded into convs, and memory
+    formats. On CUDA all channels-last. On the CPU the encoder runs in its `inference_memory_format` (channels-last
+    unless it says otherwise: Swin, whose layers are on tokens, is faster contiguous), its images converted to it,
+    and hands its maps on contiguous: every decoder here is faster so on the CPU (measured on CPU A: C1, PPM,
+    UPerNet, its head over ConvNeXt, 15-60% faster in fp32 and 5-60% in bf16 than channels-last); the decoders'
+    wide 3x3 convolutions run by Winograd's F(2x2, 3x3) in fp32 (`nn.winograd`)."""
     model.eval()
     fold_batch_norms(model)
-    return model.to(memory_format=torch.channels_last)
+    if next(model.parameters()).device.type != "cpu":
+        return model.to(memory_format=torch.channels_last)
+    encoder_format = getattr(model.encoder, "inference_memory_format", torch.channels_last)
+    model.encoder.to(memory_format=encoder_format)
+    model.encoder.register_forward_pre_hook(
+        lambda _, args: (args[0].contiguous(memory_format=encoder_format), *args[1:])
+    )
+    model.encoder.register_forward_hook(lambda _, args, maps: [m.contiguous() for m in maps])
+    return use_winograd(model)
 
 
 def _source_rows(
@@ -74,7 +88,7 @@ def each_scale_batch(
     device = next(model.parameters()).device
     out = []
     for images in img_data:
-        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        images = images.to(device)
         n = images.shape[0]
         batch = torch.cat([images, images.flip(-1)]) if flip else images
         outputs = {k: v.float() for k, v in heads(model.encoder(batch, return_feature_maps=True)).items()}
@@ -155,7 +169,7 @@ def slide_logits(
     canvas = count = None
     for y in starts(padded_h):
         for x in starts(padded_w):
-            window = source[:, :, y : y + crop, x : x + crop].contiguous(memory_format=torch.channels_last)
+            window = source[:, :, y : y + crop, x : x + crop]
             batch = torch.cat([window, window.flip(-1)]) if flip else window
             logits = model.decoder.main_logits(model.encoder(batch, return_feature_maps=True)).float()
             if flip:
@@ -173,7 +187,7 @@ def slide_logits(
 def _logits_at_input_size(model: nn.Module, batch: torch.Tensor, align_corners: bool) -> torch.Tensor:
     """The decoder's logits of a normalised N x 3 x h x w batch, resized bilinearly to h x w (mmsegmentation's
     `encode_decode`)."""
-    features = model.encoder(batch.contiguous(memory_format=torch.channels_last), return_feature_maps=True)
+    features = model.encoder(batch, return_feature_maps=True)
     return resize(model.decoder.main_logits(features).float(), batch.shape[-2:], align_corners)
 
 

@@ -276,12 +276,19 @@ def test_demo_test_sh_offline_ends_within_a_minute():
         ("mobilenetv2dilated", "c1_deepsup"),
         ("hrnetv2", "c1"),
         ("resnet18", "upernet"),
+        ("swin_tiny", "uperhead"),
     ],
 )
 @pytest.mark.numeric
-def test_optimised_inference_equals_the_plain_path(encoder, decoder):
+def test_optimised_inference_equals_the_plain_path(encoder, decoder, monkeypatch):
+    """prepare_for_inference: batch norms folded, the encoder channels-last (Swin contiguous) handing the decoder
+    contiguous maps, the decoder's wide 3x3 convolutions by Winograd (here on maps of any size); the same
+    probabilities."""
     from mit_semseg.inference import prepare_for_inference
     from mit_semseg.models import ENCODERS, ModelBuilder, SegmentationModule
+    from mit_semseg.nn import winograd
+
+    monkeypatch.setattr(winograd, "MIN_PIXELS", 1)
 
     torch.manual_seed(0)
     fc = ENCODERS[encoder].fc_dim
@@ -301,11 +308,18 @@ def test_optimised_inference_equals_the_plain_path(encoder, decoder):
 
     fast = prepare_for_inference(copy.deepcopy(plain))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    first = next(m for m in fast.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.weight.is_contiguous(memory_format=torch.channels_last) == (encoder != "swin_tiny")
+    # the fusing conv of PPM (512 + 4 x 512 inputs) and UPerNet's (4 x 512)
+    assert any(isinstance(m, winograd.WinogradConv2d) for m in fast.modules()) == (not decoder.startswith("c1"))
+    maps = []
+    fast.decoder.register_forward_pre_hook(lambda _, args: maps.extend(args[0]))
     image = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         expected = plain({"img_data": image}, segSize=(96, 128))
-        got = fast({"img_data": image.contiguous(memory_format=torch.channels_last)}, segSize=(96, 128))
+        got = fast({"img_data": image}, segSize=(96, 128))
     assert (got - expected).abs().max() < 1e-4
+    assert maps and all(m.is_contiguous() for m in maps)
 
 
 def test_a_video_is_segmented_frame_by_frame(trained, tmp_path):

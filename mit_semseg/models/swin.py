@@ -123,6 +123,8 @@ class SwinEncoder(nn.Module):
     i < 3, `out_norms.i` stage i's map's norm. Stochastic depth grows linearly from 0 to `drop_path_rate` over the
     blocks. `norm_layer` is accepted as every encoder's and unused (no batch norm)."""
 
+    inference_memory_format = torch.contiguous_format  # its layers are on tokens: faster so on the CPU
+
     def __init__(
         self,
         width: int,
