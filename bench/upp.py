@@ -76,7 +76,7 @@ def pooling_rows(height: int, width: int, repeats: int, device) -> list[dict]:
 
 def latency_rows(height: int, width: int, repeats: int, device) -> list[dict]:
     torch.manual_seed(0)
-    image = torch.randn(1, 3, height, width, device=device).contiguous(memory_format=torch.channels_last)
+    image = torch.randn(1, 3, height, width, device=device)
     upernet = model_for("resnet50+upernet", inference=True)
     upp = model_for("resnet50+upp", inference=True)
     textured = model_for("resnet50+upp", inference=True)

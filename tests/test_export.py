@@ -23,11 +23,11 @@ from mit_semseg.onnx_runtime import OnnxSession, export_onnx
 from mit_semseg.tasks import task_for
 
 # Every block family of the encoders (ResNet's basic block and its bottleneck plain and dilated, ResNeXt's grouped one,
-# mmsegmentation's stem, MobileNetV2, HRNet, ConvNeXt) in its reduced variant (the export is of the blocks, not of
-# their widths or numbers: resnet101's reduced variant is resnet50's of other widths), and every decoder class, with
+# mmsegmentation's stem, MobileNetV2, HRNet, ConvNeXt, Swin) in its reduced variant (the export is of the blocks, not
+# of their widths or numbers: resnet101's reduced variant is resnet50's of other widths), and every decoder class, with
 # both of UPerNet's pyramid orders (upsample first in UPP's, conv first in uperhead; upernet_lite and upp_lite are
-# upernet and upp at another FPN width). Swin's export (by hand: 3.7e-6 and 1.0e-6 at two sizes, 4.9e-6 at a third)
-# takes over a minute to trace on one thread, too long for the suite.
+# upernet and upp at another FPN width). The reduced Swin's window is 3: its maps at 64 x 96 (16 x 24, ...) and
+# 80 x 112 (20 x 28, ...) are padded to the window, odd ones before a merge.
 PAIRS = [
     "mobilenetv2dilated+c1_deepsup",
     "resnet18+upp_lite",
@@ -36,6 +36,7 @@ PAIRS = [
     "resnext101dilated+c1",
     "hrnetv2+c1",
     "convnext_tiny+uperhead",
+    "swin_tiny+uperhead",
 ]
 SIZES = [(1, 64, 96), (2, 80, 112)]  # the size it is traced at, and another batch and size
 

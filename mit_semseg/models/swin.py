@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.transforms import round_up
 from .convnext import drop_path
 
 MASKED = -100.0  # added to the attention between tokens of different regions of a shifted window
@@ -40,11 +41,12 @@ def _unwindow(x: torch.Tensor, window: int, n: int, h: int, w: int) -> torch.Ten
 def shifted_window_mask(h: int, w: int, window: int, shift: int, device=None) -> torch.Tensor:
     """(windows x window^2 x window^2) 0 between tokens of one region of the rolled map, MASKED between regions
     (the map's three bands each way: up to -window, -window to -shift, the last shift)."""
-    regions = torch.zeros(h, w, device=device)
-    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    for i, rows in enumerate(bands):
-        for j, cols in enumerate(bands):
-            regions[rows, cols] = 3 * i + j
+
+    def band(size: int) -> torch.Tensor:  # 0, 1, 2 for each row (column)
+        index = torch.arange(size, device=device)
+        return (index >= size - window).long() + (index >= size - shift).long()
+
+    regions = (3 * band(h)[:, None] + band(w)[None, :]).float()
     labels = _windows(regions[None, :, :, None], window)[..., 0]
     return (labels[:, None, :] != labels[:, :, None]).float() * MASKED
 
@@ -90,7 +92,7 @@ class SwinBlock(nn.Module):
         """x: N x H x W x C."""
         n, h, w = x.shape[:3]
         win = self.window
-        y = F.pad(self.norm1(x), (0, 0, 0, -w % win, 0, -h % win))
+        y = F.pad(self.norm1(x), (0, 0, 0, round_up(w, win) - w, 0, round_up(h, win) - h))
         hp, wp = y.shape[1:3]
         mask = None
         if self.shift:
@@ -113,9 +115,11 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * width, 2 * width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        return self.reduction(self.norm(x))
+        n, h, w, c = x.shape
+        x = F.pad(x, (0, 0, 0, round_up(w, 2) - w, 0, round_up(h, 2) - h))
+        # N x H/2 x 2 (dy) x W/2 x 2 (dx) x C, the patch's tokens ordered by dx then dy
+        x = x.view(n, x.shape[1] // 2, 2, x.shape[2] // 2, 2, c).permute(0, 1, 3, 4, 2, 5)
+        return self.reduction(self.norm(x.reshape(n, x.shape[1], x.shape[2], 4 * c)))
 
 
 class SwinEncoder(nn.Module):
@@ -152,7 +156,7 @@ class SwinEncoder(nn.Module):
         self.apply(_init)
 
     def forward(self, x: torch.Tensor, return_feature_maps: bool = False) -> list[torch.Tensor]:
-        x = F.pad(x, (0, -x.shape[3] % 4, 0, -x.shape[2] % 4))
+        x = F.pad(x, (0, round_up(x.shape[3], 4) - x.shape[3], 0, round_up(x.shape[2], 4) - x.shape[2]))
         x = self.patch_norm(self.patch_embed(x).permute(0, 2, 3, 1))
         maps = []
         for stage, norm in zip(self.stages, self.out_norms):
