@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .data.transforms import NORMALISATIONS
-from .mmseg import FCN_AUX, HEADS, _rename, _theirs, _under, _with_compat_buffers
+from .mmseg import FCN_AUX, HEADS, as_theirs, part_under, rename_layers, with_compat_buffers
 from .models.checkpoint import CheckpointError
 from .models.convnext import SIZES as CONVNEXT_SIZES
 from .models.decoders import PPM_SCALES
@@ -306,9 +306,9 @@ def read_folder(folder: str | os.PathLike) -> HFModel:
     names = [labels[k] for k in sorted(labels, key=int)]
     state = _weights(folder)
     where = f"{folder} ({kind})"
-    encoder = _renamed(_under(state, "backbone"), BACKBONES[kind].to_ours, where)
-    decoder = _with_compat_buffers(_rename(_under(state, "decode_head"), DECODE_HEAD, where))
-    aux = _with_compat_buffers(_rename(_under(state, "auxiliary_head"), AUX_HEAD, where))
+    encoder = _renamed(part_under(state, "backbone"), BACKBONES[kind].to_ours, where)
+    decoder = with_compat_buffers(rename_layers(part_under(state, "decode_head"), DECODE_HEAD, where))
+    aux = with_compat_buffers(rename_layers(part_under(state, "auxiliary_head"), AUX_HEAD, where))
     known = ("backbone.", "decode_head.", "auxiliary_head.")
     stray = [k for k in state if not k.startswith(known)]
     if stray:
@@ -387,9 +387,9 @@ def write_folder(folder: str | os.PathLike, model: HFModel) -> None:
     backbone = backbone_of(model.encoder)
     encoder = {k: v for k, v in model.encoder_state.items() if not k.endswith(COMPAT_BUFFERS)}
     state = {f"backbone.{k}": v for k, v in _renamed(encoder, backbone.to_theirs, model.encoder).items()}
-    state |= _theirs(model.decoder_state, "decode_head", DECODE_HEAD)
+    state |= as_theirs(model.decoder_state, "decode_head", DECODE_HEAD)
     if model.aux_state:
-        state |= _theirs(model.aux_state, "auxiliary_head", AUX_HEAD)
+        state |= as_theirs(model.aux_state, "auxiliary_head", AUX_HEAD)
     widths = backbone.widths(model.encoder)
     config = {
         "architectures": ["UperNetForSemanticSegmentation"],
@@ -448,7 +448,7 @@ def imagenet_state(folder: str | os.PathLike, encoder: str) -> dict[str, torch.T
     found = backbone.encoder(config)
     if found != encoder:
         raise CheckpointError(f"{folder}: ImageNet weights of {found}, not of {encoder}")
-    state = {k: v for k, v in _under(_weights(folder), kind).items() if not k.startswith("layernorm.")}
+    state = {k: v for k, v in part_under(_weights(folder), kind).items() if not k.startswith("layernorm.")}
     ours = _renamed(state, backbone.to_ours, f"{folder} ({kind})")
     for i, width in enumerate(backbone.widths(encoder)):
         ours[f"out_norms.{i}.weight"], ours[f"out_norms.{i}.bias"] = torch.ones(width), torch.zeros(width)

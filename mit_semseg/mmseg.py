@@ -68,7 +68,7 @@ def _pattern(name: str) -> re.Pattern:
     return re.compile(re.escape(name).replace(r"\{i\}", r"(?P<i>\d+)") + r"\.(?P<rest>.+)")
 
 
-def _rename(state: Mapping[str, torch.Tensor], layers: Sequence[tuple[str, str]], where: str) -> dict:
+def rename_layers(state: Mapping[str, torch.Tensor], layers: Sequence[tuple[str, str]], where: str) -> dict:
     """`state` with each key's layer renamed from the first name of its pair to the second; a key of no listed
     layer is an error naming it (and `where`)."""
     rules = [(_pattern(source), target) for source, target in layers]
@@ -87,11 +87,11 @@ def _rename(state: Mapping[str, torch.Tensor], layers: Sequence[tuple[str, str]]
     return renamed
 
 
-def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def part_under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix(prefix + "."): v for k, v in state.items() if k.startswith(prefix + ".")}
 
 
-def _with_compat_buffers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def with_compat_buffers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`state` with the bookkeeping buffers our synchronized batch norm saves beside each batch norm's statistics
     (the running averages times `_running_iter`, which starts at 1), so that the parts load strictly."""
     out = dict(state)
@@ -112,7 +112,7 @@ def is_mmseg(state: object) -> bool:
 
 def head_of(decoder_keys: Sequence[str]) -> str:
     """The name of mmsegmentation's head whose every layer these keys hold (`UPerHead`, `PSPHead`; the one of most
-    layers where several fit). Keys of no layer of it are for `_rename` to name."""
+    layers where several fit). Keys of no layer of it are for `rename_layers` to name."""
     fitting = [
         (len(head.layers), name)
         for name, head in HEADS.items()
@@ -151,7 +151,7 @@ def read(path: str | os.PathLike) -> Parts:
         raise CheckpointError(
             f"{path}: tensors of no known part: {', '.join(others)} (known: {ENCODER}, {DECODER}, {AUX})"
         )
-    decoder = _under(state, DECODER)
+    decoder = part_under(state, DECODER)
     try:
         name = head_of(list(decoder))
     except CheckpointError as err:
@@ -159,26 +159,26 @@ def read(path: str | os.PathLike) -> Parts:
     head = HEADS[name]
     return Parts(
         head.decoder,
-        _with_compat_buffers(_under(state, ENCODER)),
-        _with_compat_buffers(_rename(decoder, head.layers, f"{path} ({name})")),
-        _with_compat_buffers(_rename(_under(state, AUX), FCN_AUX.layers, f"{path} (FCNHead)")),
+        with_compat_buffers(part_under(state, ENCODER)),
+        with_compat_buffers(rename_layers(decoder, head.layers, f"{path} ({name})")),
+        with_compat_buffers(rename_layers(part_under(state, AUX), FCN_AUX.layers, f"{path} (FCNHead)")),
         dict(saved.get("meta") or {}),
     )
 
 
-def _theirs(state: Mapping[str, torch.Tensor], prefix: str, layers: Sequence[tuple[str, str]] = ()) -> dict:
+def as_theirs(state: Mapping[str, torch.Tensor], prefix: str, layers: Sequence[tuple[str, str]] = ()) -> dict:
     """One part of ours under mmsegmentation's `prefix`, its layers renamed back (`layers` as in `Head`), without
     the bookkeeping buffers of our synchronized batch norm (mmsegmentation's batch norm has none)."""
     state = {k: v for k, v in state.items() if not k.endswith(COMPAT_BUFFERS)}
     if layers:
-        state = _rename(state, [(ours, theirs) for theirs, ours in layers], prefix)
+        state = rename_layers(state, [(ours, theirs) for theirs, ours in layers], prefix)
     return {f"{prefix}.{k}": v for k, v in state.items()}
 
 
 def write(path: str | os.PathLike, parts: Parts) -> None:
     """Write `parts` as mmsegmentation's file (`meta` and `state_dict`), in its names."""
     head = next(h for h in HEADS.values() if h.decoder == parts.decoder)
-    state = _theirs(parts.encoder_state, ENCODER) | _theirs(parts.decoder_state, DECODER, head.layers)
+    state = as_theirs(parts.encoder_state, ENCODER) | as_theirs(parts.decoder_state, DECODER, head.layers)
     if parts.aux_state:
-        state |= _theirs(parts.aux_state, AUX, FCN_AUX.layers)
+        state |= as_theirs(parts.aux_state, AUX, FCN_AUX.layers)
     torch.save({"meta": parts.meta, "state_dict": state}, os.fspath(path))
