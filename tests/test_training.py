@@ -98,7 +98,7 @@ def test_poly_learning_rate_by_hand():
     encoder, decoder = nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
     groups = param_groups(encoder, 0.02) + param_groups(decoder, 0.01)
     optimizer = torch.optim.SGD(groups, lr=0.02, momentum=0.9, weight_decay=1e-4)
-    set_lr(optimizer, 25, 100, 0.9)
+    set_lr(optimizer, lambda base: poly_lr(base, 25, 100, 0.9))
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.02 * 0.75**0.9] * 2 + [0.01 * 0.75**0.9] * 2)
 
 

@@ -4,6 +4,7 @@ and the learning-rate schedule: an optional linear warm-up, then poly."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -114,14 +115,7 @@ def scheduled_lr(
     return poly_lr(base_lr, iteration - warmup, max_iter - warmup, power, floor)
 
 
-def set_lr(
-    optimizer: torch.optim.Optimizer,
-    iteration: int,
-    max_iter: int,
-    power: float,
-    floor: float = 0.0,
-    warmup: int = 0,
-    warmup_ratio: float = 1e-6,
-) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr_of: Callable[[float], float]) -> None:
+    """Each parameter group's rate: `lr_of` its base rate (e.g. `scheduled_lr` at this iteration)."""
     for group in optimizer.param_groups:
-        group["lr"] = scheduled_lr(group["base_lr"], iteration, max_iter, power, floor, warmup, warmup_ratio)
+        group["lr"] = lr_of(group["base_lr"])

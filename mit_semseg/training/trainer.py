@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.dataset import SkippedSamples
 from ..parallel import DictDataParallel, to_device
-from .optim import set_lr
+from .optim import scheduled_lr, set_lr
 
 log = logging.getLogger("mit_semseg")
 BOOKKEEPING = ("failed", "fatal", "num_samples")  # batch entries about the data, not for the model
@@ -224,7 +224,8 @@ class Trainer:
         while position.iteration < s.epoch_iters and not self.stop.requested:
             groups = [g for g in (self._group(batches) for _ in range(s.accum_steps)) if g]
             data_time = time.perf_counter() - tick
-            set_lr(self.optimizer, self.step, s.max_iter, s.lr_pow, s.lr_min, s.warmup_iters, s.warmup_ratio)
+            schedule = (self.step, s.max_iter, s.lr_pow, s.lr_min, s.warmup_iters, s.warmup_ratio)
+            set_lr(self.optimizer, lambda base: scheduled_lr(base, *schedule))
             if groups:
                 loss, stats = train_step(
                     self.step_module,
