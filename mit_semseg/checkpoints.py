@@ -22,7 +22,6 @@ What users name, and where it resolves:
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
 import json
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from . import hf, hub, mmseg, zoo
+from .data.classes import write_class_table
 from .data.records import write_json
 from .models.checkpoint import CheckpointError
 
@@ -183,9 +183,7 @@ def hf_model(source: str) -> tuple[str, str, list[str]]:
         atomic_save(model.encoder_state, part_path(converted, "encoder", checkpoint))
         atomic_save(model.decoder_state, part_path(converted, "decoder", checkpoint))
         table = os.path.join(converted, "class_info.csv")
-        with open(f"{table}.tmp{os.getpid()}", "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([("Idx", "Name"), *((k + 1, n) for k, n in enumerate(model.class_names))])
-        os.replace(f"{table}.tmp{os.getpid()}", table)
+        write_class_table(table, model.class_names)
         options = hf.config_options(model, table)
         write_json(record, {"source": os.path.realpath(folder), "format": "huggingface", "options": options})
     with open(record) as f:

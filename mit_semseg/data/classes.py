@@ -17,6 +17,17 @@ COLOR150_CSV = TABLES / "color150.csv"  # the original's colours (data/color150.
 BUILTIN_CLASS_TABLES = {"cityscapes": TABLES / "cityscapes.csv", "voc": TABLES / "voc.csv"}
 
 
+def write_class_table(path: str | os.PathLike, names: list[str]) -> None:
+    """A class table of `names` (`Idx`, from 1, and `Name`), as `read_class_names` reads it; written atomically."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["Idx", "Name"])
+        writer.writerows(enumerate(names, start=1))
+    os.replace(tmp, path)
+
+
 def read_class_names(path: str | os.PathLike = OBJECT150_CSV) -> list[str]:
     """Class names in index order (class k at position k-1), the first synonym of each `Name`."""
     path = os.fspath(path)

@@ -11,12 +11,12 @@ as in ADE20K. Sizes and aspect ratios vary, portrait and landscape.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 
 import cv2
 import numpy as np
 
+from ..data.classes import write_class_table
 from ..data.records import write_odgt
 
 CLASSES = ("sky", "grass", "road", "wall", "ball", "box", "roof", "fence")
@@ -130,10 +130,7 @@ def generate(
             records.append({"fpath_img": image_rel, "fpath_segm": label_rel, "width": width, "height": height})
         lists[split] = os.path.join(out, f"{split}.odgt")
         write_odgt(lists[split], records)
-    with open(os.path.join(out, "class_info.csv"), "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["Idx", "Name"])
-        writer.writerows(enumerate(CLASSES, start=1))
+    write_class_table(os.path.join(out, "class_info.csv"), list(CLASSES))
     return lists
 
 
